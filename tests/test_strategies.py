@@ -1,0 +1,104 @@
+"""The public strategies: shapes, the mask convention, empty rows, shrinking, validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis.errors import InvalidArgument
+
+from xattn_ref.strategies import MASK_LAYOUTS, attention_cases, masks
+
+SHAPES = {"key_padding": (2, 1, 1, 5), "query_key": (2, 1, 3, 5), "full": (2, 2, 3, 5), "shared": (3, 5)}
+
+
+@pytest.mark.parametrize("layout", MASK_LAYOUTS)
+def test_masks_have_the_layouts_shape(layout):
+    @settings(max_examples=20, database=None)
+    @given(masks(batch_size=2, num_heads=2, q_len=3, kv_len=5, layouts=[layout]))
+    def check(mask):
+        assert mask.dtype == torch.bool and tuple(mask.shape) == SHAPES[layout]
+
+    check()
+
+
+def test_cases_are_consistent_and_rebuild_from_their_spec():
+    @settings(max_examples=50, database=None)
+    @given(attention_cases())
+    def check(case):
+        b, h, lq, d = case.q.shape
+        assert case.k.shape[:2] == (b, h) and case.k.shape[-1] == d and case.v.shape[2] == case.k.shape[2]
+        assert case.q.dtype == case.spec.dtype
+        if case.mask is not None:
+            assert torch.broadcast_shapes(case.mask.shape, (b, h, lq, case.k.shape[2])) == (b, h, lq, case.k.shape[2])
+        namespace: dict = {}
+        exec(case.snippet(), namespace)
+        assert all(torch.equal(a, b) for a, b in zip((case.q, case.k, case.v), (namespace["q"], namespace["k"], namespace["v"])))
+
+    check()
+
+
+def test_empty_rows_are_common_by_default():
+    seen = {"cases": 0, "empty": 0, "long": 0, "lq1": 0, "lk1": 0, "none": 0, "big": 0}
+
+    @settings(max_examples=400, database=None, suppress_health_check=list(HealthCheck))
+    @given(attention_cases())
+    def count(case):
+        seen["cases"] += 1
+        seen["empty"] += bool(case.empty_rows.any())
+        seen["long"] += case.k.shape[2] > 32
+        seen["lq1"] += case.q.shape[2] == 1
+        seen["lk1"] += case.k.shape[2] == 1
+        seen["none"] += case.mask is None
+        logits = torch.einsum("bhid,bhjd->bhij", case.q.double(), case.k.double()) / case.q.shape[-1] ** 0.5
+        seen["big"] += bool(logits.abs().max() > 50)
+
+    count()
+    assert seen["empty"] >= seen["cases"] / 5, seen
+    for key in ("long", "lq1", "lk1", "none", "big"):
+        assert seen[key] > 0, (key, seen)
+
+
+def test_shrinking_leads_to_a_fully_padded_context():
+    case = find(
+        attention_cases(),
+        lambda c: bool(c.empty_rows.any()),
+        settings=settings(database=None, max_examples=200),
+    )
+    assert case.describe() == "B=1 H=1 Lq=1 Lk=1 D=8 Dv=8 float64 cpu; mask key_padding (B, 1, 1, Lk): b0 all_false"
+
+
+def test_defaults_draw_all_four_dtypes():
+    seen = set()
+
+    @settings(max_examples=100, database=None)
+    @given(attention_cases(max_kv_len=4))
+    def collect(case):
+        seen.add(case.dtype)
+
+    collect()
+    assert seen == {torch.float64, torch.float32, torch.float16, torch.bfloat16}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        (lambda: masks(kv_len=0), "kv_len must be at least 1, but was 0"),
+        (lambda: masks(layouts=["diagonal"]), "layouts contains 'diagonal'"),
+        (lambda: masks(patterns=[]), "patterns must not be empty"),
+        (lambda: attention_cases(dtypes=[torch.int32]), "dtypes contains torch.int32"),
+        (lambda: attention_cases(min_q_len=5, max_q_len=2), "min_q_len=5 must be at most max_q_len=2"),
+        (lambda: attention_cases(devices="cpu"), "devices must be a non-empty sequence of str"),
+        (lambda: attention_cases(logit_stds=[0.0]), "logit_stds must hold positive finite numbers"),
+        (lambda: attention_cases(head_dims=[2.5]), "head_dims must be an int, but was 2.5"),
+    ],
+)
+def test_bad_arguments_raise_invalid_argument_naming_them(strategy, message):
+    s = strategy()  # no error yet: arguments are checked when the test runs
+
+    @given(s)
+    def use(x):
+        pass
+
+    with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        use()

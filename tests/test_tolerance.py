@@ -1,0 +1,79 @@
+"""The tolerance model: it admits the plain same-dtype result and rejects errors beyond it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xattn_ref._calls import cotangent, plain_forward_backward
+from xattn_ref.reference import attention
+from xattn_ref.strategies import CaseSpec, MaskSpec, SlicePattern
+from xattn_ref.tolerance import allowed_error, compare, magnitudes
+
+LOW = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def make_case(dtype, logit_std=10.0):
+    mask = MaskSpec("key_padding", (SlicePattern("right_padding", 5), SlicePattern("all_false")))
+    return CaseSpec(2, 2, 3, 7, 8, 8, dtype, "cpu", 11, (logit_std, 1.0), (1.0, 1e-3), mask).build()
+
+
+def budget_parts(case):
+    g = cotangent(case)
+    truth = attention(case.q.double(), case.k.double(), case.v.double(), case.mask)
+    plain, _ = plain_forward_backward(case, None)
+    mag = magnitudes(case.q, case.k, case.v, g, case.q.shape[-1] ** -0.5)["out"]
+    return truth, plain, mag
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_the_plain_result_is_within_its_own_budget(dtype):
+    case = make_case(dtype)
+    truth, plain, mag = budget_parts(case)
+    assert compare("out", plain, truth, truth, plain, mag, dtype).ok
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_an_error_of_one_percent_is_caught_at_moderate_logits(dtype):
+    case = make_case(dtype, logit_std=1.0)
+    truth, plain, mag = budget_parts(case)
+    bad = plain.clone()
+    bad[0, 0, 0, 0] += 0.01 * truth[0].abs().max()
+    result = compare("out", bad, truth, truth, plain, mag, dtype)
+    assert not result.ok
+    assert "out[0, 0, 0, 0]" in result.explain() and "batch element 0" in result.explain()
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_an_error_just_beyond_the_budget_is_caught_at_any_logits(dtype):
+    case = make_case(dtype, logit_std=100.0)
+    truth, plain, mag = budget_parts(case)
+    budget = allowed_error(truth, plain, mag, dtype)
+    bad = truth.clone()
+    bad[0, 1, 2, 3] += 1.01 * budget[0]
+    assert not compare("out", bad, truth, truth, plain, mag, dtype).ok
+
+
+def test_nan_is_never_within_budget():
+    case = make_case(torch.float32)
+    truth, plain, mag = budget_parts(case)
+    bad = plain.clone()
+    bad[1, 0, 0, 0] = float("nan")
+    assert not compare("out", bad, truth, truth, plain, mag, torch.float32).ok
+
+
+def test_the_budget_is_per_batch_element_and_scales_with_the_dtype():
+    case = make_case(torch.float16)
+    truth, plain, mag = budget_parts(case)
+    half = allowed_error(truth, plain, mag, torch.float16)
+    single = allowed_error(truth, plain, mag, torch.float32)
+    assert half.shape == (2,) and bool((half > single).all())
+    # batch element 1 has values 1000 times smaller, and so a budget far smaller
+    assert half[1] < half[0] / 100
+
+
+def test_factor_two_doubles_the_budget():
+    case = make_case(torch.bfloat16)
+    truth, plain, mag = budget_parts(case)
+    assert torch.allclose(allowed_error(truth, plain, mag, torch.bfloat16, factor=2),
+                          2 * allowed_error(truth, plain, mag, torch.bfloat16))

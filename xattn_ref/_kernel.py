@@ -1,0 +1,41 @@
+"""The guarded softmax attention, written once, run in a chosen compute dtype.
+
+``reference.attention`` runs it in float64 (the truth); the tolerance model runs it in the
+input's own dtype (the "plain same-dtype implementation" whose error sets the budget).
+
+Einstein notation: b batch, h heads, i query position, j key position, d head dim, e value dim.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["guarded_attention"]
+
+
+def guarded_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    compute_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Softmax attention over allowed keys; rows with no allowed key give exactly zero.
+
+    No ``-inf`` is ever formed, so every intermediate stays finite for finite inputs and the
+    backward pass gives exactly zero (not NaN) to and through the empty rows.
+    """
+    qc, kc, vc = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
+    s = torch.einsum("bhid,bhjd->bhij", qc, kc) * scale
+    if mask is None:
+        p = torch.softmax(s, dim=-1)
+    else:
+        m = mask.to(device=s.device).expand(s.shape)
+        with torch.no_grad():  # softmax is shift-invariant: the row maximum is a constant
+            shift = torch.where(m, s, torch.finfo(compute_dtype).min).amax(-1, keepdim=True)
+            shift = torch.where(m.any(-1, keepdim=True), shift, 0.0)
+        e = torch.exp(torch.where(m, s - shift, 0.0)) * m
+        denom = e.sum(-1, keepdim=True)
+        p = e / torch.where(denom > 0, denom, 1.0)
+    return torch.einsum("bhij,bhje->bhie", p, vc)

@@ -1,0 +1,31 @@
+"""Words for results: failure reports and the command that reproduces a failure."""
+
+from __future__ import annotations
+
+import shlex
+
+from xattn_ref.runner import Result
+
+__all__ = ["failure_report", "reproduce_command"]
+
+
+def reproduce_command(target: str, result: Result, *, profile: str, extra: tuple[str, ...] = ()) -> str:
+    """The ``xattn-check`` command that runs exactly this property, dtype and device again."""
+    parts = ["xattn-check", target, *extra, "--property", result.property, "--dtype", result.dtype,
+             "--device", result.device, "--profile", profile]
+    if result.seed is not None and profile != "ci":  # the ci profile is derandomized
+        parts += ["--seed", str(result.seed)]
+    return shlex.join(parts)
+
+
+def failure_report(target: str, result: Result, *, profile: str, extra: tuple[str, ...] = ()) -> str:
+    """A failure in words: what broke, on which minimal example, and how to reproduce it."""
+    lines = [f"{result.property} {result.status} for {target} [{result.dtype}, {result.device}] "
+             f"after {result.examples} examples"]
+    lines.append(f"  {result.message}")
+    if result.case is not None:
+        lines.append(f"  minimal example: {result.case.describe()}")
+        lines.append("  rebuild it in Python:")
+        lines.extend("    " + line for line in result.case.snippet().splitlines())
+    lines.append(f"  reproduce: {reproduce_command(target, result, profile=profile, extra=extra)}")
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""Known-bad attention kernels: each has one realistic defect at the edges.
+
+They exist to prove the suite can fail: the meta-tests assert that each one is caught, and by
+which property (``CAUGHT_BY``). They are kernel-kind targets, ``fn(q, k, v, mask) -> out``,
+with mask True = may attend; use them to check that your own gate catches what it should::
+
+    xattn-check xattn_ref.known_bad:neg_inf_softmax      # exits 1, finite_output fails
+
+Einstein notation: b batch, h heads, i query, j key, d head dim, e value dim.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "CAUGHT_BY",
+    "KNOWN_BAD",
+    "batch_global_max",
+    "finfo_min_fill",
+    "half_precision_math",
+    "minus_1e9_fill",
+    "mutates_mask",
+    "neg_inf_softmax",
+    "single_key_fast_path",
+    "unguarded_long_context",
+    "wrong_scale_without_mask",
+    "zero_after_neg_inf",
+]
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bhid,bhjd->bhij", q, k) * q.shape[-1] ** -0.5
+
+
+def _pv(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bhij,bhje->bhie", p, v)
+
+
+def neg_inf_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The plain ``-inf`` fill: a row with no allowed key is ``softmax([-inf, ...])`` = NaN
+    (x-transformers 1.26 with an all-padding ``context_mask``)."""
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return _pv(s.softmax(-1), v)
+
+
+def finfo_min_fill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A finite ``finfo.min`` fill: no NaN, but an empty row averages the padding."""
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
+    return _pv(s.softmax(-1), v)
+
+
+def zero_after_neg_inf(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``-inf`` softmax, then empty rows overwritten with zeros: the forward pass is right, the
+    backward pass is NaN (``where`` does not stop NaN in the softmax's own backward)."""
+    s = _scores(q, k)
+    if mask is None:
+        return _pv(s.softmax(-1), v)
+    out = _pv(s.masked_fill(~mask, float("-inf")).softmax(-1), v)
+    empty = ~mask.any(-1, keepdim=True)
+    return torch.where(empty, torch.zeros_like(out), out)
+
+
+def minus_1e9_fill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """An additive ``-1e9`` bias and an explicit zero for empty rows: correct in float32 and
+    float64, but ``-1e9`` is ``-inf`` in float16, so there the backward pass of an empty row is
+    NaN."""
+    s = _scores(q, k)
+    if mask is None:
+        return _pv(s.softmax(-1), v)
+    bias = (~mask).to(s.dtype) * -1e9  # in float16 this is -inf
+    out = _pv((s + bias).softmax(-1), v)
+    return out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+
+
+def _guarded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A correct kernel: empty rows attend to one key, then are zeroed."""
+    s = _scores(q, k)
+    if mask is None:
+        return _pv(s.softmax(-1), v)
+    empty = ~mask.any(-1, keepdim=True)
+    safe = mask | (empty & (torch.arange(k.shape[2], device=mask.device) == 0))
+    out = _pv(s.masked_fill(~safe, float("-inf")).softmax(-1), v)
+    return out.masked_fill(empty, 0.0)
+
+
+def unguarded_long_context(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Guarded for short contexts; the "fast path" for more than 32 keys forgets the guard."""
+    if k.shape[2] > 32:
+        return neg_inf_softmax(q, k, v, mask)
+    return _guarded(q, k, v, mask)
+
+
+def single_key_fast_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """With one key the softmax is 1, so the "fast path" returns v and ignores the mask: an
+    empty row (its only key is padding) returns the padding's value."""
+    if k.shape[2] == 1:
+        return v.expand(q.shape[0], q.shape[1], q.shape[2], v.shape[-1]).clone()
+    return _guarded(q, k, v, mask)
+
+
+def mutates_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A guard that writes into the caller's mask: it lets empty rows see key 0 in place, then
+    zeroes them. Every output is right; the caller's mask is not."""
+    if mask is None:
+        return _pv(_scores(q, k).softmax(-1), v)
+    empty = ~mask.any(-1, keepdim=True)
+    mask[..., :1] |= empty  # the defect: in place, on the caller's tensor
+    out = _pv(_scores(q, k).masked_fill(~mask, float("-inf")).softmax(-1), v)
+    return out.masked_fill(empty, 0.0)
+
+
+def batch_global_max(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Stabilises the softmax with the maximum over the whole batch instead of each row: a batch
+    element with large logits makes ``exp`` underflow in the others."""
+    s = _scores(q, k)
+    m = torch.ones_like(s, dtype=torch.bool) if mask is None else mask.expand(s.shape)
+    shift = torch.where(m, s, torch.finfo(s.dtype).min).amax().detach()
+    e = torch.exp(torch.where(m, s - shift, 0.0)) * m
+    denom = e.sum(-1, keepdim=True)
+    return _pv(e / torch.where(denom > 0, denom, 1.0), v)
+
+
+def wrong_scale_without_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The ``mask=None`` fast path scales by ``1/D`` instead of ``1/sqrt(D)``."""
+    if mask is None:
+        s = torch.einsum("bhid,bhjd->bhij", q, k) / q.shape[-1]
+        return _pv(s.softmax(-1), v)
+    return _guarded(q, k, v, mask)
+
+
+def half_precision_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A "fast" path that does the math in float16 whenever the input is not float64: exact in
+    float64, but float32 and bfloat16 inputs lose precision (and range) beyond what their own
+    dtype loses."""
+    if q.dtype == torch.float64:
+        return _guarded(q, k, v, mask)
+    h = torch.float16
+    return _guarded(q.to(h), k.to(h), v.to(h), mask).to(q.dtype)
+
+
+#: name -> kernel.
+KNOWN_BAD = {
+    f.__name__: f
+    for f in (
+        neg_inf_softmax,
+        finfo_min_fill,
+        zero_after_neg_inf,
+        minus_1e9_fill,
+        unguarded_long_context,
+        single_key_fast_path,
+        mutates_mask,
+        batch_global_max,
+        wrong_scale_without_mask,
+        half_precision_math,
+    )
+}
+
+#: name -> the property designed to catch it (others may catch it too).
+CAUGHT_BY = {
+    "neg_inf_softmax": "finite_output",
+    "finfo_min_fill": "empty_rows_zero",
+    "zero_after_neg_inf": "finite_grad",
+    "minus_1e9_fill": "finite_grad",
+    "unguarded_long_context": "finite_output",
+    "single_key_fast_path": "padding_invariance",
+    "mutates_mask": "no_input_mutation",
+    "batch_global_max": "batch_independence",
+    "wrong_scale_without_mask": "compaction_equivalence",
+    "half_precision_math": "dtype_consistency",
+}

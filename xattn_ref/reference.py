@@ -1,0 +1,70 @@
+"""The reference: guarded softmax attention computed in float64.
+
+Mask convention: ``True`` = may attend (as in ``torch.nn.functional.scaled_dot_product_attention``).
+A row of the mask with no ``True`` is an *empty row*: its output is exactly zero and it
+contributes exactly zero gradient to q, k and v.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xattn_ref._kernel import guarded_attention
+from xattn_ref._validate import XattnArgumentError, broadcast_mask_shape, check_bool_mask, check_qkv
+
+__all__ = ["attention", "default_scale"]
+
+
+def default_scale(head_dim: int) -> float:
+    """``head_dim ** -0.5``, SDPA's default."""
+    return float(head_dim) ** -0.5
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Guarded scaled dot-product attention, computed in float64.
+
+    Args:
+        q: ``(B, H, Lq, D)``.
+        k: ``(B, H, Lk, D)``; ``Lk`` is independent of ``Lq`` (cross-attention).
+        v: ``(B, H, Lk, Dv)``.
+        mask: ``None`` or a bool tensor broadcastable to ``(B, H, Lq, Lk)``;
+            **True = may attend**. A query row with no allowed key outputs zeros.
+        scale: multiplies ``q @ k^T``; default ``D ** -0.5``.
+
+    Returns:
+        ``(B, H, Lq, Dv)`` in the dtype and on the device of ``q``. Differentiable; the
+        arguments are never modified.
+
+    Example::
+
+        >>> q = k = v = torch.ones(1, 1, 2, 4)
+        >>> mask = torch.tensor([[True, True], [False, False]])   # row 1 allows no key
+        >>> attention(q, k, v, mask)[0, 0]
+        tensor([[1., 1., 1., 1.],
+                [0., 0., 0., 0.]])
+    """
+    q, k, v = check_qkv(q, k, v)
+    if mask is not None:
+        mask = check_bool_mask(mask, broadcast_mask_shape(q, k))
+    if scale is None:
+        scale = default_scale(q.shape[-1])
+    elif not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise XattnArgumentError(f"scale must be None or a number, got {type(scale).__name__}")
+    # MPS has no float64: compute on the CPU there and move the result back.
+    compute_device = torch.device("cpu") if q.device.type == "mps" else q.device
+    out = guarded_attention(
+        q.to(compute_device),
+        k.to(compute_device),
+        v.to(compute_device),
+        None if mask is None else mask.to(compute_device),
+        float(scale),
+        torch.float64,
+    )
+    return out.to(device=q.device, dtype=q.dtype)
