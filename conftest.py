@@ -5,7 +5,5 @@ from __future__ import annotations
 
 import importlib.metadata
 
-_installed = any(
-    ep.value == "xattn_ref.plugin" for ep in importlib.metadata.entry_points(group="pytest11")
-)
+_installed = any(ep.value == "xattn_ref.plugin" for ep in importlib.metadata.entry_points(group="pytest11"))
 pytest_plugins = [] if _installed else ["xattn_ref.plugin"]

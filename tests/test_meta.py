@@ -22,12 +22,21 @@ def strategy(dtype, device):
 
 
 def run(prop, kernel, dtype, key):
-    return run_property(KERNEL_PROPERTIES[prop], kernel, dtype=dtype, device="cpu",
-                        strategy=strategy, settings=SETTINGS, key=key)
+    return run_property(
+        KERNEL_PROPERTIES[prop],
+        kernel,
+        dtype=dtype,
+        device="cpu",
+        strategy=strategy,
+        settings=SETTINGS,
+        key=key,
+    )
 
 
 def test_every_property_has_a_known_bad_kernel_that_it_catches():
-    uncovered = set(KERNEL_PROPERTIES) - set(CAUGHT_BY.values()) - {"reference_agreement", "device_consistency"}
+    uncovered = (
+        set(KERNEL_PROPERTIES) - set(CAUGHT_BY.values()) - {"reference_agreement", "device_consistency"}
+    )
     assert not uncovered, f"properties with no known-bad kernel: {sorted(uncovered)}"
     assert len(set(KNOWN_BAD)) >= 6
 
@@ -42,14 +51,19 @@ def test_the_suite_catches_each_known_bad_kernel(name):
         assert r.property == prop and r.case is not None and r.message
 
 
-@pytest.mark.parametrize("name", ["finfo_min_fill", "single_key_fast_path", "batch_global_max", "wrong_scale_without_mask"])
+@pytest.mark.parametrize(
+    "name", ["finfo_min_fill", "single_key_fast_path", "batch_global_max", "wrong_scale_without_mask"]
+)
 def test_reference_agreement_catches_wrong_values(name):
     results = [run("reference_agreement", KNOWN_BAD[name], dtype, name) for dtype in ALL_DTYPES]
     assert any(r.status == "failed" for r in results), name
 
 
 def test_minus_1e9_fill_fails_in_float16_only():
-    verdicts = {r.dtype: r.status for r in (run("finite_grad", KNOWN_BAD["minus_1e9_fill"], d, "1e9") for d in ALL_DTYPES)}
+    verdicts = {
+        r.dtype: r.status
+        for r in (run("finite_grad", KNOWN_BAD["minus_1e9_fill"], d, "1e9") for d in ALL_DTYPES)
+    }
     assert verdicts == {"float64": "passed", "float32": "passed", "float16": "failed", "bfloat16": "passed"}
 
 

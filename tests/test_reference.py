@@ -73,7 +73,10 @@ def test_returns_the_input_dtype_and_leaves_inputs_alone(dtype):
         (lambda t: attention(t[0, 0], t, t), "q must have 4 dimensions"),
         (lambda t: attention(t, t.double(), t), "q, k and v must share one dtype"),
         (lambda t: attention(t, t, t, torch.zeros(3, 3)), "mask must be a bool tensor (True = may attend)"),
-        (lambda t: attention(t, t, t, torch.ones(2, 2, dtype=torch.bool)), "does not broadcast to (B, H, Lq, Lk)"),
+        (
+            lambda t: attention(t, t, t, torch.ones(2, 2, dtype=torch.bool)),
+            "does not broadcast to (B, H, Lq, Lk)",
+        ),
         (lambda t: attention(t, t, t, "all"), "mask must be None or a bool torch.Tensor"),
         (lambda t: attention(t, t, t[..., :2, :]), "v must have the length Lk=3 of k"),
         (lambda t: attention(t, t, t, scale="x"), "scale must be None or a number"),

@@ -30,10 +30,18 @@ def test_cases_are_consistent_and_rebuild_from_their_spec():
         assert case.k.shape[:2] == (b, h) and case.k.shape[-1] == d and case.v.shape[2] == case.k.shape[2]
         assert case.q.dtype == case.spec.dtype
         if case.mask is not None:
-            assert torch.broadcast_shapes(case.mask.shape, (b, h, lq, case.k.shape[2])) == (b, h, lq, case.k.shape[2])
+            assert torch.broadcast_shapes(case.mask.shape, (b, h, lq, case.k.shape[2])) == (
+                b,
+                h,
+                lq,
+                case.k.shape[2],
+            )
         namespace: dict = {}
         exec(case.snippet(), namespace)
-        assert all(torch.equal(a, b) for a, b in zip((case.q, case.k, case.v), (namespace["q"], namespace["k"], namespace["v"])))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip((case.q, case.k, case.v), (namespace["q"], namespace["k"], namespace["v"]))
+        )
 
     check()
 
@@ -65,7 +73,10 @@ def test_shrinking_leads_to_a_fully_padded_context():
         lambda c: bool(c.empty_rows.any()),
         settings=settings(database=None, max_examples=200),
     )
-    assert case.describe() == "B=1 H=1 Lq=1 Lk=1 D=8 Dv=8 float64 cpu; mask key_padding (B, 1, 1, Lk): b0 all_false"
+    assert (
+        case.describe()
+        == "B=1 H=1 Lq=1 Lk=1 D=8 Dv=8 float64 cpu; mask key_padding (B, 1, 1, Lk): b0 all_false"
+    )
 
 
 def test_defaults_draw_all_four_dtypes():
@@ -100,5 +111,7 @@ def test_bad_arguments_raise_invalid_argument_naming_them(strategy, message):
     def use(x):
         pass
 
-    with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(
+        InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
         use()

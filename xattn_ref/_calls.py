@@ -43,7 +43,7 @@ def call_kernel(
     q: torch.Tensor | None = None,
     k: torch.Tensor | None = None,
     v: torch.Tensor | None = None,
-    mask: torch.Tensor | None | str = "case",
+    mask: torch.Tensor | str | None = "case",
 ) -> torch.Tensor:
     """``kernel(q, k, v, mask)`` (the case's own tensors by default), with its output checked."""
     q = case.q if q is None else q
@@ -118,11 +118,11 @@ def plain_forward_backward(
     case: AttentionCase, g: torch.Tensor | None
 ) -> tuple[torch.Tensor, Grads | tuple[()]]:
     """The guarded attention computed in the case's own dtype, with gradients for ``g`` if given."""
-    leaves = tuple(t.detach().clone().requires_grad_(g is not None) for t in (case.q, case.k, case.v))
-    out = guarded_attention(*leaves, case.mask, default_scale(case.q.shape[-1]), case.dtype)
+    q, k, v = (t.detach().clone().requires_grad_(g is not None) for t in (case.q, case.k, case.v))
+    out = guarded_attention(q, k, v, case.mask, default_scale(case.q.shape[-1]), case.dtype)
     if g is None:
         return out.detach(), ()
-    grads = torch.autograd.grad(out, leaves, grad_outputs=g)
+    grads = torch.autograd.grad(out, (q, k, v), grad_outputs=g)
     return out.detach(), grads  # type: ignore[return-value]
 
 

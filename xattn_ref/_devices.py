@@ -18,7 +18,12 @@ LOW_PRECISION_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, t
 ALL_DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
 
 _BY_NAME = {dtype_: dtype_ for dtype_ in ALL_DTYPES}
-_NAMES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_NAMES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def dtype_name(dtype: torch.dtype) -> str:

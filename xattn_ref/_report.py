@@ -11,8 +11,19 @@ __all__ = ["failure_report", "reproduce_command"]
 
 def reproduce_command(target: str, result: Result, *, profile: str, extra: tuple[str, ...] = ()) -> str:
     """The ``xattn-check`` command that runs exactly this property, dtype and device again."""
-    parts = ["xattn-check", target, *extra, "--property", result.property, "--dtype", result.dtype,
-             "--device", result.device, "--profile", profile]
+    parts = [
+        "xattn-check",
+        target,
+        *extra,
+        "--property",
+        result.property,
+        "--dtype",
+        result.dtype,
+        "--device",
+        result.device,
+        "--profile",
+        profile,
+    ]
     if result.seed is not None and profile != "ci":  # the ci profile is derandomized
         parts += ["--seed", str(result.seed)]
     return shlex.join(parts)
@@ -20,8 +31,10 @@ def reproduce_command(target: str, result: Result, *, profile: str, extra: tuple
 
 def failure_report(target: str, result: Result, *, profile: str, extra: tuple[str, ...] = ()) -> str:
     """A failure in words: what broke, on which minimal example, and how to reproduce it."""
-    lines = [f"{result.property} {result.status} for {target} [{result.dtype}, {result.device}] "
-             f"after {result.examples} examples"]
+    lines = [
+        f"{result.property} {result.status} for {target} [{result.dtype}, {result.device}] "
+        f"after {result.examples} examples"
+    ]
     lines.append(f"  {result.message}")
     if result.case is not None:
         lines.append(f"  minimal example: {result.case.describe()}")

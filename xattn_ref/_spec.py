@@ -127,7 +127,10 @@ class MaskSpec:
             parts = [f"[{n}] {s.describe()}" for n, s in enumerate(self.slices)]
             return "full (B, H, Lq, Lk), per (b, h): " + ", ".join(parts)
         parts = [f"b{n} {s.describe()}" for n, s in enumerate(self.slices)]
-        return f"{self.layout} ({'B, 1, 1, Lk' if self.layout == 'key_padding' else 'B, 1, Lq, Lk'}): " + ", ".join(parts)
+        return (
+            f"{self.layout} ({'B, 1, 1, Lk' if self.layout == 'key_padding' else 'B, 1, Lq, Lk'}): "
+            + ", ".join(parts)
+        )
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,7 @@ def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tens
         if not isinstance(t, torch.Tensor):
             raise XattnArgumentError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim != 4:
-            raise XattnArgumentError(
-                f"{name} must have 4 dimensions (B, H, L, D), got shape {_shape(t)}"
-            )
+            raise XattnArgumentError(f"{name} must have 4 dimensions (B, H, L, D), got shape {_shape(t)}")
         if not t.is_floating_point():
             raise XattnArgumentError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     assert isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
@@ -40,13 +38,9 @@ def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tens
             f"q, k and v must share (B, H), got q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
         )
     if k.shape[-1] != q.shape[-1]:
-        raise XattnArgumentError(
-            f"k must have the head dim D={q.shape[-1]} of q, got k {_shape(k)}"
-        )
+        raise XattnArgumentError(f"k must have the head dim D={q.shape[-1]} of q, got k {_shape(k)}")
     if v.shape[2] != k.shape[2]:
-        raise XattnArgumentError(
-            f"v must have the length Lk={k.shape[2]} of k, got v {_shape(v)}"
-        )
+        raise XattnArgumentError(f"v must have the length Lk={k.shape[2]} of k, got v {_shape(v)}")
     return q, k, v
 
 
@@ -60,19 +54,16 @@ def check_bool_mask(mask: object, shape: tuple[int, int, int, int], *, name: str
     """Check a bool mask (True = may attend) broadcastable to ``shape``."""
     if not isinstance(mask, torch.Tensor):
         raise XattnArgumentError(
-            f"{name} must be None or a bool torch.Tensor (True = may attend), "
-            f"got {type(mask).__name__}"
+            f"{name} must be None or a bool torch.Tensor (True = may attend), got {type(mask).__name__}"
         )
     if mask.dtype != torch.bool:
         raise XattnArgumentError(
             f"{name} must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
             "convert additive or padding masks with xattn_ref.adapters"
         )
-    try:
-        torch.broadcast_shapes(tuple(mask.shape), shape)
-        ok = mask.ndim <= 4 and torch.broadcast_shapes(tuple(mask.shape), shape) == shape
-    except RuntimeError:
-        ok = False
+    ndim_ok = mask.ndim <= 4
+    sizes = (1,) * (4 - mask.ndim) + tuple(mask.shape) if ndim_ok else ()
+    ok = ndim_ok and all(m in (1, s) for m, s in zip(sizes, shape))
     if not ok:
         raise XattnArgumentError(
             f"{name} of shape {_shape(mask)} does not broadcast to (B, H, Lq, Lk) = {shape}"

@@ -102,11 +102,25 @@ class _Budget:
     magnitude: dict[str, torch.Tensor]
     dtype: torch.dtype
 
-    def compare(self, what: str, actual: torch.Tensor, expected: torch.Tensor | None = None,
-                batch: slice = slice(None), factor: float = 1.0) -> Comparison:
+    def compare(
+        self,
+        what: str,
+        actual: torch.Tensor,
+        expected: torch.Tensor | None = None,
+        batch: slice = slice(None),
+        factor: float = 1.0,
+    ) -> Comparison:
         exp = self.truth[what][batch] if expected is None else expected
-        return compare(what, actual, exp, self.truth[what][batch], self.plain[what][batch],
-                       self.magnitude[what][batch], self.dtype, factor=factor)
+        return compare(
+            what,
+            actual,
+            exp,
+            self.truth[what][batch],
+            self.plain[what][batch],
+            self.magnitude[what][batch],
+            self.dtype,
+            factor=factor,
+        )
 
 
 def _budget(case: AttentionCase, g: torch.Tensor, *, grads: bool) -> _Budget:
@@ -114,12 +128,12 @@ def _budget(case: AttentionCase, g: torch.Tensor, *, grads: bool) -> _Budget:
 
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
+    t_grads: tuple[torch.Tensor, ...] = ()
     if grads:
         t_out, t_grads = forward_backward(attention, exact, g.to(dtype=torch.float64, device=device))
-        p_out, p_grads = plain_forward_backward(case, g)
     else:
-        t_out, t_grads = call_kernel(attention, exact), ()
-        p_out, p_grads = plain_forward_backward(case, None)
+        t_out = call_kernel(attention, exact)
+    p_out, p_grads = plain_forward_backward(case, g if grads else None)
     scale = default_scale(case.q.shape[-1])
     return _Budget(
         truth=dict(zip(("out", *GRAD_NAMES), (t_out, *t_grads))),
@@ -129,8 +143,12 @@ def _budget(case: AttentionCase, g: torch.Tensor, *, grads: bool) -> _Budget:
     )
 
 
-def _compare_all(budget: _Budget, out: torch.Tensor, grads: tuple[torch.Tensor, ...],
-                 expected: tuple[torch.Tensor, ...] | None = None) -> list[Comparison]:
+def _compare_all(
+    budget: _Budget,
+    out: torch.Tensor,
+    grads: tuple[torch.Tensor, ...],
+    expected: tuple[torch.Tensor, ...] | None = None,
+) -> list[Comparison]:
     actual = (out, *grads)
     names = ("out", *GRAD_NAMES)
     exp: tuple[torch.Tensor | None, ...] = expected if expected is not None else (None,) * 4
@@ -334,13 +352,16 @@ def batch_independence(kernel: Kernel, case: AttentionCase) -> bool:
     for change, after in changes.items():
         c = budget.compare("out", after[:b0], before[:b0], batch=slice(0, b0), factor=2)
         if not c.ok:
-            raise _fail("batch_independence", case, c.explain("the call before the change") + f", after {change}")
+            raise _fail(
+                "batch_independence", case, c.explain("the call before the change") + f", after {change}"
+            )
     return True
 
 
 def _changed(name: str, before: torch.Tensor, after: torch.Tensor) -> str | None:
     if before.shape != after.shape or before.dtype != after.dtype:
-        return f"{name} changed shape or dtype: {tuple(before.shape)} {before.dtype} -> {tuple(after.shape)} {after.dtype}"
+        was, now = (f"{tuple(t.shape)} {t.dtype}" for t in (before, after))
+        return f"{name} changed shape or dtype in place: {was} -> {now}"
     diff = before != after
     if before.is_floating_point():
         diff &= ~(before.isnan() & after.isnan())
@@ -373,7 +394,9 @@ def no_input_mutation(kernel: Kernel, case: AttentionCase) -> bool:
 def _consistency(prop: str, kernel: Kernel, case: AttentionCase, baseline: AttentionCase) -> None:
     g = cotangent(case)
     out, grads = forward_backward(kernel, case, g)
-    base_out, base_grads = forward_backward(kernel, baseline, g.to(dtype=baseline.dtype, device=baseline.device))
+    base_out, base_grads = forward_backward(
+        kernel, baseline, g.to(dtype=baseline.dtype, device=baseline.device)
+    )
     comparisons = _compare_all(_budget(case, g, grads=True), out, grads, (base_out, *base_grads))
     against = f"the same kernel in {dtype_name(baseline.dtype)} on {baseline.device}"
     _check_comparisons(prop, case, comparisons, against)

@@ -30,14 +30,18 @@ __all__ = [
 
 
 def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("bhid,bhjd->bhij", q, k) * q.shape[-1] ** -0.5
+    scores: torch.Tensor = torch.einsum("bhid,bhjd->bhij", q, k)
+    return scores * float(q.shape[-1] ** -0.5)
 
 
 def _pv(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("bhij,bhje->bhie", p, v)
+    out: torch.Tensor = torch.einsum("bhij,bhje->bhie", p, v)
+    return out
 
 
-def neg_inf_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def neg_inf_softmax(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """The plain ``-inf`` fill: a row with no allowed key is ``softmax([-inf, ...])`` = NaN
     (x-transformers 1.26 with an all-padding ``context_mask``)."""
     s = _scores(q, k)
@@ -46,7 +50,9 @@ def neg_inf_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     return _pv(s.softmax(-1), v)
 
 
-def finfo_min_fill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def finfo_min_fill(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """A finite ``finfo.min`` fill: no NaN, but an empty row averages the padding."""
     s = _scores(q, k)
     if mask is not None:
@@ -54,7 +60,9 @@ def finfo_min_fill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     return _pv(s.softmax(-1), v)
 
 
-def zero_after_neg_inf(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def zero_after_neg_inf(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """``-inf`` softmax, then empty rows overwritten with zeros: the forward pass is right, the
     backward pass is NaN (``where`` does not stop NaN in the softmax's own backward)."""
     s = _scores(q, k)
@@ -65,7 +73,9 @@ def zero_after_neg_inf(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     return torch.where(empty, torch.zeros_like(out), out)
 
 
-def minus_1e9_fill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def minus_1e9_fill(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """An additive ``-1e9`` bias and an explicit zero for empty rows: correct in float32 and
     float64, but ``-1e9`` is ``-inf`` in float16, so there the backward pass of an empty row is
     NaN."""
@@ -88,14 +98,18 @@ def _guarded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tens
     return out.masked_fill(empty, 0.0)
 
 
-def unguarded_long_context(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def unguarded_long_context(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """Guarded for short contexts; the "fast path" for more than 32 keys forgets the guard."""
     if k.shape[2] > 32:
         return neg_inf_softmax(q, k, v, mask)
     return _guarded(q, k, v, mask)
 
 
-def single_key_fast_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def single_key_fast_path(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """With one key the softmax is 1, so the "fast path" returns v and ignores the mask: an
     empty row (its only key is padding) returns the padding's value."""
     if k.shape[2] == 1:
@@ -103,7 +117,9 @@ def single_key_fast_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     return _guarded(q, k, v, mask)
 
 
-def mutates_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def mutates_mask(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """A guard that writes into the caller's mask: it lets empty rows see key 0 in place, then
     zeroes them. Every output is right; the caller's mask is not."""
     if mask is None:
@@ -114,7 +130,9 @@ def mutates_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.
     return out.masked_fill(empty, 0.0)
 
 
-def batch_global_max(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def batch_global_max(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """Stabilises the softmax with the maximum over the whole batch instead of each row: a batch
     element with large logits makes ``exp`` underflow in the others."""
     s = _scores(q, k)
@@ -125,7 +143,9 @@ def batch_global_max(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return _pv(e / torch.where(denom > 0, denom, 1.0), v)
 
 
-def wrong_scale_without_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def wrong_scale_without_mask(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """The ``mask=None`` fast path scales by ``1/D`` instead of ``1/sqrt(D)``."""
     if mask is None:
         s = torch.einsum("bhid,bhjd->bhij", q, k) / q.shape[-1]
@@ -133,7 +153,9 @@ def wrong_scale_without_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return _guarded(q, k, v, mask)
 
 
-def half_precision_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def half_precision_math(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """A "fast" path that does the math in float16 whenever the input is not float64: exact in
     float64, but float32 and bfloat16 inputs lose precision (and range) beyond what their own
     dtype loses."""

@@ -52,21 +52,56 @@ def _int(value: str) -> int:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xattn_ref", "xattn_ref: masked-attention property suite")
-    group.addoption("--xattn-target", dest=OPT_TARGET, default=None, metavar="TARGET",
-                    help="attention under test, 'package.module:name' or 'file.py:name' "
-                    "('name()' calls a factory) [env XATTN_TARGET; default: the built-in targets]")
-    group.addoption("--xattn-kind", dest=OPT_KIND, default=None, choices=("kernel", "layer"),
-                    help="kernel: fn(q, k, v, mask); layer: fn(x, context, context_mask) [env XATTN_KIND]")
-    group.addoption("--xattn-dim", dest=OPT_DIM, default=None, metavar="E",
-                    help="model dim E of a layer target [env XATTN_DIM]")
-    group.addoption("--xattn-context-dim", dest=OPT_CONTEXT_DIM, default=None, metavar="E_CTX",
-                    help="context dim of a layer target (default E) [env XATTN_CONTEXT_DIM]")
-    group.addoption("--xattn-profile", dest=OPT_PROFILE, default=None, metavar="NAME",
-                    help="Hypothesis profile: dev, ci or thorough [env XATTN_PROFILE; default dev]")
-    group.addoption("--xattn-seed", dest=OPT_SEED, default=None, metavar="N",
-                    help="seed for Hypothesis (ignored by the derandomized ci profile) [env XATTN_SEED]")
-    group.addoption("--xattn-xfail", dest=OPT_XFAIL, default=None, metavar="FILE",
-                    help="file of test ids expected to fail, one per line, '#' comments [env XATTN_XFAIL]")
+    group.addoption(
+        "--xattn-target",
+        dest=OPT_TARGET,
+        default=None,
+        metavar="TARGET",
+        help="attention under test, 'package.module:name' or 'file.py:name' "
+        "('name()' calls a factory) [env XATTN_TARGET; default: the built-in targets]",
+    )
+    group.addoption(
+        "--xattn-kind",
+        dest=OPT_KIND,
+        default=None,
+        choices=("kernel", "layer"),
+        help="kernel: fn(q, k, v, mask); layer: fn(x, context, context_mask) [env XATTN_KIND]",
+    )
+    group.addoption(
+        "--xattn-dim",
+        dest=OPT_DIM,
+        default=None,
+        metavar="E",
+        help="model dim E of a layer target [env XATTN_DIM]",
+    )
+    group.addoption(
+        "--xattn-context-dim",
+        dest=OPT_CONTEXT_DIM,
+        default=None,
+        metavar="E_CTX",
+        help="context dim of a layer target (default E) [env XATTN_CONTEXT_DIM]",
+    )
+    group.addoption(
+        "--xattn-profile",
+        dest=OPT_PROFILE,
+        default=None,
+        metavar="NAME",
+        help="Hypothesis profile: dev, ci or thorough [env XATTN_PROFILE; default dev]",
+    )
+    group.addoption(
+        "--xattn-seed",
+        dest=OPT_SEED,
+        default=None,
+        metavar="N",
+        help="seed for Hypothesis (ignored by the derandomized ci profile) [env XATTN_SEED]",
+    )
+    group.addoption(
+        "--xattn-xfail",
+        dest=OPT_XFAIL,
+        default=None,
+        metavar="FILE",
+        help="file of test ids expected to fail, one per line, '#' comments [env XATTN_XFAIL]",
+    )
 
 
 def _value(config: pytest.Config, name: str) -> tuple[str | None, str]:
@@ -142,8 +177,16 @@ class XattnSession:
         def strategy(dt: Any, dev: str) -> Any:
             return attention_cases(dtypes=[dt], devices=[dev])
 
-        return run_property(prop, target.fn, dtype=dtype, device=device, strategy=strategy,
-                            settings=profile_settings(self.profile), seed=self.seed, key=target.name)
+        return run_property(
+            prop,
+            target.fn,
+            dtype=dtype,
+            device=device,
+            strategy=strategy,
+            settings=profile_settings(self.profile),
+            seed=self.seed,
+            key=target.name,
+        )
 
     def report(self, target: Target, result: Result) -> None:
         """Turn a result into pytest's verdict: skip with the reason, or fail with the report."""
@@ -165,7 +208,8 @@ def _layer_args(session: XattnSession) -> tuple[str, ...]:
 
 def _read_xfail(path: str, source: str) -> dict[str, str]:
     try:
-        text = open(path, encoding="utf-8").read()
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except OSError as exc:
         raise pytest.UsageError(f"{source}: cannot read xfail file {path!r}: {exc.strerror}") from None
     ids: dict[str, str] = {}

@@ -16,27 +16,27 @@ __all__ = ["DEFAULT_PROFILE", "ENV_VAR", "PROFILES", "profile_settings", "resolv
 ENV_VAR = "XATTN_PROFILE"
 DEFAULT_PROFILE = "dev"
 
-_COMMON = {
-    "deadline": None,
-    "report_multiple_bugs": False,
-    "suppress_health_check": (HealthCheck.too_slow, HealthCheck.data_too_large),
-}
+_COMMON = settings(
+    deadline=None,
+    report_multiple_bugs=False,
+    suppress_health_check=(HealthCheck.too_slow, HealthCheck.data_too_large),
+)
 
 #: name -> (settings, what it is for)
 PROFILES: dict[str, tuple[settings, str]] = {
-    "dev": (settings(max_examples=40, **_COMMON), "40 examples per property, random, local database"),
+    "dev": (settings(_COMMON, max_examples=40), "40 examples per property, random, local database"),
     "ci": (
         settings(
+            _COMMON,
             max_examples=30,
             derandomize=True,
             database=None,
             print_blob=True,
             phases=(Phase.explicit, Phase.generate, Phase.target, Phase.shrink),
-            **_COMMON,
         ),
         "30 examples per property, derandomized (the same examples every run), no database",
     ),
-    "thorough": (settings(max_examples=500, **_COMMON), "500 examples per property, random"),
+    "thorough": (settings(_COMMON, max_examples=500), "500 examples per property, random"),
 }
 
 for _name, (_settings, _) in PROFILES.items():

@@ -17,7 +17,7 @@ __all__ = ["attention", "default_scale"]
 
 def default_scale(head_dim: int) -> float:
     """``head_dim ** -0.5``, SDPA's default."""
-    return float(head_dim) ** -0.5
+    return float(head_dim**-0.5)
 
 
 def attention(

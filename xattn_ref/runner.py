@@ -6,12 +6,15 @@ run the same checks with the same strategies and profiles.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from hypothesis import given, seed as hypothesis_seed, settings as Settings
+from hypothesis import given
+from hypothesis import seed as hypothesis_seed
+from hypothesis import settings as Settings
 from hypothesis.errors import FlakyFailure, FlakyReplay, HypothesisException
 
 from xattn_ref._devices import dtype_name, unavailable_reason
@@ -37,7 +40,7 @@ class Result:
     case: AttentionCase | None = field(default=None, repr=False)
     seed: int | None = None
 
-    @property
+    @builtins.property
     def ok(self) -> bool:
         return self.status in ("passed", "skipped")
 
@@ -78,7 +81,7 @@ def run_property(
         counts["applied"] += bool(applied)
 
     check._hypothesis_internal_add_digest = f"{key}:{prop.name}:{name}:{device}".encode()  # type: ignore[attr-defined]
-    test = settings(given(strategy(dtype, device))(check))
+    test: Callable[[], None] = settings(given(strategy(dtype, device))(check))  # type: ignore[no-untyped-call]
     if seed is not None:
         test = hypothesis_seed(seed)(test)
     result = Result(prop.name, name, device, "passed", seed=seed)
@@ -91,9 +94,8 @@ def run_property(
         result.status, result.message = "error", str(failing)
     except (FlakyFailure, FlakyReplay) as exc:
         result.status = "failed"
-        result.message = (
-            "the target gave different verdicts on the same input (non-deterministic): "
-            + (str(last[0]).splitlines()[0] if last else str(exc).splitlines()[0])
+        result.message = "the target gave different verdicts on the same input (non-deterministic): " + (
+            str(last[0]).splitlines()[0] if last else str(exc).splitlines()[0]
         )
         if last and isinstance(last[0], PropertyFailure):
             result.case = last[0].case

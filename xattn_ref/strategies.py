@@ -78,9 +78,7 @@ def _check_choices(name: str, values: object, allowed: Sequence[object]) -> tupl
         raise InvalidArgument(f"{name} must not be empty")
     for value in values:
         if value not in allowed:
-            raise InvalidArgument(
-                f"{name} contains {value!r}; expected values from {tuple(allowed)!r}"
-            )
+            raise InvalidArgument(f"{name} contains {value!r}; expected values from {tuple(allowed)!r}")
     return tuple(values)
 
 
@@ -89,9 +87,7 @@ def _check_range(low_name: str, low: int, high_name: str, high: int) -> None:
         raise InvalidArgument(f"{low_name}={low} must be at most {high_name}={high}")
 
 
-def _slice_patterns(
-    patterns: tuple[str, ...], q_len: int, kv_len: int
-) -> st.SearchStrategy[SlicePattern]:
+def _slice_patterns(patterns: tuple[str, ...], q_len: int, kv_len: int) -> st.SearchStrategy[SlicePattern]:
     @st.composite
     def draw_slice(draw: st.DrawFn) -> SlicePattern:
         name = draw(st.sampled_from(patterns))
@@ -126,9 +122,7 @@ def _mask_specs(
             layout, batch_size * num_heads
         )
         rows = 1 if layout == "key_padding" else q_len
-        slices = draw(
-            st.lists(_slice_patterns(patterns, rows, kv_len), min_size=count, max_size=count)
-        )
+        slices = draw(st.lists(_slice_patterns(patterns, rows, kv_len), min_size=count, max_size=count))
         return MaskSpec(layout, tuple(slices))
 
     return draw_mask()
@@ -198,9 +192,7 @@ def masks(
     )
     if not isinstance(device, str):
         raise InvalidArgument(f"device must be a str such as 'cpu', but was {device!r}")
-    return specs.map(
-        lambda spec: spec.build(batch_size, num_heads, q_len, kv_len).to(device)
-    )
+    return specs.map(lambda spec: spec.build(batch_size, num_heads, q_len, kv_len).to(device))
 
 
 def attention_cases(
@@ -303,10 +295,12 @@ def attention_cases(
                 device=device,
                 seed=draw(st.integers(0, 2**32 - 1)),
                 logit_std=tuple(
-                    float(x) for x in draw(st.lists(st.sampled_from(tuple(logit_stds)), min_size=b, max_size=b))
+                    float(x)
+                    for x in draw(st.lists(st.sampled_from(tuple(logit_stds)), min_size=b, max_size=b))
                 ),
                 value_std=tuple(
-                    float(x) for x in draw(st.lists(st.sampled_from(tuple(value_stds)), min_size=b, max_size=b))
+                    float(x)
+                    for x in draw(st.lists(st.sampled_from(tuple(value_stds)), min_size=b, max_size=b))
                 ),
                 mask=mask,
             )

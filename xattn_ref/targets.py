@@ -24,6 +24,7 @@ __all__ = [
     "TargetLoadError",
     "load_target",
     "reference_kernel",
+    "safe_sdpa_kernel",
     "sdpa_kernel",
 ]
 
@@ -43,7 +44,9 @@ class Target:
     kind: Kind = "kernel"
 
 
-def reference_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def reference_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """:func:`xattn_ref.reference.attention`."""
     return reference.attention(q, k, v, mask)
 
@@ -53,10 +56,20 @@ def sdpa_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.T
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def safe_sdpa_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`xattn_ref.guard.safe_sdpa` with the bool mask as ``attn_mask``."""
+    from xattn_ref.guard import safe_sdpa
+
+    return safe_sdpa(q, k, v, attn_mask=mask)
+
+
 #: name -> kernel: the correct kernels the property suite runs when no target is given.
 BUILTIN_KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "reference": reference_kernel,
     "sdpa": sdpa_kernel,
+    "safe_sdpa": safe_sdpa_kernel,
 }
 
 
@@ -95,7 +108,9 @@ def load_target(spec: str, kind: Kind = "kernel") -> Target:
     factory = attr.endswith("()")
     attr = attr.removesuffix("()")
     if not module or not attr:
-        raise TargetLoadError(f"target {spec!r} must look like 'package.module:name' or 'path/to/file.py:name'")
+        raise TargetLoadError(
+            f"target {spec!r} must look like 'package.module:name' or 'path/to/file.py:name'"
+        )
     obj: Any = _import(module)
     for part in attr.split("."):
         if not hasattr(obj, part):

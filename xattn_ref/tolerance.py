@@ -18,12 +18,13 @@ and ``dq = 0``) while another correct kernel is a few roundings away. Each atten
 ``P_ij = exp(s_ij - max_j s_ij) / sum`` carries a relative error of about ``eps * A``, where
 ``A = 1 + max_ij scale * sum_d |q_id| |k_jd|`` is the absolute size of the logits (rounding the
 logit is an absolute error, and ``exp`` turns it into a relative one). With ``s`` the scale,
-``g = d loss / d out`` and ``dP = g v^T``:
+``g = d loss / d out`` and ``|dP| = max_ij sum_e |g_ie| |v_je|`` (the terms of ``dP = g v^T``,
+which may cancel to almost nothing while their rounding errors do not):
 
     out = P v        magnitude = A * max|v|
     dv  = P^T g      magnitude = A * Lq * max|g|
-    dq  = s dS k     magnitude = A * 2 s max|dP| max|k|          (|dS_ij| <= 2 P_ij max|dP|)
-    dk  = s dS^T q   magnitude = A * 2 s max|dP| max|q| * Lq
+    dq  = s dS k     magnitude = A * 2 s |dP| max|k|          (|dS_ij| <= 2 P_ij |dP|)
+    dk  = s dS^T q   magnitude = A * 2 s |dP| max|q| * Lq
 
 Two results in T that should both equal the same truth (the output before and after changing
 the padding, say) may differ by the sum of their budgets: ``factor=2``. In float64 the plain
@@ -57,10 +58,11 @@ def magnitudes(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float
 ) -> dict[str, torch.Tensor]:
     """The magnitude of each quantity per batch element: ``out``, ``dq``, ``dk``, ``dv``."""
-    f64 = {"device": "cpu", "dtype": torch.float64}
-    dp = _per_batch_max(torch.einsum("bhie,bhje->bhij", g.to(**f64), v.to(**f64)))
+    dp = _per_batch_max(
+        torch.einsum("bhie,bhje->bhij", g.to("cpu", torch.float64).abs(), v.to("cpu", torch.float64).abs())
+    )
     logits = 1 + abs(scale) * _per_batch_max(
-        torch.einsum("bhid,bhjd->bhij", q.to(**f64).abs(), k.to(**f64).abs())
+        torch.einsum("bhid,bhjd->bhij", q.to("cpu", torch.float64).abs(), k.to("cpu", torch.float64).abs())
     )
     lq = q.shape[2]
     return {

@@ -1,0 +1,63 @@
+"""Suite throughput: examples per second for each property (on SDPA), and for
+each known-bad kernel the examples and seconds until its property catches it (ci profile)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from xattn_ref.checks import KERNEL_PROPERTIES
+from xattn_ref.known_bad import CAUGHT_BY, KNOWN_BAD
+from xattn_ref.profiles import profile_settings
+from xattn_ref.runner import run_property
+from xattn_ref.strategies import attention_cases
+from xattn_ref.targets import sdpa_kernel
+
+
+def strategy(dtype, device):
+    return attention_cases(dtypes=[dtype], devices=[device])
+
+
+@pytest.mark.parametrize("prop", list(KERNEL_PROPERTIES))
+def test_examples_per_second(benchmark, figure, prop):
+    benchmark.group = "examples per second (float32, 30 examples, sdpa)"
+    settings = profile_settings("ci")
+    results = []
+
+    def run():
+        results.append(run_property(KERNEL_PROPERTIES[prop], sdpa_kernel, dtype=torch.float32, device="cpu",
+                                    strategy=strategy, settings=settings, key="bench"))
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    examples = results[-1].examples
+    rate = examples / benchmark.stats.stats.mean
+    benchmark.extra_info["examples_per_second"] = rate
+    figure(f"{prop:24s} {rate:7.0f} examples/s  (sdpa, float32, {examples} examples per run)")
+
+
+@pytest.mark.parametrize("name", list(KNOWN_BAD))
+def test_time_to_catch(benchmark, figure, name):
+    benchmark.group = "time to catch a known-bad kernel"
+    prop = KERNEL_PROPERTIES[CAUGHT_BY[name]]
+    settings = profile_settings("ci", max_examples=100)
+    dtypes = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+    found = {}
+
+    def hunt():
+        start = time.perf_counter()
+        for dtype in dtypes:
+            r = run_property(prop, KNOWN_BAD[name], dtype=dtype, device="cpu", strategy=strategy,
+                             settings=settings, key=f"bench-{name}")
+            found.setdefault("examples", 0)
+            found["examples"] += r.examples
+            if r.status == "failed":
+                found.update(dtype=r.dtype, seconds=time.perf_counter() - start)
+                return
+        found.update(dtype=None, seconds=time.perf_counter() - start)
+
+    benchmark.pedantic(hunt, rounds=1, iterations=1)
+    assert found["dtype"] is not None, f"{name} not caught in 100 examples per dtype"
+    figure(f"{name:26s} caught by {prop.name:22s} in {found['examples']:3d} examples "
+           f"(shrinking included), {found['seconds']:.2f} s, first in {found['dtype']}")
