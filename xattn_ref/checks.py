@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -53,10 +54,15 @@ __all__ = [
 GRAD_NAMES = ("dq", "dk", "dv")
 
 
+class _Case(Protocol):
+    def describe(self) -> str: ...
+    def snippet(self) -> str: ...
+
+
 class PropertyFailure(AssertionError):
     """A property does not hold on a case. ``str()`` has the values and a reproduction."""
 
-    def __init__(self, prop: str, case: AttentionCase, message: str) -> None:
+    def __init__(self, prop: str, case: _Case, message: str) -> None:
         self.prop = prop
         self.case = case
         self.detail = message

@@ -21,7 +21,7 @@ from xattn_ref._devices import dtype_name, unavailable_reason
 from xattn_ref._spec import AttentionCase
 from xattn_ref.checks import Property, PropertyFailure, TargetError
 
-__all__ = ["Result", "Status", "run_property"]
+__all__ = ["Result", "Status", "properties_for", "run_property", "run_target"]
 
 Status = Literal["passed", "failed", "skipped", "error"]
 
@@ -37,7 +37,7 @@ class Result:
     examples: int = 0
     applied: int = 0
     message: str = ""
-    case: AttentionCase | None = field(default=None, repr=False)
+    case: Any = field(default=None, repr=False)  # AttentionCase or LayerCase
     seed: int | None = None
 
     @builtins.property
@@ -46,7 +46,7 @@ class Result:
 
 
 def run_property(
-    prop: Property,
+    prop: Property | Any,
     target: Callable[..., Any],
     *,
     dtype: torch.dtype,
@@ -103,3 +103,52 @@ def run_property(
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}".splitlines()[0]
     result.examples, result.applied = counts["examples"], counts["applied"]
     return result
+
+
+def properties_for(kind: str) -> dict[str, Any]:
+    """The properties that apply to a target kind: ``kernel`` or ``layer``."""
+    if kind == "layer":
+        from xattn_ref.layers import LAYER_PROPERTIES
+
+        return dict(LAYER_PROPERTIES)
+    from xattn_ref.checks import KERNEL_PROPERTIES
+
+    return dict(KERNEL_PROPERTIES)
+
+
+def run_target(
+    target: Any,
+    prop_name: str,
+    *,
+    dtype: torch.dtype,
+    device: str,
+    settings: Settings,
+    seed: int | None = None,
+    dims: tuple[int, int] | None = None,
+) -> Result:
+    """Run property ``prop_name`` on a :class:`xattn_ref.targets.Target` of either kind.
+
+    ``dims`` is ``(E, E_ctx)`` for layer targets."""
+    props = properties_for(target.kind)
+    if target.kind == "layer":
+        from xattn_ref.layers import LayerTarget, layer_cases
+
+        if dims is None:
+            raise ValueError("dims (E, E_ctx) is required for layer targets")
+        fn = target.fn if isinstance(target.fn, LayerTarget) else LayerTarget(target.fn, *dims)
+        if fn is not target.fn:
+            object.__setattr__(target, "fn", fn)  # one module copy per dtype and device, kept
+
+        def strategy(dt: torch.dtype, dev: str) -> Any:
+            return layer_cases(dim=dims[0], context_dim=dims[1], dtypes=(dt,), devices=(dev,))
+
+        return run_property(props[prop_name], fn, dtype=dtype, device=device, strategy=strategy,
+                            settings=settings, seed=seed, key=target.name)
+
+    from xattn_ref.strategies import attention_cases
+
+    def kernel_strategy(dt: torch.dtype, dev: str) -> Any:
+        return attention_cases(dtypes=[dt], devices=[dev])
+
+    return run_property(props[prop_name], target.fn, dtype=dtype, device=device, strategy=kernel_strategy,
+                        settings=settings, seed=seed, key=target.name)

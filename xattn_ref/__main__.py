@@ -1,0 +1,5 @@
+import sys
+
+from xattn_ref.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""Adapters: wrap other attention APIs and mask conventions into xattn_ref's targets.
+
+xattn_ref's conventions, converted here and nowhere else:
+
+- kernel masks are bool, **True = may attend** (SDPA's ``attn_mask``);
+- layer context masks are ``(B, Lk)`` bool, **True = a real token** (x-transformers'
+  ``context_mask``).
+
+Other conventions: ``nn.MultiheadAttention``'s ``key_padding_mask`` has **True = padding**
+(ignore); additive float masks use ``0`` to attend and ``-inf`` to mask.
+
+Wrapping your own API is one line::
+
+    target = lambda q, k, v, mask: my_attention(q, k, v, pad=padding_from_allowed(mask))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xattn_ref._validate import XattnArgumentError
+
+__all__ = [
+    "SDPA_BACKENDS",
+    "additive_from_allowed",
+    "allowed_from_additive",
+    "allowed_from_padding",
+    "decoder_layer",
+    "multihead_attention_layer",
+    "padding_from_allowed",
+    "sdpa",
+]
+
+
+def _bool(mask: object, name: str) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise XattnArgumentError(f"{name} must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
+    return mask
+
+
+def padding_from_allowed(mask: torch.Tensor) -> torch.Tensor:
+    """True = may attend -> True = padding (``key_padding_mask``). A new tensor."""
+    return ~_bool(mask, "mask")
+
+
+def allowed_from_padding(padding_mask: torch.Tensor) -> torch.Tensor:
+    """True = padding (``key_padding_mask``) -> True = may attend. A new tensor."""
+    return ~_bool(padding_mask, "padding_mask")
+
+
+def additive_from_allowed(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """True = may attend -> additive float mask: 0 where allowed, ``-inf`` where masked."""
+    zeros = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return zeros.masked_fill(~_bool(mask, "mask"), float("-inf"))
+
+
+def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
+    """Additive float mask -> True = may attend (every entry above ``-inf``)."""
+    if not isinstance(mask, torch.Tensor) or not mask.is_floating_point():
+        raise XattnArgumentError(f"mask must be a floating-point additive mask, got {getattr(mask, 'dtype', mask)}")
+    return mask > float("-inf")
+
+
+#: backend name -> torch.nn.attention.SDPBackend member name
+SDPA_BACKENDS = {
+    "math": "MATH",
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+}
+
+
+def sdpa(backend: str | None = None) -> Callable[..., torch.Tensor]:
+    """A kernel target for ``scaled_dot_product_attention``, on one backend if named
+    (``math``, ``flash``, ``efficient``, ``cudnn``; default: torch's choice)."""
+    if backend is not None and backend not in SDPA_BACKENDS:
+        raise XattnArgumentError(f"backend must be one of {', '.join(SDPA_BACKENDS)} or None, got {backend!r}")
+
+    def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        context: Any = nullcontext()
+        if backend is not None:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            context = sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[backend]))
+        with context:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    kernel.__name__ = f"sdpa_{backend or 'default'}"
+    return kernel
+
+
+class _MHALayer(nn.Module):
+    """``nn.MultiheadAttention`` as a layer target ``(x, context, context_mask) -> y``."""
+
+    def __init__(self, mha: nn.MultiheadAttention, need_weights: bool | None) -> None:
+        super().__init__()
+        self.mha = mha
+        self.need_weights = need_weights
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        if not self.mha.batch_first:
+            x, context = x.transpose(0, 1), context.transpose(0, 1)
+        kwargs = {} if self.need_weights is None else {"need_weights": self.need_weights}
+        y = self.mha(x, context, context, key_padding_mask=padding_from_allowed(context_mask), **kwargs)[0]
+        return y if self.mha.batch_first else y.transpose(0, 1)
+
+
+def multihead_attention_layer(
+    dim: int = 16, num_heads: int = 2, *, need_weights: bool | None = None, kdim: int | None = None, seed: int = 0
+) -> nn.Module:
+    """A seeded ``nn.MultiheadAttention(dim, num_heads, batch_first=True)`` as a layer target.
+
+    ``need_weights=None`` calls it as most code does (the default, ``need_weights=True``); on
+    torch 2.13 that path returns NaN for a context that is entirely padding, while
+    ``need_weights=False`` takes SDPA's guarded path.
+    """
+    torch.manual_seed(seed)
+    mha = nn.MultiheadAttention(dim, num_heads, batch_first=True, kdim=kdim, vdim=kdim)
+    return _MHALayer(mha, need_weights)
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, layer: nn.TransformerDecoderLayer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        return self.layer(x, context, memory_key_padding_mask=padding_from_allowed(context_mask))
+
+
+def decoder_layer(dim: int = 16, num_heads: int = 2, *, seed: int = 0) -> nn.Module:
+    """A seeded ``nn.TransformerDecoderLayer(dim, num_heads, batch_first=True, dropout=0)`` as a
+    layer target (its cross-attention gets ``memory_key_padding_mask``)."""
+    torch.manual_seed(seed)
+    return _DecoderLayer(nn.TransformerDecoderLayer(dim, num_heads, dim_feedforward=2 * dim, dropout=0.0,
+                                                    batch_first=True))
