@@ -89,3 +89,11 @@ def test_factor_two_doubles_the_budget():
         allowed_error(truth, plain, mag, torch.bfloat16, factor=2),
         2 * allowed_error(truth, plain, mag, torch.bfloat16),
     )
+
+
+def test_a_non_finite_plain_result_does_not_make_the_budget_infinite():
+    case = make_case(torch.float32, logit_std=1.0)
+    truth, plain, mag = budget_parts(case)
+    broken_plain = plain.clone()
+    broken_plain[0, 0, 0, 0] = float("nan")
+    assert bool(allowed_error(truth, broken_plain, mag, torch.float32).isfinite().all())

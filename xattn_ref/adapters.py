@@ -28,6 +28,8 @@ from xattn_ref._validate import XattnArgumentError
 
 __all__ = [
     "SDPA_BACKENDS",
+    "CrossAttention",
+    "cross_attention_layer",
     "additive_from_allowed",
     "allowed_from_additive",
     "allowed_from_padding",
@@ -140,3 +142,46 @@ def decoder_layer(dim: int = 16, num_heads: int = 2, *, seed: int = 0) -> nn.Mod
     torch.manual_seed(seed)
     return _DecoderLayer(nn.TransformerDecoderLayer(dim, num_heads, dim_feedforward=2 * dim, dropout=0.0,
                                                     batch_first=True))
+
+
+class CrossAttention(nn.Module):
+    """A minimal x-transformers-style cross-attention layer around any kernel.
+
+    ``forward(x, context, context_mask)``: x ``(B, Lq, E)``, context ``(B, Lk, E_ctx)``,
+    ``context_mask`` ``(B, Lk)`` True = real token; the kernel gets SDPA's layout and a
+    ``(B, 1, 1, Lk)`` bool mask, True = may attend.
+    """
+
+    def __init__(self, kernel: Callable[..., torch.Tensor], dim: int, context_dim: int | None = None,
+                 heads: int = 2) -> None:
+        super().__init__()
+        if dim % heads:
+            raise XattnArgumentError(f"dim={dim} must be divisible by heads={heads}")
+        context_dim = context_dim or dim
+        self.kernel, self.heads = kernel, heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(context_dim, 2 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        b, lq, e = x.shape
+        h = self.heads
+        q = self.to_q(x).view(b, lq, h, e // h).transpose(1, 2)
+        k, v = (t.view(b, -1, h, e // h).transpose(1, 2) for t in self.to_kv(context).chunk(2, dim=-1))
+        out = self.kernel(q, k, v, context_mask[:, None, None, :])
+        out = out.transpose(1, 2).reshape(b, lq, e)
+        y: torch.Tensor = self.to_out(out)
+        return y
+
+
+def cross_attention_layer(kernel: Callable[..., torch.Tensor] | None = None, dim: int = 16,
+                          context_dim: int | None = None, heads: int = 2, *, seed: int = 0) -> nn.Module:
+    """A seeded :class:`CrossAttention` (default kernel: :func:`xattn_ref.guard.safe_sdpa`)."""
+    if kernel is None:
+        from xattn_ref.guard import safe_sdpa
+
+        def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            return safe_sdpa(q, k, v, attn_mask=mask)
+
+    torch.manual_seed(seed)
+    return CrossAttention(kernel, dim, context_dim, heads)

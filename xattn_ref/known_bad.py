@@ -11,11 +11,15 @@ Einstein notation: b batch, h heads, i query, j key, d head dim, e value dim.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 __all__ = [
     "CAUGHT_BY",
     "KNOWN_BAD",
+    "KNOWN_BAD_LAYERS",
+    "LAYER_CAUGHT_BY",
     "batch_global_max",
     "finfo_min_fill",
     "half_precision_math",
@@ -194,4 +198,96 @@ CAUGHT_BY = {
     "batch_global_max": "batch_independence",
     "wrong_scale_without_mask": "compaction_equivalence",
     "half_precision_math": "dtype_consistency",
+}
+
+
+# --- known-bad layers: fn(x, context, context_mask), context_mask True = real token ----------
+
+
+def _layer(kernel: Any) -> torch.nn.Module:
+    from xattn_ref.adapters import cross_attention_layer
+
+    return cross_attention_layer(kernel, dim=16)
+
+
+class _ZeroesPaddingInPlace(torch.nn.Module):
+    """Zeroes the caller's padded context in place before attending ("cleaning" the input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from xattn_ref.adapters import cross_attention_layer
+
+        self.inner = cross_attention_layer(dim=16)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        context.masked_fill_(~context_mask.unsqueeze(-1), 0.0)  # the defect: the caller's tensor
+        y: torch.Tensor = self.inner(x, context, context_mask)
+        return y
+
+
+class _MeanPooledContext(torch.nn.Module):
+    """Adds the mean of the context over *all* positions, padding included, to every query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from xattn_ref.adapters import cross_attention_layer
+
+        self.inner = cross_attention_layer(dim=16)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.inner(x, context, context_mask)
+        return y + context.mean(1, keepdim=True) * context_mask.any(-1)[:, None, None]
+
+
+def finfo_min_fill_layer() -> torch.nn.Module:
+    """Cross-attention with :func:`finfo_min_fill`: a fully padded context leaks into y."""
+    return _layer(finfo_min_fill)
+
+
+def neg_inf_softmax_layer() -> torch.nn.Module:
+    """Cross-attention with :func:`neg_inf_softmax`: NaN for a fully padded context."""
+    return _layer(neg_inf_softmax)
+
+
+def batch_global_max_layer() -> torch.nn.Module:
+    """Cross-attention with :func:`batch_global_max`: batch elements interfere."""
+    return _layer(batch_global_max)
+
+
+def half_precision_math_layer() -> torch.nn.Module:
+    """Cross-attention with :func:`half_precision_math`: float32 loses precision."""
+    return _layer(half_precision_math)
+
+
+def zeroes_padding_in_place_layer() -> torch.nn.Module:
+    """Writes zeros into the caller's context."""
+    return _ZeroesPaddingInPlace()
+
+
+def mean_pooled_context_layer() -> torch.nn.Module:
+    """Mean-pools the context with its padding: removing the padding changes y."""
+    return _MeanPooledContext()
+
+
+#: name -> zero-argument factory of a layer (E = 16).
+KNOWN_BAD_LAYERS = {
+    f.__name__: f
+    for f in (
+        neg_inf_softmax_layer,
+        finfo_min_fill_layer,
+        batch_global_max_layer,
+        half_precision_math_layer,
+        zeroes_padding_in_place_layer,
+        mean_pooled_context_layer,
+    )
+}
+
+#: name -> the layer property designed to catch it.
+LAYER_CAUGHT_BY = {
+    "neg_inf_softmax_layer": "finite_output",
+    "finfo_min_fill_layer": "padding_invariance",
+    "batch_global_max_layer": "batch_independence",
+    "half_precision_math_layer": "dtype_consistency",
+    "zeroes_padding_in_place_layer": "no_input_mutation",
+    "mean_pooled_context_layer": "compaction_equivalence",
 }

@@ -269,7 +269,9 @@ def _truth(target: LayerTarget, case: LayerCase) -> torch.Tensor:
 
 def _allowed(target: LayerTarget, case: LayerCase, truth: torch.Tensor) -> float:
     n = target.dim + target.context_dim + case.context.shape[1]
-    return n * torch.finfo(case.dtype).eps * float(truth.abs().max()) + torch.finfo(torch.float64).tiny
+    finite = truth[truth.isfinite()]  # a NaN truth must not make the budget NaN (vacuous)
+    magnitude = float(finite.abs().max()) if finite.numel() else 0.0
+    return n * torch.finfo(case.dtype).eps * magnitude + torch.finfo(torch.float64).tiny
 
 
 def _compare(prop: str, case: LayerCase, what: str, a: torch.Tensor, b: torch.Tensor, allowed: float,

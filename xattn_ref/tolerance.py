@@ -83,7 +83,10 @@ def allowed_error(
 ) -> torch.Tensor:
     """The budget per batch element (see the module docstring), times ``factor``."""
     floor = torch.finfo(dtype).eps * magnitude + torch.finfo(torch.float64).tiny
-    return factor * (2 * per_batch_max_error(plain, truth) + floor)
+    plain_error = per_batch_max_error(plain, truth)
+    # A non-finite plain result would make the budget infinite and the check vacuous.
+    plain_error = torch.where(plain_error.isfinite(), plain_error, 0.0)
+    return factor * (2 * plain_error + floor)
 
 
 @dataclass(frozen=True)
