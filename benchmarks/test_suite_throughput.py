@@ -27,8 +27,17 @@ def test_examples_per_second(benchmark, figure, prop):
     results = []
 
     def run():
-        results.append(run_property(KERNEL_PROPERTIES[prop], sdpa_kernel, dtype=torch.float32, device="cpu",
-                                    strategy=strategy, settings=settings, key="bench"))
+        results.append(
+            run_property(
+                KERNEL_PROPERTIES[prop],
+                sdpa_kernel,
+                dtype=torch.float32,
+                device="cpu",
+                strategy=strategy,
+                settings=settings,
+                key="bench",
+            )
+        )
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     examples = results[-1].examples
@@ -48,8 +57,15 @@ def test_time_to_catch(benchmark, figure, name):
     def hunt():
         start = time.perf_counter()
         for dtype in dtypes:
-            r = run_property(prop, KNOWN_BAD[name], dtype=dtype, device="cpu", strategy=strategy,
-                             settings=settings, key=f"bench-{name}")
+            r = run_property(
+                prop,
+                KNOWN_BAD[name],
+                dtype=dtype,
+                device="cpu",
+                strategy=strategy,
+                settings=settings,
+                key=f"bench-{name}",
+            )
             found.setdefault("examples", 0)
             found["examples"] += r.examples
             if r.status == "failed":
@@ -59,5 +75,7 @@ def test_time_to_catch(benchmark, figure, name):
 
     benchmark.pedantic(hunt, rounds=1, iterations=1)
     assert found["dtype"] is not None, f"{name} not caught in 100 examples per dtype"
-    figure(f"{name:26s} caught by {prop.name:22s} in {found['examples']:3d} examples "
-           f"(shrinking included), {found['seconds']:.2f} s, first in {found['dtype']}")
+    figure(
+        f"{name:26s} caught by {prop.name:22s} in {found['examples']:3d} examples "
+        f"(shrinking included), {found['seconds']:.2f} s, first in {found['dtype']}"
+    )

@@ -18,5 +18,5 @@ from xattn_ref.checks import KERNEL_PROPERTIES
 def test_kernel_property(xattn_session, xattn_target, prop, dtype, device):
     if xattn_target.kind != "kernel":
         pytest.skip(f"{prop} here is for kernel targets; {xattn_target.name} is a {xattn_target.kind}")
-    result = xattn_session.run(xattn_target, KERNEL_PROPERTIES[prop], dtype, device)
+    result = xattn_session.run(xattn_target, prop, dtype, device)
     xattn_session.report(xattn_target, result)

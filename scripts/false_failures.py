@@ -29,9 +29,16 @@ def main() -> int:
         for name, kernel in BUILTIN_KERNELS.items():
             for prop in KERNEL_PROPERTIES.values():
                 for dtype in ALL_DTYPES:
-                    r = run_property(prop, kernel, dtype=dtype, device="cpu", seed=seed, key=name,
-                                     strategy=lambda dt, dev: attention_cases(dtypes=[dt], devices=[dev]),
-                                     settings=settings)
+                    r = run_property(
+                        prop,
+                        kernel,
+                        dtype=dtype,
+                        device="cpu",
+                        seed=seed,
+                        key=name,
+                        strategy=lambda dt, dev: attention_cases(dtypes=[dt], devices=[dev]),
+                        settings=settings,
+                    )
                     runs, examples = runs + 1, examples + r.examples
                     if not r.ok:
                         failures += 1
@@ -39,8 +46,10 @@ def main() -> int:
                         if r.case is not None:
                             print(f"  {r.case.spec!r}")
     elapsed = time.perf_counter() - start
-    print(f"{failures} false failures in {runs} runs ({examples} examples, {args.seeds} seeds, "
-          f"targets {', '.join(BUILTIN_KERNELS)}) in {elapsed:.0f} s")
+    print(
+        f"{failures} false failures in {runs} runs ({examples} examples, {args.seeds} seeds, "
+        f"targets {', '.join(BUILTIN_KERNELS)}) in {elapsed:.0f} s"
+    )
     return 1 if failures else 0
 
 

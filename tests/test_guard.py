@@ -15,16 +15,28 @@ from xattn_ref.runner import run_property
 from xattn_ref.strategies import attention_cases
 
 SETTINGS = profile_settings("ci")
-FIXED_BY_THE_GUARD = ["neg_inf_softmax", "finfo_min_fill", "zero_after_neg_inf", "minus_1e9_fill", "unguarded_long_context"]
+FIXED_BY_THE_GUARD = [
+    "neg_inf_softmax",
+    "finfo_min_fill",
+    "zero_after_neg_inf",
+    "minus_1e9_fill",
+    "unguarded_long_context",
+]
 
 
 def verdicts(kernel, key, props=KERNEL_PROPERTIES):
     out = {}
     for prop in props:
         for dtype in ALL_DTYPES:
-            r = run_property(KERNEL_PROPERTIES[prop], kernel, dtype=dtype, device="cpu", key=key,
-                             strategy=lambda dt, dev: attention_cases(dtypes=[dt], devices=[dev]),
-                             settings=SETTINGS)
+            r = run_property(
+                KERNEL_PROPERTIES[prop],
+                kernel,
+                dtype=dtype,
+                device="cpu",
+                key=key,
+                strategy=lambda dt, dev: attention_cases(dtypes=[dt], devices=[dev]),
+                settings=SETTINGS,
+            )
             out[(prop, r.dtype)] = r
     return out
 
@@ -96,7 +108,7 @@ def test_bad_masks_get_a_one_line_error_naming_the_argument():
     x = torch.randn(1, 1, 2, 4)
     with pytest.raises(ValueError, match=r"^attn_mask must be bool \(True = may attend\) or floating point"):
         safe_sdpa(x, x, x, attn_mask=torch.ones(2, 2, dtype=torch.int64))
-    with pytest.raises(ValueError, match="^sync must be True or False"):
+    with pytest.raises(ValueError, match=r"^sync must be True or False"):
         guard(neg_inf_softmax, sync="yes")  # type: ignore[arg-type]
 
 

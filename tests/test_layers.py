@@ -17,8 +17,13 @@ SETTINGS = profile_settings("ci", max_examples=20)
 
 def verdicts(name, module, props):
     target = Target(name, module, "layer")
-    return {(p, r.dtype): r for p in props for r in
-            (run_target(target, p, dtype=d, device="cpu", settings=SETTINGS, dims=(16, 16)) for d in ALL_DTYPES)}
+    return {
+        (p, r.dtype): r
+        for p in props
+        for r in (
+            run_target(target, p, dtype=d, device="cpu", settings=SETTINGS, dims=(16, 16)) for d in ALL_DTYPES
+        )
+    }
 
 
 def test_every_layer_property_but_device_consistency_has_a_known_bad_layer():
@@ -37,10 +42,14 @@ def test_multihead_attention_as_most_code_calls_it_is_flagged_by_finite_output_a
     assert {r.status for r in results.values()} == {"failed"}
 
 
-@pytest.mark.parametrize("factory", [
-    lambda: multihead_attention_layer(16, 2, need_weights=False),
-    lambda: cross_attention_layer(dim=16),
-], ids=["mha-need_weights-False", "cross_attention-safe_sdpa"])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: multihead_attention_layer(16, 2, need_weights=False),
+        lambda: cross_attention_layer(dim=16),
+    ],
+    ids=["mha-need_weights-False", "cross_attention-safe_sdpa"],
+)
 def test_correct_layers_pass_every_layer_property(factory):
     results = verdicts("good", factory(), list(LAYER_PROPERTIES))
     failed = {k: r.message for k, r in results.items() if not r.ok}

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from xattn_ref.runner import Result
 
-__all__ = ["failure_report", "reproduce_command"]
+__all__ = ["failure_report", "reproduce_command", "target_args"]
+
+
+def target_args(target: Any, dims: tuple[int, int] | None) -> tuple[str, ...]:
+    """The ``xattn-check`` options that say a target's kind (and a layer's dims)."""
+    dims = target.dims or dims
+    if target.kind != "layer" or dims is None:
+        return ()
+    return ("--kind", "layer", "--dim", str(dims[0]), "--context-dim", str(dims[1]))
 
 
 def reproduce_command(target: str, result: Result, *, profile: str, extra: tuple[str, ...] = ()) -> str:

@@ -42,7 +42,9 @@ __all__ = [
 
 def _bool(mask: object, name: str) -> torch.Tensor:
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise XattnArgumentError(f"{name} must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
+        raise XattnArgumentError(
+            f"{name} must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}"
+        )
     return mask
 
 
@@ -65,7 +67,9 @@ def additive_from_allowed(mask: torch.Tensor, dtype: torch.dtype = torch.float32
 def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
     """Additive float mask -> True = may attend (every entry above ``-inf``)."""
     if not isinstance(mask, torch.Tensor) or not mask.is_floating_point():
-        raise XattnArgumentError(f"mask must be a floating-point additive mask, got {getattr(mask, 'dtype', mask)}")
+        raise XattnArgumentError(
+            f"mask must be a floating-point additive mask, got {getattr(mask, 'dtype', mask)}"
+        )
     return mask > float("-inf")
 
 
@@ -82,7 +86,9 @@ def sdpa(backend: str | None = None) -> Callable[..., torch.Tensor]:
     """A kernel target for ``scaled_dot_product_attention``, on one backend if named
     (``math``, ``flash``, ``efficient``, ``cudnn``; default: torch's choice)."""
     if backend is not None and backend not in SDPA_BACKENDS:
-        raise XattnArgumentError(f"backend must be one of {', '.join(SDPA_BACKENDS)} or None, got {backend!r}")
+        raise XattnArgumentError(
+            f"backend must be one of {', '.join(SDPA_BACKENDS)} or None, got {backend!r}"
+        )
 
     def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         context: Any = nullcontext()
@@ -109,12 +115,19 @@ class _MHALayer(nn.Module):
         if not self.mha.batch_first:
             x, context = x.transpose(0, 1), context.transpose(0, 1)
         kwargs = {} if self.need_weights is None else {"need_weights": self.need_weights}
-        y = self.mha(x, context, context, key_padding_mask=padding_from_allowed(context_mask), **kwargs)[0]
+        y: torch.Tensor = self.mha(
+            x, context, context, key_padding_mask=padding_from_allowed(context_mask), **kwargs
+        )[0]
         return y if self.mha.batch_first else y.transpose(0, 1)
 
 
 def multihead_attention_layer(
-    dim: int = 16, num_heads: int = 2, *, need_weights: bool | None = None, kdim: int | None = None, seed: int = 0
+    dim: int = 16,
+    num_heads: int = 2,
+    *,
+    need_weights: bool | None = None,
+    kdim: int | None = None,
+    seed: int = 0,
 ) -> nn.Module:
     """A seeded ``nn.MultiheadAttention(dim, num_heads, batch_first=True)`` as a layer target.
 
@@ -133,15 +146,17 @@ class _DecoderLayer(nn.Module):
         self.layer = layer
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        return self.layer(x, context, memory_key_padding_mask=padding_from_allowed(context_mask))
+        y: torch.Tensor = self.layer(x, context, memory_key_padding_mask=padding_from_allowed(context_mask))
+        return y
 
 
 def decoder_layer(dim: int = 16, num_heads: int = 2, *, seed: int = 0) -> nn.Module:
     """A seeded ``nn.TransformerDecoderLayer(dim, num_heads, batch_first=True, dropout=0)`` as a
     layer target (its cross-attention gets ``memory_key_padding_mask``)."""
     torch.manual_seed(seed)
-    return _DecoderLayer(nn.TransformerDecoderLayer(dim, num_heads, dim_feedforward=2 * dim, dropout=0.0,
-                                                    batch_first=True))
+    return _DecoderLayer(
+        nn.TransformerDecoderLayer(dim, num_heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True)
+    )
 
 
 class CrossAttention(nn.Module):
@@ -152,8 +167,9 @@ class CrossAttention(nn.Module):
     ``(B, 1, 1, Lk)`` bool mask, True = may attend.
     """
 
-    def __init__(self, kernel: Callable[..., torch.Tensor], dim: int, context_dim: int | None = None,
-                 heads: int = 2) -> None:
+    def __init__(
+        self, kernel: Callable[..., torch.Tensor], dim: int, context_dim: int | None = None, heads: int = 2
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise XattnArgumentError(f"dim={dim} must be divisible by heads={heads}")
@@ -174,13 +190,21 @@ class CrossAttention(nn.Module):
         return y
 
 
-def cross_attention_layer(kernel: Callable[..., torch.Tensor] | None = None, dim: int = 16,
-                          context_dim: int | None = None, heads: int = 2, *, seed: int = 0) -> nn.Module:
+def cross_attention_layer(
+    kernel: Callable[..., torch.Tensor] | None = None,
+    dim: int = 16,
+    context_dim: int | None = None,
+    heads: int = 2,
+    *,
+    seed: int = 0,
+) -> nn.Module:
     """A seeded :class:`CrossAttention` (default kernel: :func:`xattn_ref.guard.safe_sdpa`)."""
     if kernel is None:
         from xattn_ref.guard import safe_sdpa
 
-        def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        def kernel(
+            q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+        ) -> torch.Tensor:
             return safe_sdpa(q, k, v, attn_mask=mask)
 
     torch.manual_seed(seed)

@@ -36,25 +36,44 @@ def _csv(value: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="xattn-check",
-        description="Property-based checks of masked attention at the edges (empty rows, padding, low precision).",
+        description="Property-based checks of masked attention at the edges "
+        "(empty rows, padding, low precision).",
         epilog="Exit status: 0 all properties hold, 1 a property fails, 2 usage error or unusable target.",
     )
-    p.add_argument("target", nargs="?", help="package.module:name or path/to/file.py:name; name() calls a factory. "
-                   "Omit to run the built-in targets.")
-    p.add_argument("--kind", choices=("kernel", "layer"), default="kernel",
-                   help="kernel: fn(q, k, v, mask) with mask True = may attend (default); "
-                   "layer: fn(x, context, context_mask) with context_mask True = real token")
+    p.add_argument(
+        "target",
+        nargs="?",
+        help="package.module:name or path/to/file.py:name; name() calls a factory. "
+        "Omit to run the built-in targets.",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("kernel", "layer"),
+        default="kernel",
+        help="kernel: fn(q, k, v, mask) with mask True = may attend (default); "
+        "layer: fn(x, context, context_mask) with context_mask True = real token",
+    )
     p.add_argument("--dim", type=int, help="E, the model dim of a layer target (required with --kind layer)")
     p.add_argument("--context-dim", type=int, help="E_ctx of a layer target (default E)")
-    p.add_argument("--dtype", type=_csv, help="comma list from float64,float32,float16,bfloat16 (default all)")
-    p.add_argument("--device", type=_csv, help="comma list from cpu,cuda,mps (default all; absent ones are skipped)")
+    p.add_argument(
+        "--dtype", type=_csv, help="comma list from float64,float32,float16,bfloat16 (default all)"
+    )
+    p.add_argument(
+        "--device", type=_csv, help="comma list from cpu,cuda,mps (default all; absent ones are skipped)"
+    )
     p.add_argument("--property", type=_csv, dest="properties", help="only these properties (comma list)")
     p.add_argument("--skip", type=_csv, default=[], help="skip these properties (comma list)")
-    p.add_argument("--max-examples", type=int, help="examples per property, dtype and device (default: the profile's)")
-    p.add_argument("--seed", type=int, help="Hypothesis seed (default random; the ci profile is derandomized)")
+    p.add_argument(
+        "--max-examples", type=int, help="examples per property, dtype and device (default: the profile's)"
+    )
+    p.add_argument(
+        "--seed", type=int, help="Hypothesis seed (default random; the ci profile is derandomized)"
+    )
     p.add_argument("--profile", help="dev (default), ci or thorough [env XATTN_PROFILE]")
     p.add_argument("--database", help="directory for Hypothesis's example database [env XATTN_DATABASE]")
-    p.add_argument("--xfail", help="file of expected failures: 'property[dtype-device]' or 'property', '#' comments")
+    p.add_argument(
+        "--xfail", help="file of expected failures: 'property[dtype-device]' or 'property', '#' comments"
+    )
     p.add_argument("--format", choices=FORMATS, default="text", help="text (default), json or junit")
     p.add_argument("--output", help="write the report here instead of standard output")
     p.add_argument("--list", action="store_true", help="list the properties and exit")
@@ -131,7 +150,9 @@ def _plan(args: argparse.Namespace) -> Plan:
             for name in chosen or []:
                 known = set(properties_for("kernel")) | set(properties_for("layer"))
                 if name not in known:
-                    raise UsageError(f"{option}: unknown property {name!r}; expected one of {', '.join(sorted(known))}")
+                    raise UsageError(
+                        f"{option}: unknown property {name!r}; expected one of {', '.join(sorted(known))}"
+                    )
         if args.properties:
             names = [n for n in names if n in args.properties]
         names = [n for n in names if n not in args.skip]
@@ -149,12 +170,24 @@ def _builtin_targets() -> tuple[list[Any], dict[str, bool], tuple[int, int]]:
     dims = (16, 16)
     targets = [Target(name, fn) for name, fn in BUILTIN_KERNELS.items()]
     targets.append(Target("plain -inf softmax", neg_inf_softmax))
-    targets.append(Target("nn.MultiheadAttention (need_weights default)",
-                          LayerTarget(multihead_attention_layer(16, 2), *dims), "layer"))
-    targets.append(Target("nn.MultiheadAttention (need_weights=False)",
-                          LayerTarget(multihead_attention_layer(16, 2, need_weights=False), *dims), "layer"))
-    expected = {t.name: t.name not in ("plain -inf softmax", "nn.MultiheadAttention (need_weights default)")
-                for t in targets}
+    targets.append(
+        Target(
+            "nn.MultiheadAttention (need_weights default)",
+            LayerTarget(multihead_attention_layer(16, 2), *dims),
+            "layer",
+        )
+    )
+    targets.append(
+        Target(
+            "nn.MultiheadAttention (need_weights=False)",
+            LayerTarget(multihead_attention_layer(16, 2, need_weights=False), *dims),
+            "layer",
+        )
+    )
+    expected = {
+        t.name: t.name not in ("plain -inf softmax", "nn.MultiheadAttention (need_weights default)")
+        for t in targets
+    }
     return targets, expected, dims
 
 
@@ -186,7 +219,9 @@ def _probe(target: Any, dims: tuple[int, int] | None) -> None:
 
             assert dims is not None
             mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
-            case = LayerCaseSpec(2, 3, 5, dims[0], dims[1], torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask).build()
+            case = LayerCaseSpec(
+                2, 3, 5, dims[0], dims[1], torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask
+            ).build()
             fn = target.fn if isinstance(target.fn, LayerTarget) else LayerTarget(target.fn, *dims)
             fn(case)
         else:
@@ -212,8 +247,15 @@ def _run(plan: Plan, progress: bool) -> list[tuple[Any, Any, str | None]]:
         for prop in plan.properties[target.name]:
             for device in plan.devices:
                 for dtype in plan.dtypes:
-                    r = run_target(target, prop, dtype=dtype, device=device, settings=plan.settings,
-                                   seed=plan.seed, dims=plan.dims)
+                    r = run_target(
+                        target,
+                        prop,
+                        dtype=dtype,
+                        device=device,
+                        settings=plan.settings,
+                        seed=plan.seed,
+                        dims=plan.dims,
+                    )
                     out.append((target, r, _xfail_reason(plan, r)))
                     if progress:
                         print(".", end="", file=sys.stderr, flush=True)
@@ -222,17 +264,11 @@ def _run(plan: Plan, progress: bool) -> list[tuple[Any, Any, str | None]]:
     return out
 
 
-def _extra(plan: Plan, target: Any) -> tuple[str, ...]:
-    if target.kind != "layer" or plan.dims is None:
-        return ()
-    return ("--kind", "layer", "--dim", str(plan.dims[0]), "--context-dim", str(plan.dims[1]))
-
-
 CELL = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "error": "ERROR"}
 
 
 def _text(plan: Plan, results: list[tuple[Any, Any, str | None]], elapsed: float) -> str:
-    from xattn_ref._report import failure_report
+    from xattn_ref._report import failure_report, target_args
 
     lines: list[str] = []
     seed = "derandomized" if plan.seed is None else f"seed {plan.seed}"
@@ -264,7 +300,9 @@ def _text(plan: Plan, results: list[tuple[Any, Any, str | None]], elapsed: float
     for target, r, x in results:
         if r.status in ("failed", "error") and not x and (target.name, r.property) not in shown:
             shown.add((target.name, r.property))  # one report per property; the matrix shows the rest
-            lines.append(failure_report(target.name, r, profile=plan.profile, extra=_extra(plan, target)))
+            lines.append(
+                failure_report(target.name, r, profile=plan.profile, extra=target_args(target, plan.dims))
+            )
             lines.append("")
     total = sum(r.examples for _, r, _ in results)
     lines.append(f"{total} examples in {elapsed:.1f} s")
@@ -272,36 +310,48 @@ def _text(plan: Plan, results: list[tuple[Any, Any, str | None]], elapsed: float
 
 
 def _json(plan: Plan, results: list[tuple[Any, Any, str | None]], ok: bool) -> str:
-    from xattn_ref._report import reproduce_command
+    from xattn_ref._report import reproduce_command, target_args
 
-    return json.dumps({
-        "ok": ok,
-        "profile": plan.profile,
-        "seed": plan.seed,
-        "results": [{
-            "target": t.name,
-            "kind": t.kind,
-            "property": r.property,
-            "dtype": r.dtype,
-            "device": r.device,
-            "status": r.status,
-            "expected_failure": bool(x),
-            "examples": r.examples,
-            "message": r.message,
-            "case": None if r.case is None else r.case.describe(),
-            "reproduce": "" if r.status in ("passed", "skipped")
-            else reproduce_command(t.name, r, profile=plan.profile, extra=_extra(plan, t)),
-        } for t, r, x in results],
-    }, indent=2)
+    return json.dumps(
+        {
+            "ok": ok,
+            "profile": plan.profile,
+            "seed": plan.seed,
+            "results": [
+                {
+                    "target": t.name,
+                    "kind": t.kind,
+                    "property": r.property,
+                    "dtype": r.dtype,
+                    "device": r.device,
+                    "status": r.status,
+                    "expected_failure": bool(x),
+                    "examples": r.examples,
+                    "message": r.message,
+                    "case": None if r.case is None else r.case.describe(),
+                    "reproduce": ""
+                    if r.status in ("passed", "skipped")
+                    else reproduce_command(t.name, r, profile=plan.profile, extra=target_args(t, plan.dims)),
+                }
+                for t, r, x in results
+            ],
+        },
+        indent=2,
+    )
 
 
 def _junit(plan: Plan, results: list[tuple[Any, Any, str | None]], elapsed: float) -> str:
-    from xattn_ref._report import failure_report
+    from xattn_ref._report import failure_report, target_args
 
-    suite = ET.Element("testsuite", name="xattn_ref", tests=str(len(results)), time=f"{elapsed:.3f}",
-                       failures=str(sum(r.status == "failed" and not x for _, r, x in results)),
-                       errors=str(sum(r.status == "error" for _, r, _ in results)),
-                       skipped=str(sum(r.status == "skipped" or bool(x) for _, r, x in results)))
+    suite = ET.Element(
+        "testsuite",
+        name="xattn_ref",
+        tests=str(len(results)),
+        time=f"{elapsed:.3f}",
+        failures=str(sum(r.status == "failed" and not x for _, r, x in results)),
+        errors=str(sum(r.status == "error" for _, r, _ in results)),
+        skipped=str(sum(r.status == "skipped" or bool(x) for _, r, x in results)),
+    )
     for t, r, x in results:
         case = ET.SubElement(suite, "testcase", classname=t.name, name=f"{r.property}[{r.dtype}-{r.device}]")
         if r.status == "skipped":
@@ -310,7 +360,7 @@ def _junit(plan: Plan, results: list[tuple[Any, Any, str | None]], elapsed: floa
             ET.SubElement(case, "skipped", message=f"xfail: {x}")
         elif r.status in ("failed", "error"):
             node = ET.SubElement(case, "failure" if r.status == "failed" else "error", message=r.message)
-            node.text = failure_report(t.name, r, profile=plan.profile, extra=_extra(plan, t))
+            node.text = failure_report(t.name, r, profile=plan.profile, extra=target_args(t, plan.dims))
     return ET.tostring(suite, encoding="unicode")
 
 
@@ -341,12 +391,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     failing = [r for t, r, x in results if r.status == "failed" and not x]
     errors = [r for _, r, _ in results if r.status == "error"]
     if plan.expected:
-        ok = all((not any(r.status in ("failed", "error") for t2, r, _ in results if t2 is t)) == plan.expected[t.name]
-                 for t in plan.targets)
+        ok = all(
+            (not any(r.status in ("failed", "error") for t2, r, _ in results if t2 is t))
+            == plan.expected[t.name]
+            for t in plan.targets
+        )
     else:
         ok = not failing and not errors
-    report = {"text": lambda: _text(plan, results, elapsed), "json": lambda: _json(plan, results, ok),
-              "junit": lambda: _junit(plan, results, elapsed)}[args.format]()
+    report = {
+        "text": lambda: _text(plan, results, elapsed),
+        "json": lambda: _json(plan, results, ok),
+        "junit": lambda: _junit(plan, results, elapsed),
+    }[args.format]()
     if args.output:
         with open(args.output, "w", encoding="utf-8") as file:
             file.write(report + "\n")

@@ -96,8 +96,14 @@ def guard(fn: Fn | None = None, *, sync: bool = False) -> Fn | Callable[[Fn], Fn
         raise XattnArgumentError(f"sync must be True or False, got {sync!r}")
 
     @functools.wraps(fn)
-    def guarded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                *args: Any, **kwargs: Any) -> torch.Tensor:
+    def guarded(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         if mask is None:
             return fn(q, k, v, mask, *args, **kwargs)
         safe, empty = guard_mask(mask)

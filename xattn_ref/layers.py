@@ -33,10 +33,11 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from xattn_ref._calls import TargetError, index_str
-from xattn_ref.checks import PropertyFailure
 from xattn_ref._devices import ALL_DTYPES, dtype_name
 from xattn_ref._spec import MaskSpec
-from xattn_ref.strategies import _check_choices, _check_int, _lazy, _mask_specs
+from xattn_ref._strategy_args import _check_choices, _check_int, _lazy
+from xattn_ref.checks import PropertyFailure
+from xattn_ref.strategies import _mask_specs
 
 __all__ = [
     "LAYER_PROPERTIES",
@@ -274,15 +275,23 @@ def _allowed(target: LayerTarget, case: LayerCase, truth: torch.Tensor) -> float
     return n * torch.finfo(case.dtype).eps * magnitude + torch.finfo(torch.float64).tiny
 
 
-def _compare(prop: str, case: LayerCase, what: str, a: torch.Tensor, b: torch.Tensor, allowed: float,
-             rows: slice = slice(None)) -> None:
+def _compare(
+    prop: str,
+    case: LayerCase,
+    what: str,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    allowed: float,
+    rows: slice = slice(None),
+) -> None:
     diff = (a.detach().double().cpu() - b.detach().double().cpu()).abs().nan_to_num(nan=float("inf"))
     if float(diff.max()) > allowed:
         flat = int(diff.reshape(-1).argmax())
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
         index = (index[0] + (rows.start or 0), *index[1:])
         raise LayerFailure(
-            prop, case,
+            prop,
+            case,
             f"{index_str('y', index)} = {a.reshape(-1)[flat].item():.6g} but {what} gives "
             f"{b.reshape(-1)[flat].item():.6g}: difference {diff.max().item():.3g} > allowed {allowed:.3g}",
         )
@@ -299,8 +308,12 @@ def finite_output(target: LayerTarget, case: LayerCase) -> bool:
     bad = ~y.isfinite()
     if bool(bad.any()):
         index = tuple(int(i) for i in bad.nonzero()[0])
-        raise LayerFailure("finite_output", case, f"{y[index].item()} in {index_str('y', index)}; "
-                           f"the context of batch element {index[0]} {_describe_context(case, index[0])}")
+        raise LayerFailure(
+            "finite_output",
+            case,
+            f"{y[index].item()} in {index_str('y', index)}; "
+            f"the context of batch element {index[0]} {_describe_context(case, index[0])}",
+        )
     return True
 
 
@@ -315,14 +328,16 @@ def finite_grad(target: LayerTarget, case: LayerCase) -> bool:
     gen = torch.Generator().manual_seed(case.spec.seed + 1)
     g = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y)
     names = ["x", "context"] + [f"parameter {i}" for i in range(len(params))]
-    if isinstance(target.for_case(case.dtype, case.device), torch.nn.Module):
-        module = target.for_case(case.dtype, case.device)
-        names = ["x", "context"] + [n for n, p in module.named_parameters() if p.requires_grad]  # type: ignore[union-attr]
+    module = target.for_case(case.dtype, case.device)
+    if isinstance(module, torch.nn.Module):
+        names = ["x", "context"] + [n for n, p in module.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(y, [x, ctx, *params], grad_outputs=g, allow_unused=True)
     for name, grad in zip(names, grads):
         if grad is not None and not bool(grad.isfinite().all()):
             index = tuple(int(i) for i in (~grad.isfinite()).nonzero()[0])
-            raise LayerFailure("finite_grad", case, f"{grad[index].item()} in the gradient of {name} at {list(index)}")
+            raise LayerFailure(
+                "finite_grad", case, f"{grad[index].item()} in the gradient of {name} at {list(index)}"
+            )
     return True
 
 
@@ -341,10 +356,16 @@ def padding_invariance(target: LayerTarget, case: LayerCase) -> bool:
     after = target(case, context=context)
     for b in range(case.x.shape[0]):
         if bool(pad[b].any()):
-            _compare("padding_invariance", case,
-                     f"the call before replacing the padded context of batch element {b} "
-                     f"(which {_describe_context(case, b)}) with values up to {top:.3g}",
-                     after[b : b + 1], before[b : b + 1], 2 * _allowed(target, case, truth), slice(b, b + 1))
+            _compare(
+                "padding_invariance",
+                case,
+                f"the call before replacing the padded context of batch element {b} "
+                f"(which {_describe_context(case, b)}) with values up to {top:.3g}",
+                after[b : b + 1],
+                before[b : b + 1],
+                2 * _allowed(target, case, truth),
+                slice(b, b + 1),
+            )
     return True
 
 
@@ -359,11 +380,21 @@ def compaction_equivalence(target: LayerTarget, case: LayerCase) -> bool:
         if keep.numel() == 0:
             continue
         tested = True
-        alone = target(case, case.x[b : b + 1], case.context[b : b + 1, keep],
-                       torch.ones(1, keep.numel(), dtype=torch.bool, device=case.device))
-        _compare("compaction_equivalence", case,
-                 f"the layer on batch element {b} alone with its padding removed (keep = {keep.tolist()})",
-                 y[b : b + 1], alone, 2 * _allowed(target, case, truth), slice(b, b + 1))
+        alone = target(
+            case,
+            case.x[b : b + 1],
+            case.context[b : b + 1, keep],
+            torch.ones(1, keep.numel(), dtype=torch.bool, device=case.device),
+        )
+        _compare(
+            "compaction_equivalence",
+            case,
+            f"the layer on batch element {b} alone with its padding removed (keep = {keep.tolist()})",
+            y[b : b + 1],
+            alone,
+            2 * _allowed(target, case, truth),
+            slice(b, b + 1),
+        )
     return tested
 
 
@@ -382,10 +413,18 @@ def batch_independence(target: LayerTarget, case: LayerCase) -> bool:
     ctx[b0] = (torch.randn(ctx[b0].shape, generator=gen, dtype=torch.float64) * 10).to(ctx)
     mask = case.context_mask.clone()
     mask[b0] = False
-    for change, after in ((f"batch element {b0} redrawn 10x larger", target(case, x, ctx)),
-                          (f"batch element {b0}'s context made all padding", target(case, context_mask=mask))):
-        _compare("batch_independence", case, f"the call before {change}", after[:b0], before[:b0],
-                 2 * _allowed(target, case, truth))
+    for change, after in (
+        (f"batch element {b0} redrawn 10x larger", target(case, x, ctx)),
+        (f"batch element {b0}'s context made all padding", target(case, context_mask=mask)),
+    ):
+        _compare(
+            "batch_independence",
+            case,
+            f"the call before {change}",
+            after[:b0],
+            before[:b0],
+            2 * _allowed(target, case, truth),
+        )
     return True
 
 
@@ -393,13 +432,20 @@ def no_input_mutation(target: LayerTarget, case: LayerCase) -> bool:
     """x, context and context_mask are unchanged after the call."""
     x, ctx, mask = case.x.clone(), case.context.clone(), case.context_mask.clone()
     target(case, x, ctx, mask)
-    for name, a, b in (("x", case.x, x), ("context", case.context, ctx), ("context_mask", case.context_mask, mask)):
+    for name, a, b in (
+        ("x", case.x, x),
+        ("context", case.context, ctx),
+        ("context_mask", case.context_mask, mask),
+    ):
         if not torch.equal(a, b):
             diff = (a != b).nonzero()[0]
             index = tuple(int(i) for i in diff)
-            raise LayerFailure("no_input_mutation", case,
-                               f"{name} was modified in place by the call, first at {index_str(name, index)}: "
-                               f"{a[index].item()} -> {b[index].item()}")
+            raise LayerFailure(
+                "no_input_mutation",
+                case,
+                f"{name} was modified in place by the call, first at {index_str(name, index)}: "
+                f"{a[index].item()} -> {b[index].item()}",
+            )
     return True
 
 
@@ -408,8 +454,14 @@ def _consistency(prop: str, target: LayerTarget, case: LayerCase, baseline: Laye
         y = target(case)
         base = target(baseline)
     truth = base.double().cpu()
-    _compare(prop, case, f"the same layer in {dtype_name(baseline.dtype)} on {baseline.device}",
-             y, truth, _allowed(target, case, truth))
+    _compare(
+        prop,
+        case,
+        f"the same layer in {dtype_name(baseline.dtype)} on {baseline.device}",
+        y,
+        truth,
+        _allowed(target, case, truth),
+    )
 
 
 def dtype_consistency(target: LayerTarget, case: LayerCase) -> bool:

@@ -153,7 +153,13 @@ class XattnSession:
     def targets(self) -> list[Target]:
         """The targets, loaded (and torch imported) on first use."""
         if self._targets is None:
-            from xattn_ref.targets import BUILTIN_KERNELS, Target, TargetLoadError, load_target
+            from xattn_ref.targets import (
+                BUILTIN_KERNELS,
+                Target,
+                TargetLoadError,
+                builtin_layers,
+                load_target,
+            )
 
             if self.target_spec is not None:
                 try:
@@ -161,7 +167,7 @@ class XattnSession:
                 except TargetLoadError as exc:
                     raise pytest.UsageError(f"{self.target_source}: {exc}") from None
             else:
-                self._targets = [Target(name, fn) for name, fn in BUILTIN_KERNELS.items()]
+                self._targets = [Target(name, fn) for name, fn in BUILTIN_KERNELS.items()] + builtin_layers()
         return self._targets
 
     def describe(self) -> str:
@@ -169,41 +175,37 @@ class XattnSession:
         seed = "derandomized" if self.profile == "ci" else str(self.seed)
         return f"xattn_ref: targets {names} ({self.kind}); profile {self.profile}; seed {seed}"
 
-    def run(self, target: Target, prop: Any, dtype: Any, device: str) -> Result:
+    def run(self, target: Target, prop: str, dtype: Any, device: str) -> Result:
+        """Run property ``prop`` (a name) on ``target`` for one dtype and device."""
         from xattn_ref.profiles import profile_settings
-        from xattn_ref.runner import run_property
-        from xattn_ref.strategies import attention_cases
+        from xattn_ref.runner import run_target
 
-        def strategy(dt: Any, dev: str) -> Any:
-            return attention_cases(dtypes=[dt], devices=[dev])
+        overrides: dict[str, Any] = {}
+        database = os.environ.get("XATTN_DATABASE")
+        if database and self.profile != "ci":
+            from hypothesis.database import DirectoryBasedExampleDatabase
 
-        return run_property(
+            overrides["database"] = DirectoryBasedExampleDatabase(database)
+        return run_target(
+            target,
             prop,
-            target.fn,
             dtype=dtype,
             device=device,
-            strategy=strategy,
-            settings=profile_settings(self.profile),
-            seed=self.seed,
-            key=target.name,
+            settings=profile_settings(self.profile, **overrides),
+            seed=None if self.profile == "ci" else self.seed,
+            dims=self.layer_dims,
         )
 
     def report(self, target: Target, result: Result) -> None:
         """Turn a result into pytest's verdict: skip with the reason, or fail with the report."""
         __tracebackhide__ = True
-        from xattn_ref._report import failure_report
+        from xattn_ref._report import failure_report, target_args
 
         if result.status == "skipped":
             pytest.skip(result.message)
         if result.status in ("failed", "error"):
-            extra = () if target.kind == "kernel" else _layer_args(self)
+            extra = target_args(target, self.layer_dims)
             pytest.fail(failure_report(target.name, result, profile=self.profile, extra=extra), pytrace=False)
-
-
-def _layer_args(session: XattnSession) -> tuple[str, ...]:
-    assert session.layer_dims is not None
-    e, c = session.layer_dims
-    return ("--kind", "layer", "--dim", str(e), "--context-dim", str(c))
 
 
 def _read_xfail(path: str, source: str) -> dict[str, str]:
@@ -224,7 +226,10 @@ _KEY = pytest.StashKey[XattnSession]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_KEY] = XattnSession(config)
+    session = XattnSession(config)
+    config.stash[_KEY] = session
+    if session.target_spec is not None:
+        session.targets  # noqa: B018  (load now: a bad target is a usage error, not a collection error)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

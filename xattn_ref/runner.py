@@ -130,6 +130,7 @@ def run_target(
 
     ``dims`` is ``(E, E_ctx)`` for layer targets."""
     props = properties_for(target.kind)
+    dims = target.dims or dims
     if target.kind == "layer":
         from xattn_ref.layers import LayerTarget, layer_cases
 
@@ -142,13 +143,29 @@ def run_target(
         def strategy(dt: torch.dtype, dev: str) -> Any:
             return layer_cases(dim=dims[0], context_dim=dims[1], dtypes=(dt,), devices=(dev,))
 
-        return run_property(props[prop_name], fn, dtype=dtype, device=device, strategy=strategy,
-                            settings=settings, seed=seed, key=target.name)
+        return run_property(
+            props[prop_name],
+            fn,
+            dtype=dtype,
+            device=device,
+            strategy=strategy,
+            settings=settings,
+            seed=seed,
+            key=target.name,
+        )
 
     from xattn_ref.strategies import attention_cases
 
     def kernel_strategy(dt: torch.dtype, dev: str) -> Any:
         return attention_cases(dtypes=[dt], devices=[dev])
 
-    return run_property(props[prop_name], target.fn, dtype=dtype, device=device, strategy=kernel_strategy,
-                        settings=settings, seed=seed, key=target.name)
+    return run_property(
+        props[prop_name],
+        target.fn,
+        dtype=dtype,
+        device=device,
+        strategy=kernel_strategy,
+        settings=settings,
+        seed=seed,
+        key=target.name,
+    )

@@ -20,8 +20,7 @@ examples fast at any size and makes every example reproducible from ``repr(case.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import torch
 from hypothesis import strategies as st
@@ -36,6 +35,7 @@ from xattn_ref._spec import (
     MaskSpec,
     SlicePattern,
 )
+from xattn_ref._strategy_args import _check_choices, _check_int, _check_range, _lazy
 
 __all__ = [
     "MASK_LAYOUTS",
@@ -54,37 +54,6 @@ __all__ = [
 DEFAULT_LOGIT_STDS: tuple[float, ...] = (1.0, 0.01, 10.0, 100.0)
 #: Standard deviations of ``v`` drawn per batch element.
 DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
-
-T = TypeVar("T")
-
-
-def _lazy(build: Callable[[], st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
-    # Arguments are validated when the test runs, not when the module is imported.
-    return st.deferred(build)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be an int, but was {value!r}")
-    if value < minimum:
-        raise InvalidArgument(f"{name} must be at least {minimum}, but was {value!r}")
-    return value
-
-
-def _check_choices(name: str, values: object, allowed: Sequence[object]) -> tuple:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise InvalidArgument(f"{name} must be a non-empty sequence, but was {values!r}")
-    if not values:
-        raise InvalidArgument(f"{name} must not be empty")
-    for value in values:
-        if value not in allowed:
-            raise InvalidArgument(f"{name} contains {value!r}; expected values from {tuple(allowed)!r}")
-    return tuple(values)
-
-
-def _check_range(low_name: str, low: int, high_name: str, high: int) -> None:
-    if low > high:
-        raise InvalidArgument(f"{low_name}={low} must be at most {high_name}={high}")
 
 
 def _slice_patterns(patterns: tuple[str, ...], q_len: int, kv_len: int) -> st.SearchStrategy[SlicePattern]:

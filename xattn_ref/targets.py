@@ -22,6 +22,7 @@ __all__ = [
     "BUILTIN_KERNELS",
     "Target",
     "TargetLoadError",
+    "builtin_layers",
     "load_target",
     "reference_kernel",
     "safe_sdpa_kernel",
@@ -42,6 +43,7 @@ class Target:
     name: str
     fn: Callable[..., Any]
     kind: Kind = "kernel"
+    dims: tuple[int, int] | None = None  # (E, E_ctx) of a layer target
 
 
 def reference_kernel(
@@ -71,6 +73,21 @@ BUILTIN_KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "sdpa": sdpa_kernel,
     "safe_sdpa": safe_sdpa_kernel,
 }
+
+
+def builtin_layers() -> list[Target]:
+    """The correct layers the property suite runs when no target is given (E = 16)."""
+    from xattn_ref.adapters import cross_attention_layer, multihead_attention_layer
+
+    return [
+        Target("cross_attention(safe_sdpa)", cross_attention_layer(dim=16), "layer", (16, 16)),
+        Target(
+            "nn.MultiheadAttention(need_weights=False)",
+            multihead_attention_layer(16, 2, need_weights=False),
+            "layer",
+            (16, 16),
+        ),
+    ]
 
 
 def _import(module: str) -> Any:
