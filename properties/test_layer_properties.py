@@ -8,6 +8,8 @@ import pytest
 from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name
 from xattn_ref.layers import LAYER_PROPERTIES
 
+XATTN_KIND = "layer"  # the plugin gives this module layer targets only
+
 
 @pytest.mark.parametrize("device", ALL_DEVICES)
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=dtype_name)

@@ -27,7 +27,13 @@ def suite(pytester, monkeypatch):
 
 def test_header_names_target_profile_and_seed(suite):
     result = suite.runpytest_subprocess(
-        "--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-seed", "7", "--co"
+        "--xattn-target",
+        "xattn_ref.targets:sdpa_kernel",
+        "--xattn-seed",
+        "7",
+        "--xattn-profile",
+        "dev",
+        "--co",
     )
     assert (
         "xattn_ref: targets xattn_ref.targets:sdpa_kernel (kernel); profile dev; seed 7"
@@ -87,7 +93,7 @@ def test_unavailable_devices_are_skipped_with_the_reason(suite):
 
 def test_xfail_file(suite):
     xfail = suite.path / "xfail.txt"
-    xfail.write_text("finite_output-float32-cpu  # NaN on empty rows, known\n")
+    xfail.write_text("finite_output[float32-cpu]  # NaN on empty rows, known (the CLI's id form)\n")
     result = suite.runpytest_subprocess(
         "--xattn-target",
         "xattn_ref.known_bad:neg_inf_softmax",

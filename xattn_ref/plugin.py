@@ -100,7 +100,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest=OPT_XFAIL,
         default=None,
         metavar="FILE",
-        help="file of test ids expected to fail, one per line, '#' comments [env XATTN_XFAIL]",
+        help="file of expected failures, one per line: property, property[dtype-device] "
+        "or part of a test id; '#' comments [env XATTN_XFAIL]",
     )
 
 
@@ -239,7 +240,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "xattn_target" in metafunc.fixturenames:
         session = metafunc.config.stash[_KEY]
-        metafunc.parametrize("xattn_target", session.targets, ids=[t.name for t in session.targets])
+        kind = getattr(metafunc.module, "XATTN_KIND", None)  # a suite module may declare its kind
+        targets = [t for t in session.targets if kind is None or t.kind == kind]
+        metafunc.parametrize("xattn_target", targets, ids=[t.name for t in targets])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -247,8 +250,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not session.xfail:
         return
     for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        names = {item.nodeid}
+        if "prop" in params:  # the CLI's ids too: property, property[dtype-device]
+            dtype = str(params.get("dtype", "")).removeprefix("torch.")
+            names |= {params["prop"], f"{params['prop']}[{dtype}-{params.get('device')}]"}
         for entry, reason in session.xfail.items():
-            if entry in item.nodeid:
+            if entry in names or entry in item.nodeid:
                 session.xfail_used.add(entry)
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
     for entry in set(session.xfail) - session.xfail_used:
