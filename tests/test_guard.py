@@ -127,3 +127,13 @@ def test_guard_compiles_in_sync_mode_without_graph_breaks():
     x = torch.randn(1, 1, 2, 4)
     out = compiled(x, x, x, torch.tensor([[True, False], [False, False]]))
     assert out.isfinite().all() and out[0, 0, 1].eq(0).all()
+
+
+def test_safe_sdpa_in_inference_mode_zeroes_rows_and_leaves_inputs_alone():
+    q, k, v = (torch.randn(2, 2, 3, 8) for _ in range(3))
+    mask = torch.tensor([[True, True, False], [False, False, False]]).view(2, 1, 1, 3)
+    before = [t.clone() for t in (q, k, v, mask)]
+    with torch.inference_mode():
+        out = safe_sdpa(q, k, v, attn_mask=mask)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert all(torch.equal(a, b) for a, b in zip(before, (q, k, v, mask)))

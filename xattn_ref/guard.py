@@ -6,8 +6,9 @@ allows no key outputs exactly zero and contributes exactly zero (finite) gradien
 fill). ``safe_sdpa`` is ``scaled_dot_product_attention`` behind the guard.
 
 How: the guard finds the empty rows, hands ``fn`` a *new* mask in which those rows may attend
-to every key (so ``fn`` computes an ordinary, finite softmax there), and overwrites those rows
-of the output with zeros. The zeros stop the gradient: the rows' cotangent is zero, so their
+to their first key only (so ``fn`` computes an ordinary, finite softmax there, a one-hot, and
+the mask stays as sparse as it was: kernels that skip masked blocks still skip them), and
+overwrites those rows of the output with zeros. The zeros stop the gradient: the rows' cotangent is zero, so their
 (finite) backward contributes exactly nothing. The caller's mask is never written to.
 
 Masks, **True = may attend** for bool masks:
@@ -18,7 +19,7 @@ Masks, **True = may attend** for bool masks:
   are ``-inf``; large finite negatives count as allowed, as they do in softmax.
 
 Device-to-host syncs: the default (``sync=False``) never syncs and always applies the
-guard: two small elementwise ops on the mask and one on the output. ``sync=True`` first asks
+guard: a few small ops on the mask and one on the output. ``sync=True`` first asks
 the device whether any row is empty (one sync: ``bool(tensor)``) and calls ``fn`` untouched
 when none is, which saves the two ops but costs a pipeline stall on CUDA. Under
 ``torch.compile`` the guard is always sync-free (no graph break).
@@ -41,7 +42,7 @@ Fn = TypeVar("Fn", bound=Callable[..., torch.Tensor])
 
 
 def guard_mask(mask: torch.Tensor, *, name: str = "mask") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(safe_mask, empty)``: a new mask in which empty rows may attend to every key, and the
+    """``(safe_mask, empty)``: a new mask in which empty rows may attend to their first key, and the
     bool ``(..., Lq, 1)`` tensor of empty rows (to zero the output with ``masked_fill``)."""
     if not isinstance(mask, torch.Tensor):
         raise XattnArgumentError(
@@ -52,10 +53,14 @@ def guard_mask(mask: torch.Tensor, *, name: str = "mask") -> tuple[torch.Tensor,
         raise XattnArgumentError(f"{name} must have a key dimension (..., Lq, Lk), got a 0-d tensor")
     if mask.dtype == torch.bool:
         empty = ~mask.any(-1, keepdim=True)
-        return mask | empty, empty
+        safe = mask.clone()  # never the caller's tensor
+        safe[..., :1] |= empty
+        return safe, empty
     if mask.is_floating_point():
         empty = (mask == float("-inf")).all(-1, keepdim=True)
-        return mask.masked_fill(empty, 0.0), empty
+        safe = mask.clone()
+        safe[..., :1] = safe[..., :1].masked_fill(empty, 0.0)
+        return safe, empty
     raise XattnArgumentError(
         f"{name} must be bool (True = may attend) or floating point (additive, -inf = masked), "
         f"got dtype {mask.dtype}"
@@ -137,4 +142,6 @@ def safe_sdpa(
     out = F.scaled_dot_product_attention(
         query, key, value, safe, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
     )
-    return out.masked_fill(empty, 0.0)
+    if out.requires_grad:  # SDPA's backward may need its output as it was
+        return out.masked_fill(empty, 0.0)
+    return out.masked_fill_(empty, 0.0)  # a fresh tensor of SDPA's: zeroing in place saves a copy
