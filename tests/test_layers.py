@@ -10,19 +10,17 @@ from xattn_ref.known_bad import KNOWN_BAD_LAYERS, LAYER_CAUGHT_BY
 from xattn_ref.layers import LAYER_PROPERTIES
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_target
-from xattn_ref.targets import Target
+from xattn_ref.targets import as_layer
 
 SETTINGS = profile_settings("ci", max_examples=20)
 
 
 def verdicts(name, module, props):
-    target = Target(name, module, "layer")
+    target = as_layer(name, module, (16, 16))
     return {
         (p, r.dtype): r
         for p in props
-        for r in (
-            run_target(target, p, dtype=d, device="cpu", settings=SETTINGS, dims=(16, 16)) for d in ALL_DTYPES
-        )
+        for r in (run_target(target, p, dtype=d, device="cpu", settings=SETTINGS) for d in ALL_DTYPES)
     }
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "Kernel",
     "TargetError",
     "call_kernel",
+    "check_output",
     "cotangent",
     "describe_key",
     "describe_row",
@@ -59,18 +60,22 @@ def call_kernel(
             f"mask {None if m is None else tuple(m.shape)}, {q.dtype}, {q.device})"
         ) from exc
     expected = (q.shape[0], q.shape[1], q.shape[2], v.shape[-1])
+    return check_output(out, q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
+
+
+def check_output(
+    out: object, like: torch.Tensor, shape_ok: Callable[[torch.Tensor], bool], expected: str
+) -> torch.Tensor:
+    """``out`` if it is a tensor of the expected shape with ``like``'s dtype and device, else
+    :class:`TargetError` saying what was returned and what was expected."""
     if not isinstance(out, torch.Tensor):
-        raise TargetError(
-            f"the target returned {type(out).__name__}; expected a torch.Tensor of shape {expected}"
-        )
-    if tuple(out.shape) != expected:
-        raise TargetError(
-            f"the target returned shape {tuple(out.shape)}; expected (B, H, Lq, Dv) = {expected}"
-        )
-    if out.dtype != q.dtype:
-        raise TargetError(f"the target returned dtype {out.dtype}; expected the input dtype {q.dtype}")
-    if out.device != q.device:
-        raise TargetError(f"the target returned a tensor on {out.device}; expected {q.device}")
+        raise TargetError(f"the target returned {type(out).__name__}; expected a torch.Tensor {expected}")
+    if not shape_ok(out):
+        raise TargetError(f"the target returned shape {tuple(out.shape)}; expected {expected}")
+    if out.dtype != like.dtype:
+        raise TargetError(f"the target returned dtype {out.dtype}; expected the input dtype {like.dtype}")
+    if out.device != like.device:
+        raise TargetError(f"the target returned a tensor on {out.device}; expected {like.device}")
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from xattn_ref.runner import Result
 
-__all__ = ["failure_report", "reproduce_command", "target_args"]
+__all__ = ["failure_report", "read_xfail", "reproduce_command", "target_args"]
 
 
 def target_args(target: Any, dims: tuple[int, int] | None) -> tuple[str, ...]:
@@ -51,3 +51,16 @@ def failure_report(target: str, result: Result, *, profile: str, extra: tuple[st
         lines.extend("    " + line for line in result.case.snippet().splitlines())
     lines.append(f"  reproduce: {reproduce_command(target, result, profile=profile, extra=extra)}")
     return "\n".join(lines)
+
+
+def read_xfail(path: str) -> dict[str, str]:
+    """An xfail file: one id per line (``property``, ``property[dtype-device]`` or part of a
+    pytest id), ``#`` starts a comment, which becomes the reason. Raises ``OSError``."""
+    with open(path, encoding="utf-8") as file:
+        lines = file.read().splitlines()
+    entries: dict[str, str] = {}
+    for line in lines:
+        entry, _, comment = line.partition("#")
+        if entry.strip():
+            entries[entry.strip()] = comment.strip() or f"listed in {path}"
+    return entries

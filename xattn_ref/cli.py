@@ -139,7 +139,7 @@ def _plan(args: argparse.Namespace) -> Plan:
                 raise UsageError("--dim and --context-dim must be at least 1")
             dims = (args.dim, args.context_dim or args.dim)
         try:
-            targets = [load_target(args.target, args.kind)]
+            targets = [load_target(args.target, args.kind, dims)]
         except TargetLoadError as exc:
             raise UsageError(str(exc)) from None
 
@@ -164,24 +164,19 @@ def _plan(args: argparse.Namespace) -> Plan:
 def _builtin_targets() -> tuple[list[Any], dict[str, bool], tuple[int, int]]:
     from xattn_ref.adapters import multihead_attention_layer
     from xattn_ref.known_bad import neg_inf_softmax
-    from xattn_ref.layers import LayerTarget
-    from xattn_ref.targets import BUILTIN_KERNELS, Target
+    from xattn_ref.targets import BUILTIN_KERNELS, Target, as_layer
 
     dims = (16, 16)
     targets = [Target(name, fn) for name, fn in BUILTIN_KERNELS.items()]
     targets.append(Target("plain -inf softmax", neg_inf_softmax))
     targets.append(
-        Target(
-            "nn.MultiheadAttention (need_weights default)",
-            LayerTarget(multihead_attention_layer(16, 2), *dims),
-            "layer",
-        )
+        as_layer("nn.MultiheadAttention (need_weights default)", multihead_attention_layer(16, 2), dims)
     )
     targets.append(
-        Target(
+        as_layer(
             "nn.MultiheadAttention (need_weights=False)",
-            LayerTarget(multihead_attention_layer(16, 2, need_weights=False), *dims),
-            "layer",
+            multihead_attention_layer(16, 2, need_weights=False),
+            dims,
         )
     )
     expected = {
@@ -192,38 +187,31 @@ def _builtin_targets() -> tuple[list[Any], dict[str, bool], tuple[int, int]]:
 
 
 def _read_xfail(path: str) -> dict[str, str]:
+    from xattn_ref._report import read_xfail
+
     try:
-        with open(path, encoding="utf-8") as file:
-            lines = file.read().splitlines()
+        return read_xfail(path)
     except OSError as exc:
         raise UsageError(f"--xfail: cannot read {path!r}: {exc.strerror}") from None
-    entries = {}
-    for line in lines:
-        entry, _, comment = line.partition("#")
-        if entry.strip():
-            entries[entry.strip()] = comment.strip()
-    return entries
 
 
-def _probe(target: Any, dims: tuple[int, int] | None) -> None:
+def _probe(target: Any) -> None:
     """Call the target once on a plain valid input; UsageError if it is unusable."""
     import torch
 
     from xattn_ref._calls import TargetError, call_kernel
-    from xattn_ref.layers import LayerTarget, layer_cases  # noqa: F401
     from xattn_ref.strategies import CaseSpec, MaskSpec, SlicePattern
 
     try:
         if target.kind == "layer":
             from xattn_ref.layers import LayerCaseSpec
 
-            assert dims is not None
+            e, e_ctx = target.dims
             mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
             case = LayerCaseSpec(
-                2, 3, 5, dims[0], dims[1], torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask
+                2, 3, 5, e, e_ctx, torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask
             ).build()
-            fn = target.fn if isinstance(target.fn, LayerTarget) else LayerTarget(target.fn, *dims)
-            fn(case)
+            target.fn(case)
         else:
             mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
             kcase = CaseSpec(2, 2, 3, 5, 8, 8, torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask).build()
@@ -235,7 +223,7 @@ def _probe(target: Any, dims: tuple[int, int] | None) -> None:
 def _xfail_reason(plan: Plan, result: Any) -> str | None:
     for key in (f"{result.property}[{result.dtype}-{result.device}]", result.property):
         if key in plan.xfail:
-            return plan.xfail[key] or "listed in the xfail file"
+            return plan.xfail[key]
     return None
 
 
@@ -254,7 +242,6 @@ def _run(plan: Plan, progress: bool) -> list[tuple[Any, Any, str | None]]:
                         device=device,
                         settings=plan.settings,
                         seed=plan.seed,
-                        dims=plan.dims,
                     )
                     out.append((target, r, _xfail_reason(plan, r)))
                     if progress:
@@ -378,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = _plan(args)
         for target in plan.targets:
-            _probe(target, plan.dims)
+            _probe(target)
     except UsageError as exc:
         print(f"xattn-check: error: {exc}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from xattn_ref._calls import TargetError, index_str
+from xattn_ref._calls import TargetError, check_output, index_str
 from xattn_ref._devices import ALL_DTYPES, dtype_name
 from xattn_ref._spec import MaskSpec
 from xattn_ref._strategy_args import _check_choices, _check_int, _lazy
@@ -238,21 +238,13 @@ class LayerTarget:
             ) from exc
         if isinstance(y, tuple) and y:
             y = y[0]
-        if not isinstance(y, torch.Tensor):
-            raise TargetError(
-                f"the target returned {type(y).__name__}; expected a torch.Tensor (B, Lq, E_out) "
-                "or a tuple whose first element is one"
-            )
-        if y.ndim != 3 or tuple(y.shape[:2]) != tuple(x.shape[:2]):
-            raise TargetError(
-                f"the target returned shape {tuple(y.shape)}; expected (B, Lq, E_out) with "
-                f"(B, Lq) = {tuple(x.shape[:2])}"
-            )
-        if y.dtype != x.dtype:
-            raise TargetError(f"the target returned dtype {y.dtype}; expected the input dtype {x.dtype}")
-        if y.device != x.device:
-            raise TargetError(f"the target returned a tensor on {y.device}; expected {x.device}")
-        return y
+        lead = tuple(x.shape[:2])
+        return check_output(
+            y,
+            x,
+            lambda t: t.ndim == 3 and tuple(t.shape[:2]) == lead,
+            f"(B, Lq, E_out) with (B, Lq) = {lead} (or a tuple whose first element is one)",
+        )
 
 
 # --- properties -----------------------------------------------------------------------------

@@ -164,7 +164,7 @@ class XattnSession:
 
             if self.target_spec is not None:
                 try:
-                    self._targets = [load_target(self.target_spec, self.kind)]  # type: ignore[arg-type]
+                    self._targets = [load_target(self.target_spec, self.kind, self.layer_dims)]  # type: ignore[arg-type]
                 except TargetLoadError as exc:
                     raise pytest.UsageError(f"{self.target_source}: {exc}") from None
             else:
@@ -194,7 +194,6 @@ class XattnSession:
             device=device,
             settings=profile_settings(self.profile, **overrides),
             seed=None if self.profile == "ci" else self.seed,
-            dims=self.layer_dims,
         )
 
     def report(self, target: Target, result: Result) -> None:
@@ -210,17 +209,12 @@ class XattnSession:
 
 
 def _read_xfail(path: str, source: str) -> dict[str, str]:
+    from xattn_ref._report import read_xfail
+
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        return read_xfail(path)
     except OSError as exc:
         raise pytest.UsageError(f"{source}: cannot read xfail file {path!r}: {exc.strerror}") from None
-    ids: dict[str, str] = {}
-    for line in text.splitlines():
-        entry, _, comment = line.partition("#")
-        if entry.strip():
-            ids[entry.strip()] = comment.strip() or f"listed in {path}"
-    return ids
 
 
 _KEY = pytest.StashKey[XattnSession]()

@@ -124,47 +124,34 @@ def run_target(
     device: str,
     settings: Settings,
     seed: int | None = None,
-    dims: tuple[int, int] | None = None,
 ) -> Result:
-    """Run property ``prop_name`` on a :class:`xattn_ref.targets.Target` of either kind.
-
-    ``dims`` is ``(E, E_ctx)`` for layer targets."""
-    props = properties_for(target.kind)
-    dims = target.dims or dims
+    """Run property ``prop_name`` on a :class:`xattn_ref.targets.Target` of either kind (a layer
+    target holds a :class:`xattn_ref.layers.LayerTarget`, which knows its dims)."""
+    prop = properties_for(target.kind)[prop_name]
     if target.kind == "layer":
         from xattn_ref.layers import LayerTarget, layer_cases
 
-        if dims is None:
-            raise ValueError("dims (E, E_ctx) is required for layer targets")
-        fn = target.fn if isinstance(target.fn, LayerTarget) else LayerTarget(target.fn, *dims)
-        if fn is not target.fn:
-            object.__setattr__(target, "fn", fn)  # one module copy per dtype and device, kept
+        if not isinstance(target.fn, LayerTarget):
+            raise ValueError(
+                "a layer Target must hold a LayerTarget: build it with xattn_ref.targets.as_layer"
+            )
+        e, e_ctx = target.fn.dim, target.fn.context_dim
 
         def strategy(dt: torch.dtype, dev: str) -> Any:
-            return layer_cases(dim=dims[0], context_dim=dims[1], dtypes=(dt,), devices=(dev,))
+            return layer_cases(dim=e, context_dim=e_ctx, dtypes=(dt,), devices=(dev,))
 
-        return run_property(
-            props[prop_name],
-            fn,
-            dtype=dtype,
-            device=device,
-            strategy=strategy,
-            settings=settings,
-            seed=seed,
-            key=target.name,
-        )
+    else:
+        from xattn_ref.strategies import attention_cases
 
-    from xattn_ref.strategies import attention_cases
-
-    def kernel_strategy(dt: torch.dtype, dev: str) -> Any:
-        return attention_cases(dtypes=[dt], devices=[dev])
+        def strategy(dt: torch.dtype, dev: str) -> Any:
+            return attention_cases(dtypes=[dt], devices=[dev])
 
     return run_property(
-        props[prop_name],
+        prop,
         target.fn,
         dtype=dtype,
         device=device,
-        strategy=kernel_strategy,
+        strategy=strategy,
         settings=settings,
         seed=seed,
         key=target.name,

@@ -22,6 +22,7 @@ __all__ = [
     "BUILTIN_KERNELS",
     "Target",
     "TargetLoadError",
+    "as_layer",
     "builtin_layers",
     "load_target",
     "reference_kernel",
@@ -75,16 +76,23 @@ BUILTIN_KERNELS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def as_layer(name: str, fn: Callable[..., Any], dims: tuple[int, int]) -> Target:
+    """A layer target: ``fn(x, context, context_mask)`` wrapped once in a
+    :class:`xattn_ref.layers.LayerTarget` (one module copy per dtype and device, kept)."""
+    from xattn_ref.layers import LayerTarget
+
+    return Target(name, LayerTarget(fn, *dims), "layer", dims)
+
+
 def builtin_layers() -> list[Target]:
     """The correct layers the property suite runs when no target is given (E = 16)."""
     from xattn_ref.adapters import cross_attention_layer, multihead_attention_layer
 
     return [
-        Target("cross_attention(safe_sdpa)", cross_attention_layer(dim=16), "layer", (16, 16)),
-        Target(
+        as_layer("cross_attention(safe_sdpa)", cross_attention_layer(dim=16), (16, 16)),
+        as_layer(
             "nn.MultiheadAttention(need_weights=False)",
             multihead_attention_layer(16, 2, need_weights=False),
-            "layer",
             (16, 16),
         ),
     ]
@@ -114,9 +122,10 @@ def _import(module: str) -> Any:
         raise TargetLoadError(f"importing {module!r} raised {type(exc).__name__}: {exc}") from exc
 
 
-def load_target(spec: str, kind: Kind = "kernel") -> Target:
+def load_target(spec: str, kind: Kind = "kernel", dims: tuple[int, int] | None = None) -> Target:
     """``'package.module:name'`` or ``'path/to/file.py:name'``; ``name()`` calls a zero-argument
-    factory once (for example to build an ``nn.Module``). Raises :class:`TargetLoadError`."""
+    factory once (for example to build an ``nn.Module``). A layer needs ``dims`` (E, E_ctx).
+    Raises :class:`TargetLoadError`."""
     if not isinstance(spec, str) or ":" not in spec:
         raise TargetLoadError(
             f"target {spec!r} must look like 'package.module:name' or 'path/to/file.py:name'"
@@ -145,4 +154,8 @@ def load_target(spec: str, kind: Kind = "kernel") -> Target:
             f"{spec!r} is {type(obj).__name__}, not callable; expected a function "
             + ("fn(q, k, v, mask)" if kind == "kernel" else "fn(x, context, context_mask)")
         )
+    if kind == "layer":
+        if dims is None:
+            raise TargetLoadError(f"{spec!r}: a layer target needs its dims (E, E_ctx)")
+        return as_layer(spec, obj, dims)
     return Target(spec, obj, kind)
