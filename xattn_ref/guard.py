@@ -9,7 +9,8 @@ How: the guard finds the empty rows, hands ``fn`` a *new* mask in which those ro
 to their first key only (so ``fn`` computes an ordinary, finite softmax there, a one-hot, and
 the mask stays as sparse as it was: kernels that skip masked blocks still skip them), and
 overwrites those rows of the output with zeros. The zeros stop the gradient: the rows'
-cotangent is zero, so their (finite) backward contributes exactly nothing. The caller's mask is never written to.
+cotangent is zero, so their (finite) backward contributes exactly nothing. The caller's mask
+is never written to.
 
 Masks, **True = may attend** for bool masks:
 
