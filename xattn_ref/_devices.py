@@ -17,7 +17,6 @@ ALL_DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.float
 LOW_PRECISION_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 ALL_DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
 
-_BY_NAME = {dtype_: dtype_ for dtype_ in ALL_DTYPES}
 _NAMES = {
     "float64": torch.float64,
     "float32": torch.float32,

@@ -10,12 +10,12 @@ from xattn_ref.runner import Result
 __all__ = ["failure_report", "read_xfail", "reproduce_command", "target_args"]
 
 
-def target_args(target: Any, dims: tuple[int, int] | None) -> tuple[str, ...]:
+def target_args(target: Any) -> tuple[str, ...]:
     """The ``xattn-check`` options that say a target's kind (and a layer's dims)."""
-    dims = target.dims or dims
-    if target.kind != "layer" or dims is None:
+    if target.kind != "layer":
         return ()
-    return ("--kind", "layer", "--dim", str(dims[0]), "--context-dim", str(dims[1]))
+    e, e_ctx = target.dims
+    return ("--kind", "layer", "--dim", str(e), "--context-dim", str(e_ctx))
 
 
 def reproduce_command(target: str, result: Result, *, profile: str, extra: tuple[str, ...] = ()) -> str:

@@ -433,8 +433,6 @@ class Property:
 
     name: str
     check: Callable[[Kernel, AttentionCase], bool]
-    needs_grad: bool
-    needs_reference: bool
 
     @property
     def summary(self) -> str:
@@ -445,15 +443,15 @@ class Property:
 KERNEL_PROPERTIES: dict[str, Property] = {
     p.name: p
     for p in (
-        Property("finite_output", finite_output, needs_grad=False, needs_reference=False),
-        Property("finite_grad", finite_grad, needs_grad=True, needs_reference=False),
-        Property("empty_rows_zero", empty_rows_zero, needs_grad=True, needs_reference=False),
-        Property("padding_invariance", padding_invariance, needs_grad=False, needs_reference=False),
-        Property("compaction_equivalence", compaction_equivalence, needs_grad=False, needs_reference=False),
-        Property("reference_agreement", reference_agreement, needs_grad=True, needs_reference=True),
-        Property("batch_independence", batch_independence, needs_grad=False, needs_reference=False),
-        Property("no_input_mutation", no_input_mutation, needs_grad=False, needs_reference=False),
-        Property("dtype_consistency", dtype_consistency, needs_grad=True, needs_reference=False),
-        Property("device_consistency", device_consistency, needs_grad=True, needs_reference=False),
+        Property("finite_output", finite_output),
+        Property("finite_grad", finite_grad),
+        Property("empty_rows_zero", empty_rows_zero),
+        Property("padding_invariance", padding_invariance),
+        Property("compaction_equivalence", compaction_equivalence),
+        Property("reference_agreement", reference_agreement),
+        Property("batch_independence", batch_independence),
+        Property("no_input_mutation", no_input_mutation),
+        Property("dtype_consistency", dtype_consistency),
+        Property("device_consistency", device_consistency),
     )
 }

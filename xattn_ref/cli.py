@@ -91,7 +91,6 @@ class Plan:
     profile: str
     seed: int | None
     settings: Any
-    dims: tuple[int, int] | None
     xfail: dict[str, str] = field(default_factory=dict)
     expected: dict[str, bool] = field(default_factory=dict)  # built-in mode: target -> should pass
 
@@ -127,10 +126,10 @@ def _plan(args: argparse.Namespace) -> Plan:
     settings = profile_settings(profile, **overrides)
     seed = None if profile == "ci" else (args.seed if args.seed is not None else random.randrange(2**32))
 
-    dims = None
+    dims: tuple[int, int] | None = None
     expected: dict[str, bool] = {}
     if args.target is None:
-        targets, expected, dims = _builtin_targets()
+        targets, expected = _builtin_targets()
     else:
         if args.kind == "layer":
             if args.dim is None:
@@ -158,10 +157,10 @@ def _plan(args: argparse.Namespace) -> Plan:
         names = [n for n in names if n not in args.skip]
         properties[t.name] = names
     xfail = _read_xfail(args.xfail) if args.xfail else {}
-    return Plan(targets, properties, dtypes, devices, profile, seed, settings, dims, xfail, expected)
+    return Plan(targets, properties, dtypes, devices, profile, seed, settings, xfail, expected)
 
 
-def _builtin_targets() -> tuple[list[Any], dict[str, bool], tuple[int, int]]:
+def _builtin_targets() -> tuple[list[Any], dict[str, bool]]:
     from xattn_ref.adapters import multihead_attention_layer
     from xattn_ref.known_bad import neg_inf_softmax
     from xattn_ref.targets import BUILTIN_KERNELS, Target, as_layer
@@ -183,7 +182,7 @@ def _builtin_targets() -> tuple[list[Any], dict[str, bool], tuple[int, int]]:
         t.name: t.name not in ("plain -inf softmax", "nn.MultiheadAttention (need_weights default)")
         for t in targets
     }
-    return targets, expected, dims
+    return targets, expected
 
 
 def _read_xfail(path: str) -> dict[str, str]:
@@ -287,9 +286,7 @@ def _text(plan: Plan, results: list[tuple[Any, Any, str | None]], elapsed: float
     for target, r, x in results:
         if r.status in ("failed", "error") and not x and (target.name, r.property) not in shown:
             shown.add((target.name, r.property))  # one report per property; the matrix shows the rest
-            lines.append(
-                failure_report(target.name, r, profile=plan.profile, extra=target_args(target, plan.dims))
-            )
+            lines.append(failure_report(target.name, r, profile=plan.profile, extra=target_args(target)))
             lines.append("")
     total = sum(r.examples for _, r, _ in results)
     lines.append(f"{total} examples in {elapsed:.1f} s")
@@ -318,7 +315,7 @@ def _json(plan: Plan, results: list[tuple[Any, Any, str | None]], ok: bool) -> s
                     "case": None if r.case is None else r.case.describe(),
                     "reproduce": ""
                     if r.status in ("passed", "skipped")
-                    else reproduce_command(t.name, r, profile=plan.profile, extra=target_args(t, plan.dims)),
+                    else reproduce_command(t.name, r, profile=plan.profile, extra=target_args(t)),
                 }
                 for t, r, x in results
             ],
@@ -347,7 +344,7 @@ def _junit(plan: Plan, results: list[tuple[Any, Any, str | None]], elapsed: floa
             ET.SubElement(case, "skipped", message=f"xfail: {x}")
         elif r.status in ("failed", "error"):
             node = ET.SubElement(case, "failure" if r.status == "failed" else "error", message=r.message)
-            node.text = failure_report(t.name, r, profile=plan.profile, extra=target_args(t, plan.dims))
+            node.text = failure_report(t.name, r, profile=plan.profile, extra=target_args(t))
     return ET.tostring(suite, encoding="unicode")
 
 

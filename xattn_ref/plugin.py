@@ -204,7 +204,7 @@ class XattnSession:
         if result.status == "skipped":
             pytest.skip(result.message)
         if result.status in ("failed", "error"):
-            extra = target_args(target, self.layer_dims)
+            extra = target_args(target)
             pytest.fail(failure_report(target.name, result, profile=self.profile, extra=extra), pytrace=False)
 
 
