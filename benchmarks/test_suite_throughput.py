@@ -8,19 +8,14 @@ import time
 import pytest
 import torch
 
-from xattn_ref.checks import KERNEL_PROPERTIES
+from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import CAUGHT_BY, KNOWN_BAD
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
-from xattn_ref.strategies import attention_cases
-from xattn_ref.targets import sdpa_kernel
+from xattn_ref.targets import as_target, sdpa_kernel
 
 
-def strategy(dtype, device):
-    return attention_cases(dtypes=[dtype], devices=[device])
-
-
-@pytest.mark.parametrize("prop", list(KERNEL_PROPERTIES))
+@pytest.mark.parametrize("prop", list(KINDS["kernel"].properties))
 def test_examples_per_second(benchmark, figure, prop):
     benchmark.group = "examples per second (float32, 30 examples, sdpa)"
     settings = profile_settings("ci")
@@ -28,15 +23,7 @@ def test_examples_per_second(benchmark, figure, prop):
 
     def run():
         results.append(
-            run_property(
-                KERNEL_PROPERTIES[prop],
-                sdpa_kernel,
-                dtype=torch.float32,
-                device="cpu",
-                strategy=strategy,
-                settings=settings,
-                key="bench",
-            )
+            run_property(as_target(sdpa_kernel), prop, dtype=torch.float32, device="cpu", settings=settings)
         )
 
     benchmark.pedantic(run, rounds=3, iterations=1)
@@ -49,7 +36,7 @@ def test_examples_per_second(benchmark, figure, prop):
 @pytest.mark.parametrize("name", list(KNOWN_BAD))
 def test_time_to_catch(benchmark, figure, name):
     benchmark.group = "time to catch a known-bad kernel"
-    prop = KERNEL_PROPERTIES[CAUGHT_BY[name]]
+    prop = CAUGHT_BY[name]
     settings = profile_settings("ci", max_examples=100)
     dtypes = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
     found = {}
@@ -57,15 +44,7 @@ def test_time_to_catch(benchmark, figure, name):
     def hunt():
         start = time.perf_counter()
         for dtype in dtypes:
-            r = run_property(
-                prop,
-                KNOWN_BAD[name],
-                dtype=dtype,
-                device="cpu",
-                strategy=strategy,
-                settings=settings,
-                key=f"bench-{name}",
-            )
+            r = run_property(as_target(KNOWN_BAD[name]), prop, dtype=dtype, device="cpu", settings=settings)
             found.setdefault("examples", 0)
             found["examples"] += r.examples
             if r.status == "failed":
@@ -76,6 +55,6 @@ def test_time_to_catch(benchmark, figure, name):
     benchmark.pedantic(hunt, rounds=1, iterations=1)
     assert found["dtype"] is not None, f"{name} not caught in 100 examples per dtype"
     figure(
-        f"{name:26s} caught by {prop.name:22s} in {found['examples']:3d} examples "
+        f"{name:26s} caught by {prop:22s} in {found['examples']:3d} examples "
         f"(shrinking included), {found['seconds']:.2f} s, first in {found['dtype']}"
     )

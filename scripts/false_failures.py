@@ -11,11 +11,10 @@ import sys
 import time
 
 from xattn_ref._devices import ALL_DTYPES
-from xattn_ref.checks import KERNEL_PROPERTIES
+from xattn_ref.kinds import KINDS
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
-from xattn_ref.strategies import attention_cases
-from xattn_ref.targets import BUILTIN_KERNELS
+from xattn_ref.targets import BUILTINS
 
 
 def main() -> int:
@@ -23,32 +22,23 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--examples", type=int, default=50, help="examples per property, dtype and seed")
     args = parser.parse_args()
-    settings = profile_settings("dev", max_examples=args.examples, database=None)
+    settings = profile_settings("dev", max_examples=args.examples)
+    targets = [b.load() for b in BUILTINS if b.should_pass]
     start, runs, examples, failures = time.perf_counter(), 0, 0, 0
     for seed in range(args.seeds):
-        for name, kernel in BUILTIN_KERNELS.items():
-            for prop in KERNEL_PROPERTIES.values():
+        for target in targets:
+            for prop in KINDS[target.kind].properties:
                 for dtype in ALL_DTYPES:
-                    r = run_property(
-                        prop,
-                        kernel,
-                        dtype=dtype,
-                        device="cpu",
-                        seed=seed,
-                        key=name,
-                        strategy=lambda dt, dev: attention_cases(dtypes=[dt], devices=[dev]),
-                        settings=settings,
-                    )
+                    r = run_property(target, prop, dtype=dtype, device="cpu", seed=seed, settings=settings)
                     runs, examples = runs + 1, examples + r.examples
-                    if not r.ok:
+                    if r.status in ("failed", "error"):
                         failures += 1
-                        print(f"FALSE FAILURE seed={seed} {name} {r.property} {r.dtype}: {r.message}")
-                        if r.case is not None:
-                            print(f"  {r.case.spec!r}")
+                        print(f"FALSE FAILURE seed={seed} {target.name} {r.id}: {r.message}")
+                        print(f"  {r.case}")
     elapsed = time.perf_counter() - start
     print(
         f"{failures} false failures in {runs} runs ({examples} examples, {args.seeds} seeds, "
-        f"targets {', '.join(BUILTIN_KERNELS)}) in {elapsed:.0f} s"
+        f"targets {', '.join(t.name for t in targets)}) in {elapsed:.0f} s"
     )
     return 1 if failures else 0
 

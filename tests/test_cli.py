@@ -1,8 +1,10 @@
-"""The CLI, run as a subprocess: verdicts, exit status, formats, and bad targets."""
+"""The CLI, run as a subprocess: verdicts, statuses, exit status, formats, reproduction."""
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -13,19 +15,28 @@ import pytest
 from xattn_ref.known_bad import CAUGHT_BY
 
 TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
-FAST = ["--profile", "ci", "--max-examples", "25", "--device", "cpu"]
+FAST = ["--profile", "ci", "--max-examples", "25", "--device", "cpu", "--quiet"]
 # The dtype in which each known-bad kernel's defect shows.
 DTYPE = {"minus_1e9_fill": "float16", "half_precision_math": "float32"}
 
 
-def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "xattn_ref", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
+
+
+def reproduce_lines(text: str) -> list[list[str]]:
+    return [
+        shlex.split(line.split("reproduce: ", 1)[1]) for line in text.splitlines() if "reproduce: " in line
+    ]
 
 
 @pytest.mark.parametrize("name", list(CAUGHT_BY))
@@ -36,10 +47,175 @@ def test_each_known_bad_kernel_exits_1_naming_its_property(name):
     assert "reproduce: xattn-check xattn_ref.known_bad:" in r.stdout
 
 
-def test_a_good_kernel_exits_0():
-    r = cli(f"{TARGETS}:good_kernel", *FAST, "--dtype", "float32,bfloat16")
+def test_a_good_kernel_exits_0_and_says_what_was_not_tested():
+    r = cli(f"{TARGETS}:good_kernel", *FAST, "--dtype", "float64,bfloat16")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "verdict: all properties hold" in r.stdout
+    assert "verdict: every tested property holds" in r.stdout
+    assert "n/a: device_consistency: compares an accelerator with the CPU" in r.stdout
+    assert "torch threads 1" in r.stdout
+
+
+def test_a_run_that_tests_nothing_exits_2():
+    if "cuda" not in r_devices_absent():
+        pytest.skip("this machine has CUDA")
+    r = cli(f"{TARGETS}:good_kernel", "--device", "cuda", "--quiet")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "nothing was tested: cuda: no CUDA device available" in r.stderr
+    r = cli(f"{TARGETS}:good_kernel", *FAST, "--property", "device_consistency")
+    assert r.returncode == 2 and "nothing was tested" in r.stderr, r.stdout + r.stderr
+
+
+def r_devices_absent() -> str:
+    import torch
+
+    return "" if torch.cuda.is_available() else "cuda"
+
+
+def test_the_probe_uses_the_requested_dtype():
+    r = cli(
+        f"{TARGETS}:half_only", *FAST, "--dtype", "float16", "--property", "finite_output,no_input_mutation"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli(f"{TARGETS}:half_only", *FAST, "--dtype", "float32")
+    assert r.returncode == 2 and "unusable target" in r.stderr and "probed on float32, cpu" in r.stderr
+
+
+def test_the_probe_uses_the_first_requested_device_that_is_available():
+    if not r_devices_absent():
+        pytest.skip("this machine has CUDA")
+    args = [f"{TARGETS}:device_only", "--profile", "ci", "--max-examples", "5", "--quiet"]
+    r = cli(*args, "--device", "cuda,cpu", "--property", "finite_output", env={"XATTN_TEST_DEVICE": "cpu"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "skipped: cuda: no CUDA device available" in r.stdout
+
+
+def test_a_target_that_misbehaves_on_a_drawn_case_is_a_finding_with_a_minimal_case():
+    r = cli(f"{TARGETS}:detached_when_all_padding", *FAST, "--dtype", "float32")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "error (the target misbehaved on a valid input)" in r.stdout
+    assert "not differentiable" in r.stdout
+    assert "minimal example: B=1 H=1 Lq=1 Lk=1" in r.stdout and "all_false" in r.stdout
+    assert "reproduce: xattn-check" in r.stdout
+
+
+def test_the_printed_reproduce_commands_reproduce(tmp_path):
+    r = cli(
+        "xattn_ref.known_bad:neg_inf_softmax", *FAST, "--dtype", "float32", "--property", "finite_output"
+    )
+    commands = reproduce_lines(r.stdout)
+    assert r.returncode == 1 and len(commands) == 1
+    cmd = commands[0]
+    assert cmd[0] == "xattn-check"
+    again = cli(*cmd[1:], "--quiet")
+    assert (
+        again.returncode == 1
+        and "finite_output failed for xattn_ref.known_bad:neg_inf_softmax" in again.stdout
+    )
+    # the same minimal example
+    assert r.stdout.split("minimal example: ")[1].splitlines()[0] in again.stdout
+
+
+def test_the_main_jobs_reproduce_commands_reproduce():
+    r = cli(
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+        "--property",
+        "finite_output",
+        "--quiet",
+        "--max-examples",
+        "10",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr  # every built-in verdict as expected
+    assert "(as expected)" in r.stdout and "NOT as expected" not in r.stdout
+    commands = reproduce_lines(r.stdout)
+    assert len(commands) == 2, r.stdout  # the -inf softmax kernel and nn.MultiheadAttention's NaN
+    for cmd in commands:
+        again = cli(*cmd[1:], "--quiet")
+        assert again.returncode == 1 and "finite_output failed for" in again.stdout, (cmd, again.stdout)
+
+
+def test_the_database_replays_a_failure(tmp_path):
+    db = str(tmp_path / "db")
+    target = f"{TARGETS}:wrong_for_long_contexts"
+    args = [target, "--device", "cpu", "--dtype", "float32", "--property", "reference_agreement", "--quiet"]
+    first = cli(*args, "--database", db, "--max-examples", "200", "--seed", "1")
+    assert first.returncode == 1, first.stdout
+    assert any(files for _, _, files in os.walk(db))
+    without = cli(*args, "--max-examples", "1", "--seed", "2")
+    assert without.returncode == 0, without.stdout  # one fresh example does not find it
+    replay = cli(*args, "--database", db, "--max-examples", "1", "--seed", "2")
+    assert replay.returncode == 1 and "reference_agreement failed" in replay.stdout, replay.stdout
+
+
+def test_the_same_seed_gives_the_same_verdicts_serially_and_in_parallel():
+    args = [
+        "xattn_ref.known_bad:batch_global_max",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
+        "--format",
+        "json",
+        "--quiet",
+    ]
+    args += ["--max-examples", "30", "--property", "batch_independence,finite_output,reference_agreement"]
+    serial, parallel = cli(*args, "--jobs", "1"), cli(*args, "--jobs", "2")
+    assert serial.returncode == parallel.returncode == 1
+    keys = ("property", "dtype", "status", "case", "message")
+    strip = lambda out: [tuple(x[k] for k in keys) for x in json.loads(out)["results"]]  # noqa: E731
+    assert strip(serial.stdout) == strip(parallel.stdout)
+
+
+def test_a_fixed_seed_profile_honours_seed():
+    base = [f"{TARGETS}:good_kernel", *FAST, "--dtype", "float32", "--property", "finite_output"]
+    r = cli(*base, "--seed", "5")
+    assert r.returncode == 0 and "profile ci (25 examples per run), seed 5" in r.stdout
+
+
+def test_a_file_target_can_import_the_modules_beside_it(tmp_path):
+    (tmp_path / "helper.py").write_text("from xattn_ref.targets import sdpa_kernel as attend\n")
+    (tmp_path / "mine.py").write_text("from helper import attend\n")
+    r = cli(f"{tmp_path / 'mine.py'}:attend", *FAST, "--dtype", "float32", "--property", "finite_output")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_module_target_is_looked_up_from_the_current_folder(tmp_path):
+    (tmp_path / "localattn.py").write_text("from xattn_ref.targets import sdpa_kernel as attend\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xattn_ref",
+            "localattn:attend",
+            *FAST,
+            "--dtype",
+            "float32",
+            "--property",
+            "finite_output",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_layer_factory_that_takes_dtype_and_device_works_in_every_dtype():
+    r = cli(
+        f"{TARGETS}:layer_in_every_dtype()",
+        "--kind",
+        "layer",
+        "--dim",
+        "16",
+        *FAST,
+        "--property",
+        "finite_output,dtype_consistency",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_a_good_layer_factory_exits_0():
@@ -62,16 +238,7 @@ def test_multihead_attention_as_most_code_calls_it_is_flagged():
     )
     assert r.returncode == 1 and "nan in y[0, 0, 0]" in r.stdout
     assert "the context of batch element 0 is entirely padding" in r.stdout
-
-
-def test_multihead_attention_with_need_weights_false_passes(tmp_path):
-    factory = tmp_path / "mha.py"
-    factory.write_text(
-        "from xattn_ref.adapters import multihead_attention_layer\n"
-        "def build():\n    return multihead_attention_layer(16, 2, need_weights=False)\n"
-    )
-    r = cli(f"{factory}:build()", "--kind", "layer", "--dim", "16", *FAST, "--dtype", "float32")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert "--kind layer --dim 16 --context-dim 16" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -101,12 +268,19 @@ def test_bad_targets_exit_2_with_a_one_line_reason(target, reason):
         (["--device", "tpu"], "--device: unknown device 'tpu'"),
         (["--property", "finiteness"], "--property: unknown property 'finiteness'"),
         (["--profile", "fast"], "unknown profile 'fast'"),
-        (["--kind", "layer"], "--dim E is required with --kind layer"),
+        (["--kind", "layer"], "--dim is required for a layer target"),
+        (["--seed", "x"], "--seed must be an integer, got 'x'"),
+        (["--jobs", "0"], "--jobs must be at least 1, got 0"),
+        (
+            ["--output", "no/such/folder/report.txt"],
+            "--output: the folder of 'no/such/folder/report.txt' does not exist",
+        ),
     ],
 )
-def test_bad_options_exit_2(args, reason):
+def test_bad_options_exit_2_before_the_run(args, reason):
     r = cli("xattn_ref.targets:sdpa_kernel", *args)
     assert r.returncode == 2 and reason in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
 def test_json_output():
@@ -116,18 +290,20 @@ def test_json_output():
         "--dtype",
         "float32",
         "--property",
-        "finite_output,no_input_mutation",
+        "finite_output,no_input_mutation,padding_invariance,device_consistency",
         "--format",
         "json",
     )
     report = json.loads(r.stdout)
-    assert r.returncode == 1 and report["ok"] is False
-    by_property = {(x["property"], x["device"]): x for x in report["results"]}
-    failed = by_property[("finite_output", "cpu")]
-    assert failed["status"] == "failed" and failed["examples"] >= 1
+    assert r.returncode == 1 and report["ok"] is False and report["exit_status"] == 1
+    by_property = {x["property"]: x for x in report["results"] if x["device"] == "cpu"}
+    failed = by_property["finite_output"]
+    assert failed["status"] == "failed" and failed["examples"] >= 1 and failed["applied"] >= 1
     assert "allows no key" in failed["message"] and failed["reproduce"].startswith("xattn-check ")
-    assert by_property[("no_input_mutation", "cpu")]["status"] == "passed"
-    assert set(failed) >= {"property", "dtype", "device", "status", "examples", "message", "reproduce"}
+    assert "CaseSpec(" in failed["rebuild"]
+    assert by_property["no_input_mutation"]["status"] == "passed"
+    assert by_property["padding_invariance"]["follows_from"] == "finite_output"
+    assert by_property["device_consistency"]["status"] == "not-applicable"
 
 
 def test_junit_output_and_output_file(tmp_path):
@@ -138,7 +314,7 @@ def test_junit_output_and_output_file(tmp_path):
         "--dtype",
         "float32",
         "--property",
-        "finite_output",
+        "finite_output,device_consistency",
         "--format",
         "junit",
         "--output",
@@ -146,13 +322,13 @@ def test_junit_output_and_output_file(tmp_path):
     )
     assert r.returncode == 1 and "report written to" in r.stdout
     suite = ET.parse(out).getroot()
-    assert suite.get("failures") == "1"
+    assert suite.get("failures") == "1" and suite.get("skipped") == "1"
 
 
 def test_xfail_file_keeps_the_rest_of_the_gate(tmp_path):
     xfail = tmp_path / "xfail.txt"
     xfail.write_text(
-        "finite_output[float32-cpu]  # known: NaN on empty contexts, tracked upstream\nno_such_property\n"
+        "finite_output[float32-cpu]  # known: NaN on empty contexts, tracked upstream\nfloat32\n"
     )
     r = cli(
         "xattn_ref.known_bad:neg_inf_softmax",
@@ -160,14 +336,18 @@ def test_xfail_file_keeps_the_rest_of_the_gate(tmp_path):
         "--dtype",
         "float32",
         "--property",
-        "finite_output,no_input_mutation",
+        "finite_output,empty_rows_zero",
         "--xfail",
         str(xfail),
     )
-    assert r.returncode == 0, r.stdout
-    assert "xfail" in r.stdout and "matches no result" in r.stderr
+    assert r.returncode == 1, r.stdout  # 'float32' is not a substring match: empty_rows_zero still fails
+    assert "xfail" in r.stdout and "'float32' matches no result" in r.stderr
 
 
-def test_list_properties():
+def test_list_kinds_and_properties():
     r = cli("--list")
-    assert r.returncode == 0 and "padding_invariance" in r.stdout and "layer properties:" in r.stdout
+    assert (
+        r.returncode == 0
+        and "padding_invariance" in r.stdout
+        and "layer: fn(x, context, context_mask)" in r.stdout
+    )

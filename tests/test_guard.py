@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _support import run
 
 from xattn_ref._devices import ALL_DTYPES
-from xattn_ref.checks import KERNEL_PROPERTIES
 from xattn_ref.guard import guard, safe_sdpa
+from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import KNOWN_BAD, finfo_min_fill, neg_inf_softmax
-from xattn_ref.profiles import profile_settings
-from xattn_ref.runner import run_property
-from xattn_ref.strategies import attention_cases
 
-SETTINGS = profile_settings("ci")
 FIXED_BY_THE_GUARD = [
     "neg_inf_softmax",
     "finfo_min_fill",
@@ -22,29 +19,17 @@ FIXED_BY_THE_GUARD = [
     "minus_1e9_fill",
     "unguarded_long_context",
 ]
+OK = ("passed", "not-applicable")
 
 
-def verdicts(kernel, key, props=KERNEL_PROPERTIES):
-    out = {}
-    for prop in props:
-        for dtype in ALL_DTYPES:
-            r = run_property(
-                KERNEL_PROPERTIES[prop],
-                kernel,
-                dtype=dtype,
-                device="cpu",
-                key=key,
-                strategy=lambda dt, dev: attention_cases(dtypes=[dt], devices=[dev]),
-                settings=SETTINGS,
-            )
-            out[(prop, r.dtype)] = r
-    return out
+def verdicts(kernel, key, props=KINDS["kernel"].properties):
+    return {(prop, d): run(prop, kernel, d, name=key) for prop in props for d in ALL_DTYPES}
 
 
 @pytest.mark.parametrize("name", FIXED_BY_THE_GUARD)
 def test_guarded_known_bad_kernels_pass_every_property(name):
     results = verdicts(guard(KNOWN_BAD[name]), f"guarded-{name}")
-    failed = {key: r.message for key, r in results.items() if not r.ok}
+    failed = {key: r.message for key, r in results.items() if r.status not in OK}
     assert not failed
 
 
@@ -56,7 +41,7 @@ def test_the_same_kernels_fail_without_the_guard(name):
 
 def test_safe_sdpa_passes_every_property_in_sync_mode_too():
     synced = guard(lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), sync=True)
-    assert all(r.ok for r in verdicts(synced, "sync-sdpa").values())
+    assert all(r.status in OK for r in verdicts(synced, "sync-sdpa").values())
 
 
 def test_safe_sdpa_matches_sdpa_where_rows_are_not_empty_and_is_zero_elsewhere():

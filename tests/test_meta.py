@@ -1,95 +1,172 @@
-"""Meta-tests: the suite fails on every known-bad kernel, naming the property that caught it,
-and passes the correct built-in kernels."""
+"""Meta-tests: the suite fails on every known-bad kernel, naming the property that caught it;
+passes the correct built-in kernels; and says what happened (statuses, root causes, errors)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from _support import SETTINGS, run, run_all_dtypes
 
-from xattn_ref._devices import ALL_DTYPES
-from xattn_ref.checks import KERNEL_PROPERTIES
-from xattn_ref.known_bad import CAUGHT_BY, KNOWN_BAD
-from xattn_ref.profiles import profile_settings
+from xattn_ref.checks import PROPERTIES
+from xattn_ref.kinds import KINDS
+from xattn_ref.known_bad import CAUGHT_BY, KNOWN_BAD, neg_inf_softmax
 from xattn_ref.runner import run_property
-from xattn_ref.strategies import attention_cases
-from xattn_ref.targets import BUILTIN_KERNELS
+from xattn_ref.targets import BUILTINS, as_target, safe_sdpa_kernel, sdpa_kernel
 
-SETTINGS = profile_settings("ci")
-
-
-def strategy(dtype, device):
-    return attention_cases(dtypes=[dtype], devices=[device])
+CORRECT_KERNELS = [b for b in BUILTINS if b.kind == "kernel" and b.should_pass]
 
 
-def run(prop, kernel, dtype, key):
-    return run_property(
-        KERNEL_PROPERTIES[prop],
-        kernel,
-        dtype=dtype,
-        device="cpu",
-        strategy=strategy,
-        settings=SETTINGS,
-        key=key,
-    )
-
-
-def test_every_property_has_a_known_bad_kernel_that_it_catches():
-    uncovered = (
-        set(KERNEL_PROPERTIES) - set(CAUGHT_BY.values()) - {"reference_agreement", "device_consistency"}
-    )
-    assert not uncovered, f"properties with no known-bad kernel: {sorted(uncovered)}"
-    assert len(set(KNOWN_BAD)) >= 6
+def test_every_kernel_property_has_a_known_bad_kernel_that_it_catches():
+    uncovered = set(KINDS["kernel"].properties) - set(CAUGHT_BY.values())
+    assert uncovered == {"reference_agreement", "device_consistency"}, sorted(uncovered)
 
 
 @pytest.mark.parametrize("name", list(KNOWN_BAD))
 def test_the_suite_catches_each_known_bad_kernel(name):
     prop = CAUGHT_BY[name]
-    results = [run(prop, KNOWN_BAD[name], dtype, name) for dtype in ALL_DTYPES]
-    failed = [r for r in results if r.status == "failed"]
-    assert failed, f"{prop} did not catch {name}: {[(r.dtype, r.status, r.message) for r in results]}"
+    results = run_all_dtypes(prop, KNOWN_BAD[name], name=name)
+    failed = [r for r in results.values() if r.status == "failed"]
+    assert failed, (
+        f"{prop} did not catch {name}: {[(r.dtype, r.status, r.message) for r in results.values()]}"
+    )
     for r in failed:
-        assert r.property == prop and r.case is not None and r.message
+        assert r.property == prop and r.case is not None and r.snippet and r.message
 
 
 @pytest.mark.parametrize(
     "name", ["finfo_min_fill", "single_key_fast_path", "batch_global_max", "wrong_scale_without_mask"]
 )
 def test_reference_agreement_catches_wrong_values(name):
-    results = [run("reference_agreement", KNOWN_BAD[name], dtype, name) for dtype in ALL_DTYPES]
-    assert any(r.status == "failed" for r in results), name
+    results = run_all_dtypes("reference_agreement", KNOWN_BAD[name], name=name)
+    assert any(r.status == "failed" for r in results.values()), name
 
 
 def test_minus_1e9_fill_fails_in_float16_only():
-    verdicts = {
-        r.dtype: r.status
-        for r in (run("finite_grad", KNOWN_BAD["minus_1e9_fill"], d, "1e9") for d in ALL_DTYPES)
-    }
+    verdicts = {d: r.status for d, r in run_all_dtypes("finite_grad", KNOWN_BAD["minus_1e9_fill"]).items()}
     assert verdicts == {"float64": "passed", "float32": "passed", "float16": "failed", "bfloat16": "passed"}
 
 
 def test_failures_name_the_row_that_allows_no_key():
-    r = run("finite_output", KNOWN_BAD["neg_inf_softmax"], torch.float32, "neg_inf")
+    r = run("finite_output", neg_inf_softmax)
     assert r.status == "failed"
     assert "nan in out[0, 0, 0, 0]; mask row [0, 0, 0] allows no key" in r.message
-    assert r.case is not None and "all_false" in r.case.describe()
+    assert r.case is not None and "all_false" in r.case
 
 
-@pytest.mark.parametrize("prop", list(KERNEL_PROPERTIES))
-@pytest.mark.parametrize("name", list(BUILTIN_KERNELS))
-def test_correct_kernels_pass_every_property(name, prop):
-    for dtype in ALL_DTYPES:
-        r = run(prop, BUILTIN_KERNELS[name], dtype, name)
-        assert r.status == "passed", r.message
+@pytest.mark.parametrize("builtin", CORRECT_KERNELS, ids=lambda b: b.spec)
+def test_correct_kernels_pass_every_property_that_applies(builtin):
+    target = builtin.load()
+    for prop in KINDS["kernel"].properties:
+        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+            r = run_property(target, prop, dtype=dtype, device="cpu", settings=SETTINGS)
+            assert r.status in ("passed", "not-applicable"), (prop, r.dtype, r.message)
+
+
+# --- statuses ------------------------------------------------------------------------------
+
+
+def test_properties_that_cannot_apply_are_not_applicable_not_passed():
+    assert run("dtype_consistency", sdpa_kernel, torch.float64).status == "not-applicable"
+    r = run("device_consistency", sdpa_kernel)
+    assert r.status == "not-applicable" and "accelerator" in r.message and r.examples == 0
+
+
+def test_a_property_no_example_exercised_is_not_applicable():
+    from xattn_ref.strategies import attention_cases
+
+    target = as_target(sdpa_kernel)
+    one_element = attention_cases(dtypes=[torch.float32], max_batch_size=1)
+    r = run_property(
+        target, "batch_independence", dtype=torch.float32, device="cpu", settings=SETTINGS, cases=one_element
+    )
+    assert r.status == "not-applicable" and "none of the 30 drawn examples exercised it" in r.message
+    assert run("batch_independence", sdpa_kernel).status == "passed"  # the default cases do
+
+
+def test_unavailable_devices_are_skipped_with_the_reason():
+    target = as_target(sdpa_kernel)
+    r = run_property(target, "finite_output", dtype=torch.float32, device="cuda", settings=SETTINGS)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert r.status == "skipped" and "no CUDA device available" in r.message
+
+
+# --- root cause first ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prop", ["padding_invariance", "batch_independence", "reference_agreement"])
+def test_a_nan_is_reported_at_its_root(prop):
+    r = run(prop, neg_inf_softmax)
+    assert r.status == "failed" and r.root == "finite_output", r.message
+    assert "nan" in r.message and "inf >" not in r.message
+
+
+def test_a_broken_float64_path_is_named_as_such():
+    def nan_in_float64(q, k, v, mask):
+        out = safe_sdpa_kernel(q, k, v, mask)
+        return out * float("nan") if q.dtype == torch.float64 else out
+
+    r = run("dtype_consistency", nan_in_float64, torch.float16)
+    assert r.status == "failed" and "the float64 path is broken" in r.message, r.message
+
+
+def test_a_wrong_value_in_float64_is_a_broken_float64_path_too():
+    def off_in_float64(q, k, v, mask):
+        out = safe_sdpa_kernel(q, k, v, mask)
+        return out * 1.5 if q.dtype == torch.float64 else out
+
+    r = run("dtype_consistency", off_in_float64, torch.bfloat16)
+    assert r.status == "failed" and "the float64 path is broken" in r.message, r.message
+
+
+# --- target errors -------------------------------------------------------------------------
 
 
 def test_a_kernel_that_raises_is_an_error_not_a_failure():
     def broken(q, k, v, mask):
         raise RuntimeError("boom")
 
-    r = run("finite_output", broken, torch.float32, "broken")
+    r = run("finite_output", broken)
     assert r.status == "error" and "the target raised RuntimeError: boom" in r.message
 
 
 def test_a_kernel_with_the_wrong_shape_is_an_error():
-    r = run("finite_output", lambda q, k, v, mask: q[..., :1], torch.float32, "shape")
+    r = run("finite_output", lambda q, k, v, mask: q[..., :1])
     assert r.status == "error" and "expected (B, H, Lq, Dv)" in r.message
+
+
+def _detached_when_all_padding(q, k, v, mask):
+    if mask is not None and not bool(mask.any()):
+        return torch.zeros(*q.shape[:3], v.shape[-1], dtype=q.dtype)  # not differentiable
+    return sdpa_kernel(q, k, v, mask)
+
+
+def test_an_error_ends_the_run_at_once_and_is_shrunk_only_when_asked():
+    target = as_target(_detached_when_all_padding)
+    quick = run_property(target, "finite_grad", dtype=torch.float32, device="cpu", settings=SETTINGS)
+    assert quick.status == "error" and not quick.shrunk and "not differentiable" in quick.message
+    shrunk = run_property(
+        target, "finite_grad", dtype=torch.float32, device="cpu", settings=SETTINGS, shrink_errors=True
+    )
+    assert shrunk.status == "error" and shrunk.shrunk
+    assert shrunk.case is not None and shrunk.case.startswith("B=1 H=1 Lq=1 Lk=1")
+
+
+def test_two_keys_draw_different_first_examples():
+    seen: dict[str, list] = {"a": [], "b": []}
+
+    def recorder(key):
+        def kernel(q, k, v, mask):
+            seen[key].append((tuple(q.shape), tuple(k.shape)))
+            return sdpa_kernel(q, k, v, mask)
+
+        return kernel
+
+    for key in seen:
+        run("no_input_mutation", recorder(key), name=f"target_{key}", max_examples=3)
+    assert seen["a"] and seen["b"] and seen["a"] != seen["b"]
+
+
+def test_every_property_is_declared_by_some_kind():
+    declared = {p for k in KINDS.values() for p in k.properties}
+    assert declared == set(PROPERTIES)

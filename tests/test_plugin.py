@@ -1,48 +1,34 @@
-"""The pytest plugin, driven through pytester."""
+"""The pytest plugin, driven through pytester: ``pytest --pyargs xattn_ref.suite``."""
 
 from __future__ import annotations
-
-import os
-from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parents[1]
-SUITE = ROOT / "properties" / "test_kernel_properties.py"
-LAYER_SUITE = ROOT / "properties" / "test_layer_properties.py"
+SUITE = ["--pyargs", "xattn_ref.suite", "-p", "no:cacheprovider"]
 
 
 @pytest.fixture
-def suite(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    pytester.makepyfile(test_kernel=SUITE.read_text(), test_layer=LAYER_SUITE.read_text())
-    installed = any(ep.value == "xattn_ref.plugin" for ep in entry_points(group="pytest11"))
-    if not installed:  # a bare checkout: load the plugin the way the root conftest does
-        pytester.makeconftest('pytest_plugins = ["xattn_ref.plugin"]')
-    return pytester
+def run(pytester, monkeypatch):
+    for var in ("XATTN_TARGET", "XATTN_PROFILE", "XATTN_SEED", "XATTN_DATABASE", "XATTN_KIND", "XATTN_XFAIL"):
+        monkeypatch.delenv(var, raising=False)
+
+    def go(*args: str):
+        return pytester.runpytest_subprocess(*SUITE, *args)
+
+    return go
 
 
-def test_header_names_target_profile_and_seed(suite):
-    result = suite.runpytest_subprocess(
-        "--xattn-target",
-        "xattn_ref.targets:sdpa_kernel",
-        "--xattn-seed",
-        "7",
-        "--xattn-profile",
-        "dev",
-        "--co",
-    )
-    assert (
-        "xattn_ref: targets xattn_ref.targets:sdpa_kernel (kernel); profile dev; seed 7"
-        in result.stdout.str()
+def test_header_names_target_profile_and_seed(run):
+    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-seed", "7", "--co")
+    result.stdout.fnmatch_lines(
+        ["xattn_ref: targets xattn_ref.targets:sdpa_kernel; profile dev*seed 7*torch threads 1*"]
     )
 
 
-def test_a_bad_target_fails_with_the_report(suite):
-    result = suite.runpytest_subprocess(
+def test_a_bad_target_fails_with_the_report(run):
+    result = run(
         "--xattn-target",
         "xattn_ref.known_bad:neg_inf_softmax",
         "--xattn-profile",
@@ -59,16 +45,14 @@ def test_a_bad_target_fails_with_the_report(suite):
     )
 
 
-def test_target_from_the_environment(suite, monkeypatch):
+def test_target_from_the_environment(run, monkeypatch):
     monkeypatch.setenv("XATTN_TARGET", "xattn_ref.known_bad:mutates_mask")
-    result = suite.runpytest_subprocess(
-        "--xattn-profile", "ci", "-k", "no_input_mutation and float64 and cpu"
-    )
+    result = run("--xattn-profile", "ci", "-k", "no_input_mutation and float64 and cpu")
     assert result.parseoutcomes()["failed"] == 1
 
 
-def test_layer_targets(suite):
-    result = suite.runpytest_subprocess(
+def test_layer_targets(run):
+    result = run(
         "--xattn-target",
         "xattn_ref.adapters:multihead_attention_layer()",
         "--xattn-kind",
@@ -78,23 +62,34 @@ def test_layer_targets(suite):
         "--xattn-profile",
         "ci",
         "-k",
-        "test_layer_property and finite_output and float32 and cpu",
+        "finite_output and float32 and cpu",
     )
     assert result.parseoutcomes()["failed"] == 1
     result.stdout.fnmatch_lines(["*--kind layer --dim 16 --context-dim 16*"])
 
 
-def test_unavailable_devices_are_skipped_with_the_reason(suite):
-    result = suite.runpytest_subprocess(
-        "--xattn-profile", "ci", "-k", "finite_output and float32 and not cpu", "-rs"
-    )
-    result.stdout.fnmatch_lines(["*cuda: no CUDA device available*", "*mps: no MPS device available*"])
+def test_unavailable_devices_and_inapplicable_properties_are_skipped_with_the_reason(run):
+    selected = "sdpa_kernel and (device_consistency or finite_output) and float32"
+    result = run("--xattn-profile", "ci", "-k", selected, "-rs")
+    assert result.ret == pytest.ExitCode.OK
+    for line in (
+        "*cuda: no CUDA device available*",
+        "*mps: no MPS device available*",
+        "*not-applicable: compares an accelerator with the CPU*",
+    ):
+        result.stdout.fnmatch_lines([line])
 
 
-def test_xfail_file(suite):
-    xfail = suite.path / "xfail.txt"
-    xfail.write_text("finite_output[float32-cpu]  # NaN on empty rows, known (the CLI's id form)\n")
-    result = suite.runpytest_subprocess(
+def test_a_run_that_tests_nothing_does_not_pass(run):
+    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "-k", "finite_output and cuda")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(["*xattn_ref: nothing was tested: cuda: no CUDA device available*"])
+
+
+def test_xfail_file_matches_exact_ids_only(run, pytester):
+    xfail = pytester.path / "xfail.txt"
+    xfail.write_text("finite_output[float32-cpu]  # NaN on empty rows, known\nfloat32\n")
+    result = run(
         "--xattn-target",
         "xattn_ref.known_bad:neg_inf_softmax",
         "--xattn-profile",
@@ -102,10 +97,18 @@ def test_xfail_file(suite):
         "--xattn-xfail",
         str(xfail),
         "-k",
-        "finite_output and float32 and cpu",
+        "(finite_output or empty_rows_zero) and float32 and cpu",
     )
     outcomes = result.parseoutcomes()
-    assert outcomes.get("xfailed") == 1 and "failed" not in outcomes
+    assert outcomes.get("xfailed") == 1 and outcomes.get("failed") == 1, outcomes
+    result.stdout.fnmatch_lines(["*xfail entry 'float32' matches no test*"])
+
+
+def test_the_database_keeps_and_replays_failures(run, pytester):
+    db = pytester.path / "db"
+    args = ["--xattn-target", "xattn_ref.known_bad:neg_inf_softmax", "--xattn-database", str(db)]
+    assert run(*args, "-k", "finite_output and float32 and cpu").parseoutcomes()["failed"] == 1
+    assert any(db.rglob("*"))
 
 
 @pytest.mark.parametrize(
@@ -116,7 +119,15 @@ def test_xfail_file(suite):
         (["--xattn-kind", "layer", "--xattn-target", "xattn_ref.adapters:decoder_layer()"], "--xattn-dim"),
     ],
 )
-def test_usage_errors(suite, args, message):
-    result = suite.runpytest_subprocess(*args)
+def test_usage_errors(run, args, message):
+    result = run(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
+
+
+def test_the_plugin_is_inert_in_projects_that_do_not_use_it(pytester, monkeypatch):
+    monkeypatch.setenv("XATTN_PROFILE", "not-a-profile")
+    pytester.makepyfile(test_mine="def test_ok():\n    assert True\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    assert "xattn_ref:" not in result.stdout.str() and "torch" not in result.stdout.str()

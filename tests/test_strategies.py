@@ -7,7 +7,8 @@ import torch
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis.errors import InvalidArgument
 
-from xattn_ref.strategies import MASK_LAYOUTS, attention_cases, masks
+from xattn_ref.cases import MASK_LAYOUTS, AttentionCase
+from xattn_ref.strategies import attention_cases, layer_cases, masks
 
 SHAPES = {"key_padding": (2, 1, 1, 5), "query_key": (2, 1, 3, 5), "full": (2, 2, 3, 5), "shared": (3, 5)}
 
@@ -115,3 +116,32 @@ def test_bad_arguments_raise_invalid_argument_naming_them(strategy, message):
         InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
     ):
         use()
+
+
+def test_from_type_draws_attention_cases():
+    from hypothesis import strategies as st
+
+    @settings(max_examples=5, database=None)
+    @given(st.from_type(AttentionCase))
+    def check(case):
+        assert isinstance(case, AttentionCase)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dim": 0}, "dim must be at least 1, but was 0"),
+        ({"dim": 8, "stds": [0.0]}, "stds must hold positive finite numbers"),
+        ({"dim": 8, "devices": "cpu"}, "devices must be a non-empty sequence of str"),
+    ],
+)
+def test_layer_case_arguments_are_validated_with_invalid_argument(kwargs, message):
+    @settings(max_examples=1, database=None)
+    @given(layer_cases(**kwargs))
+    def check(case):
+        pass
+
+    with pytest.raises(InvalidArgument, match=message):
+        check()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xattn_ref._calls import cotangent, plain_forward_backward
+from xattn_ref._calls import cotangent
+from xattn_ref._kernel import guarded_attention
+from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
 from xattn_ref.reference import attention
-from xattn_ref.strategies import CaseSpec, MaskSpec, SlicePattern
-from xattn_ref.tolerance import allowed_error, compare, magnitudes
+from xattn_ref.tolerance import allowed_error, compare, format_pair, kernel_budget, magnitudes
 
 LOW = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -19,9 +20,9 @@ def make_case(dtype, logit_std=10.0):
 
 
 def budget_parts(case):
-    g = cotangent(case)
+    g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
     truth = attention(case.q.double(), case.k.double(), case.v.double(), case.mask)
-    plain, _ = plain_forward_backward(case, None)
+    plain = guarded_attention(case.q, case.k, case.v, case.mask, case.q.shape[-1] ** -0.5, case.dtype)
     mag = magnitudes(case.q, case.k, case.v, g, case.q.shape[-1] ** -0.5)["out"]
     return truth, plain, mag
 
@@ -97,3 +98,27 @@ def test_a_non_finite_plain_result_does_not_make_the_budget_infinite():
     broken_plain = plain.clone()
     broken_plain[0, 0, 0, 0] = float("nan")
     assert bool(allowed_error(truth, broken_plain, mag, torch.float32).isfinite().all())
+
+
+def test_kernel_budget_is_the_same_model():
+    case = make_case(torch.float16)
+    truth, plain, mag = budget_parts(case)
+    g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
+    budget = kernel_budget(case, g, grads=True)
+    assert torch.equal(budget.truth["out"], truth)
+    assert torch.allclose(budget.allowed("out"), allowed_error(truth, plain, mag, torch.float16))
+    assert set(budget.names) == {"out", "dq", "dk", "dv"}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "shown"),
+    [
+        (0.685649, 0.68564900279, ("0.685649", "0.68564900279")),
+        (1.0, 2.0, ("1", "2")),
+        (1.0, 1.0, ("1", "1")),
+    ],
+)
+def test_values_show_enough_digits_to_see_the_difference(a, b, shown):
+    assert format_pair(a, b) == shown
+    x, y = format_pair(a, b)
+    assert (x != y) == (a != b)

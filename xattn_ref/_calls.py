@@ -1,66 +1,64 @@
-"""Calling a kernel under test: output validation, gradients, and words for tensor positions."""
+"""Calling a target on a case: output validation, gradients, cotangents, words for positions.
+
+The same for every kind of target: a *call* (:class:`Call`, made by the target's kind in
+:mod:`xattn_ref.kinds`) turns a case into the target's output and knows its tolerance budget.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from xattn_ref._kernel import guarded_attention
-from xattn_ref._spec import AttentionCase
-from xattn_ref.reference import default_scale
+from xattn_ref.errors import TargetError
+from xattn_ref.tolerance import Budget
 
 __all__ = [
-    "Kernel",
-    "TargetError",
-    "call_kernel",
+    "Call",
     "check_output",
     "cotangent",
-    "describe_key",
-    "describe_row",
+    "first_nonfinite",
     "forward_backward",
-    "plain_forward_backward",
     "index_str",
+    "invoke",
 ]
 
-#: A kernel-kind target: ``fn(q, k, v, mask) -> out`` in SDPA's layout, mask True = may attend.
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], Any]
 
-Grads = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+class Call(Protocol):
+    """A target bound to its kind: ``call(case) -> output`` (validated), its trainable
+    parameters for a case's dtype and device, and the tolerance budget of a case."""
 
+    differentiable: bool
 
-class TargetError(Exception):
-    """The target cannot be tested: it raised on a valid input or returned the wrong thing."""
+    def __call__(self, case: Any) -> torch.Tensor: ...
+    def parameters(self, case: Any) -> dict[str, torch.Tensor]: ...
+    def budget(self, case: Any, g: torch.Tensor, *, grads: bool) -> Budget: ...
 
 
 def index_str(name: str, index: tuple[int, ...]) -> str:
     return f"{name}[{', '.join(str(int(i)) for i in index)}]"
 
 
-def call_kernel(
-    kernel: Kernel,
-    case: AttentionCase,
-    q: torch.Tensor | None = None,
-    k: torch.Tensor | None = None,
-    v: torch.Tensor | None = None,
-    mask: torch.Tensor | str | None = "case",
-) -> torch.Tensor:
-    """``kernel(q, k, v, mask)`` (the case's own tensors by default), with its output checked."""
-    q = case.q if q is None else q
-    k = case.k if k is None else k
-    v = case.v if v is None else v
-    m = case.mask if isinstance(mask, str) else mask
+def first_nonfinite(t: torch.Tensor) -> tuple[int, ...] | None:
+    bad = ~t.detach().isfinite()
+    if not bool(bad.any()):
+        return None
+    return tuple(int(i) for i in bad.nonzero()[0])
+
+
+def invoke(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
+    """``fn(*args.values())``; anything it raises becomes a :class:`TargetError` naming the inputs."""
     try:
-        out = kernel(q, k, v, m)
+        return fn(*args.values())
     except Exception as exc:  # the target's own failure, reported as such
+        shapes = ", ".join(
+            f"{n} {tuple(t.shape) if isinstance(t, torch.Tensor) else t}" for n, t in args.items()
+        )
+        first = next(t for t in args.values() if isinstance(t, torch.Tensor))
         raise TargetError(
-            f"the target raised {type(exc).__name__}: {exc} "
-            f"(on q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
-            f"mask {None if m is None else tuple(m.shape)}, {q.dtype}, {q.device})"
+            f"the target raised {type(exc).__name__}: {exc} (on {shapes}, {first.dtype}, {first.device})"
         ) from exc
-    expected = (q.shape[0], q.shape[1], q.shape[2], v.shape[-1])
-    return check_output(out, q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
 
 
 def check_output(
@@ -79,73 +77,34 @@ def check_output(
     return out
 
 
-def cotangent(case: AttentionCase, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """A seeded random ``d loss / d out``; zero outside ``rows`` (bool ``(B, H, Lq)``) if given."""
-    b, h, lq, _ = case.q.shape
-    gen = torch.Generator().manual_seed(case.spec.seed + 1)
-    g = torch.randn(b, h, lq, case.v.shape[-1], generator=gen, dtype=torch.float64)
+def cotangent(case: Any, shape: tuple[int, ...], rows: torch.Tensor | None = None) -> torch.Tensor:
+    """A seeded random ``d loss / d output`` of ``shape``; zero outside ``rows`` (bool, the
+    output's shape without its last dim) if given."""
+    gen = torch.Generator().manual_seed(case.seed + 1)
+    g = torch.randn(shape, generator=gen, dtype=torch.float64)
     if rows is not None:
         g = g * rows.to("cpu").unsqueeze(-1)
     return g.to(dtype=case.dtype, device=case.device)
 
 
-def _leaves(case: AttentionCase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(t.detach().clone().requires_grad_(True) for t in (case.q, case.k, case.v))  # type: ignore[return-value]
-
-
-def _grads(out: torch.Tensor, leaves: tuple[torch.Tensor, ...], g: torch.Tensor) -> Grads:
+def forward_backward(
+    call: Call, case: Any, g: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The output and the gradients for the cotangent ``g`` (default: seeded random) of every
+    float input (``dq``, ``dk``, ``dv``; ``dx``, ``dcontext``) and trainable parameter."""
+    leaves = {n: t.detach().clone().requires_grad_(True) for n, t in case.inputs().items()}
+    out = call(case.replace(**leaves))
     if not out.requires_grad:
         raise TargetError(
-            "the target's output does not require grad: it is not differentiable "
-            "(skip the gradient properties for inference-only targets)"
+            "the target's output does not require grad on this input: it is not differentiable here "
+            "(declare an inference-only target forward-only)"
         )
-    grads = torch.autograd.grad(out, leaves, grad_outputs=g, allow_unused=True)
-    return tuple(torch.zeros_like(x) if gr is None else gr for gr, x in zip(grads, leaves))  # type: ignore[return-value]
-
-
-def forward_backward(
-    kernel: Kernel, case: AttentionCase, g: torch.Tensor | None = None
-) -> tuple[torch.Tensor, Grads]:
-    """The kernel's output and ``(dq, dk, dv)`` for the cotangent ``g`` (default: seeded random)."""
-    leaves = _leaves(case)
-    out = call_kernel(kernel, case, *leaves)
-    g = cotangent(case) if g is None else g
+    g = cotangent(case, tuple(out.shape)) if g is None else g
+    params = call.parameters(case)
+    wrt = [*leaves.values(), *params.values()]
     try:
-        grads = _grads(out, leaves, g)
-    except TargetError:
-        raise
+        grads = torch.autograd.grad(out, wrt, grad_outputs=g, allow_unused=True)
     except Exception as exc:
         raise TargetError(f"the target's backward pass raised {type(exc).__name__}: {exc}") from exc
-    return out.detach(), grads
-
-
-def plain_forward_backward(
-    case: AttentionCase, g: torch.Tensor | None
-) -> tuple[torch.Tensor, Grads | tuple[()]]:
-    """The guarded attention computed in the case's own dtype, with gradients for ``g`` if given."""
-    q, k, v = (t.detach().clone().requires_grad_(g is not None) for t in (case.q, case.k, case.v))
-    out = guarded_attention(q, k, v, case.mask, default_scale(case.q.shape[-1]), case.dtype)
-    if g is None:
-        return out.detach(), ()
-    grads = torch.autograd.grad(out, (q, k, v), grad_outputs=g)
-    return out.detach(), grads  # type: ignore[return-value]
-
-
-def describe_row(case: AttentionCase, b: int, h: int, i: int) -> str:
-    """Words for query row (b, h, i) of the mask."""
-    row = case.full_mask[b, h, i]
-    n, total = int(row.sum()), row.numel()
-    if case.mask is None:
-        return f"mask None (row [{b}, {h}, {i}] allows all {total} keys)"
-    if n == 0:
-        return f"mask row [{b}, {h}, {i}] allows no key"
-    return f"mask row [{b}, {h}, {i}] allows {n} of {total} keys"
-
-
-def describe_key(case: AttentionCase, b: int, h: int, j: int) -> str:
-    """Words for key j of (b, h): how many query rows may attend to it."""
-    column = case.full_mask[b, h, :, j]
-    n = int(column.sum())
-    if n == 0:
-        return f"key [{b}, {h}, {j}] is masked for every query"
-    return f"key [{b}, {h}, {j}] is allowed for {n} of {column.numel()} queries"
+    names = [f"d{n}" for n in leaves] + [f"d({n})" for n in params]
+    return out.detach(), {n: torch.zeros_like(x) if gr is None else gr for n, gr, x in zip(names, grads, wrt)}

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xattn_ref._validate import XattnArgumentError
+from xattn_ref.errors import XattnArgumentError
 
 __all__ = [
     "SDPA_BACKENDS",

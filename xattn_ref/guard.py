@@ -35,7 +35,7 @@ from typing import Any, TypeVar, overload
 import torch
 import torch.nn.functional as F
 
-from xattn_ref._validate import XattnArgumentError
+from xattn_ref.errors import XattnArgumentError
 
 __all__ = ["guard", "guard_mask", "safe_sdpa"]
 

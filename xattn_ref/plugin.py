@@ -1,264 +1,269 @@
-"""The pytest plugin (entry point ``pytest11``): choose the target, profile and seed.
+"""The pytest plugin (entry point ``pytest11``): run the property suite against a target.
 
-    pytest properties --xattn-target mypkg.attn:attention
-    XATTN_TARGET=mypkg.attn:attention pytest properties
+    pytest --pyargs xattn_ref.suite --xattn-target mypkg.attn:attention
+    XATTN_TARGET=mypkg.attn:attention pytest --pyargs xattn_ref.suite -n auto
 
-Precedence: command line, then environment variable, then the built-in targets. Everything
-heavy (torch, Hypothesis) is imported inside the hooks, so the plugin costs nothing to
-projects that only have it installed.
+Options (command line first, then environment): ``--xattn-target`` ``$XATTN_TARGET``,
+``--xattn-kind`` ``$XATTN_KIND``, each kind's options (``--xattn-dim`` ``$XATTN_DIM``, ...),
+``--xattn-profile``, ``--xattn-seed``, ``--xattn-database``, ``--xattn-threads``,
+``--xattn-xfail`` (``$XATTN_PROFILE`` ...). Inert in projects that do not use it: nothing is
+read, printed or imported (torch, Hypothesis) unless an ``--xattn-*`` option is given or the
+suite is collected. Under pytest-xdist the controller's seed goes to every worker.
 """
 
 from __future__ import annotations
 
 import os
-import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from xattn_ref.config import RunConfig
     from xattn_ref.runner import Result
     from xattn_ref.targets import Target
 
-__all__ = ["XattnSession"]
+__all__ = ["XattnRun", "XattnState"]
 
-OPT_TARGET = "xattn_target"
-OPT_KIND = "xattn_kind"
-OPT_DIM = "xattn_dim"
-OPT_CONTEXT_DIM = "xattn_context_dim"
-OPT_PROFILE = "xattn_profile"
-OPT_SEED = "xattn_seed"
-OPT_XFAIL = "xattn_xfail"
-
-PROFILE_NAMES = ("dev", "ci", "thorough")  # xattn_ref.profiles.PROFILES, without importing it
-
-ENV = {
-    OPT_TARGET: "XATTN_TARGET",
-    OPT_KIND: "XATTN_KIND",
-    OPT_DIM: "XATTN_DIM",
-    OPT_CONTEXT_DIM: "XATTN_CONTEXT_DIM",
-    OPT_PROFILE: "XATTN_PROFILE",
-    OPT_SEED: "XATTN_SEED",
-    OPT_XFAIL: "XATTN_XFAIL",
+PREFIX = "--xattn-"
+#: option name -> (help, environment variable)
+OPTIONS = {
+    "target": (
+        "attention under test, 'package.module:name' or 'file.py:name' ('name()': a factory)",
+        "XATTN_TARGET",
+    ),
+    "kind": ("kind of target: kernel (default) or layer", "XATTN_KIND"),
+    "dim": ("E, a layer target's model dim", "XATTN_DIM"),
+    "context_dim": ("E_ctx, a layer target's context dim (default E)", "XATTN_CONTEXT_DIM"),
+    "profile": ("Hypothesis profile: dev (default), ci or thorough", "XATTN_PROFILE"),
+    "seed": ("base seed (default random; ci: 0)", "XATTN_SEED"),
+    "database": ("directory that keeps failing examples and replays them", "XATTN_DATABASE"),
+    "threads": ("torch intra-op threads (default 1)", "XATTN_THREADS"),
+    "xfail": ("file of expected failures: property or property[dtype-device], '#' comments", "XATTN_XFAIL"),
 }
 
 
-def _int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise pytest.UsageError(f"expected an integer, got {value!r}") from None
+def _dest(name: str) -> str:
+    return f"xattn_{name}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xattn_ref", "xattn_ref: masked-attention property suite")
-    group.addoption(
-        "--xattn-target",
-        dest=OPT_TARGET,
-        default=None,
-        metavar="TARGET",
-        help="attention under test, 'package.module:name' or 'file.py:name' "
-        "('name()' calls a factory) [env XATTN_TARGET; default: the built-in targets]",
-    )
-    group.addoption(
-        "--xattn-kind",
-        dest=OPT_KIND,
-        default=None,
-        choices=("kernel", "layer"),
-        help="kernel: fn(q, k, v, mask); layer: fn(x, context, context_mask) [env XATTN_KIND]",
-    )
-    group.addoption(
-        "--xattn-dim",
-        dest=OPT_DIM,
-        default=None,
-        metavar="E",
-        help="model dim E of a layer target [env XATTN_DIM]",
-    )
-    group.addoption(
-        "--xattn-context-dim",
-        dest=OPT_CONTEXT_DIM,
-        default=None,
-        metavar="E_CTX",
-        help="context dim of a layer target (default E) [env XATTN_CONTEXT_DIM]",
-    )
-    group.addoption(
-        "--xattn-profile",
-        dest=OPT_PROFILE,
-        default=None,
-        metavar="NAME",
-        help="Hypothesis profile: dev, ci or thorough [env XATTN_PROFILE; default dev]",
-    )
-    group.addoption(
-        "--xattn-seed",
-        dest=OPT_SEED,
-        default=None,
-        metavar="N",
-        help="seed for Hypothesis (ignored by the derandomized ci profile) [env XATTN_SEED]",
-    )
-    group.addoption(
-        "--xattn-xfail",
-        dest=OPT_XFAIL,
-        default=None,
-        metavar="FILE",
-        help="file of expected failures, one per line: property, property[dtype-device] "
-        "or part of a test id; '#' comments [env XATTN_XFAIL]",
-    )
+    for name, (help_, env) in OPTIONS.items():
+        group.addoption(
+            PREFIX + name.replace("_", "-"), dest=_dest(name), default=None, help=f"{help_} [env {env}]"
+        )
+
+
+def _given(config: pytest.Config) -> dict[str, Any]:
+    return {name: config.getoption(_dest(name)) for name in OPTIONS}
 
 
 def _value(config: pytest.Config, name: str) -> tuple[str | None, str]:
-    given = config.getoption(name)
+    given = config.getoption(_dest(name))
     if given is not None:
-        return str(given), "--" + name.replace("_", "-")
-    env = os.environ.get(ENV[name])
-    if env:
-        return env, "$" + ENV[name]
-    return None, "default"
+        return str(given), PREFIX + name.replace("_", "-")
+    env = os.environ.get(OPTIONS[name][1])
+    return (env, "$" + OPTIONS[name][1]) if env else (None, "default")
 
 
-class XattnSession:
-    """Session state: the targets, profile, seed and xfail ids; runs and reports properties."""
+@dataclass
+class XattnRun:
+    """One property × dtype × device of one target: ``check()`` runs it and turns the result
+    into pytest's verdict (pass, fail with the report, skip with the reason)."""
+
+    state: XattnState
+    target: Target
+    property: str
+    dtype: Any
+    device: str
+
+    def check(self) -> None:
+        __tracebackhide__ = True
+        from xattn_ref.report import failure_report
+        from xattn_ref.runner import run_property
+
+        result = run_property(
+            self.target,
+            self.property,
+            dtype=self.dtype,
+            device=self.device,
+            settings=self.state.config.settings(),
+            seed=self.state.config.seed,
+            database=self.state.config.example_database(),
+            shrink_errors=True,
+        )
+        self.state.record(result)
+        if not result.tested:
+            pytest.skip(f"{result.status}: {result.message}")
+        if result.status in ("failed", "error"):
+            root = self.state.failed_root(result)
+            if root is not None:
+                pytest.fail(
+                    f"{result.message} (follows from {root}, which failed on the same run)", pytrace=False
+                )
+            pytest.fail(failure_report(self.target, result, self.state.config), pytrace=False)
+
+
+class XattnState:
+    """Session state: the configuration, the targets and the xfail entries, resolved once."""
 
     def __init__(self, config: pytest.Config) -> None:
-        profile, source = _value(config, OPT_PROFILE)
-        self.profile = profile or "dev"
-        if self.profile not in PROFILE_NAMES:
-            raise pytest.UsageError(
-                f"{source}: unknown profile {self.profile!r}; expected one of {', '.join(PROFILE_NAMES)}"
-            )
-        seed, source = _value(config, OPT_SEED)
+        from xattn_ref import plan
+        from xattn_ref.config import resolve_config
+        from xattn_ref.errors import UsageError
+        from xattn_ref.report import read_xfail
+
+        given = _given(config)
+        worker_seed = getattr(config, "workerinput", {}).get("xattn_seed")
+        if worker_seed is not None:
+            given["seed"] = worker_seed
         try:
-            self.seed = _int(seed) if seed is not None else random.randrange(2**32)
-        except pytest.UsageError as exc:
-            raise pytest.UsageError(f"{source}: {exc}") from None
-        kind, _ = _value(config, OPT_KIND)
-        self.kind = kind or "kernel"
-        if self.kind not in ("kernel", "layer"):
-            raise pytest.UsageError(f"$XATTN_KIND must be kernel or layer, got {self.kind!r}")
-        self.layer_dims: tuple[int, int] | None = None
-        if self.kind == "layer":
-            dim, source = _value(config, OPT_DIM)
-            if dim is None:
-                raise pytest.UsageError("--xattn-dim (or $XATTN_DIM) is required with --xattn-kind layer")
-            e = _int(dim)
-            ctx, _ = _value(config, OPT_CONTEXT_DIM)
-            self.layer_dims = (e, _int(ctx) if ctx is not None else e)
-        self.target_spec, self.target_source = _value(config, OPT_TARGET)
-        self._targets: list[Target] | None = None
-        self.xfail: dict[str, str] = {}
-        xfail, source = _value(config, OPT_XFAIL)
-        if xfail is not None:
-            self.xfail = _read_xfail(xfail, source)
+            self.config: RunConfig = resolve_config(given, flag_prefix=PREFIX)
+            import torch
+
+            torch.set_num_threads(self.config.threads)
+            xfail, source = _value(config, "xfail")
+            self.xfail = read_xfail(xfail, source) if xfail else {}
+            spec, source = _value(config, "target")
+            if spec is None:
+                self.targets, _ = plan.builtin_targets()
+                expected = dict(_)
+                self.targets = [t for t in self.targets if expected[t.name]]
+                self.spec = "the built-in correct targets"
+            else:
+                kind, _src = _value(config, "kind")
+                options = {n: _value(config, n)[0] for n in ("dim", "context_dim")}
+                self.targets = [
+                    plan.load(spec, kind or "kernel", options, flag_prefix=PREFIX, source=f"{source}: ")
+                ]
+                self.spec = spec
+        except UsageError as exc:
+            raise pytest.UsageError(f"xattn_ref: {exc}") from None
+        self.results: list[Result] = []
         self.xfail_used: set[str] = set()
 
-    @property
-    def targets(self) -> list[Target]:
-        """The targets, loaded (and torch imported) on first use."""
-        if self._targets is None:
-            from xattn_ref.targets import (
-                BUILTIN_KERNELS,
-                Target,
-                TargetLoadError,
-                builtin_layers,
-                load_target,
-            )
-
-            if self.target_spec is not None:
-                try:
-                    self._targets = [load_target(self.target_spec, self.kind, self.layer_dims)]  # type: ignore[arg-type]
-                except TargetLoadError as exc:
-                    raise pytest.UsageError(f"{self.target_source}: {exc}") from None
-            else:
-                self._targets = [Target(name, fn) for name, fn in BUILTIN_KERNELS.items()] + builtin_layers()
-        return self._targets
-
     def describe(self) -> str:
-        names = self.target_spec or "the built-in targets"
-        seed = "derandomized" if self.profile == "ci" else str(self.seed)
-        return f"xattn_ref: targets {names} ({self.kind}); profile {self.profile}; seed {seed}"
+        return f"xattn_ref: targets {self.spec}; {self.config.describe()}"
 
-    def run(self, target: Target, prop: str, dtype: Any, device: str) -> Result:
-        """Run property ``prop`` (a name) on ``target`` for one dtype and device."""
-        from xattn_ref.profiles import profile_settings
-        from xattn_ref.runner import run_target
+    def runs(self) -> list[tuple[Target, str, Any, str]]:
+        from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES
+        from xattn_ref.kinds import KINDS
 
-        overrides: dict[str, Any] = {}
-        database = os.environ.get("XATTN_DATABASE")
-        if database and self.profile != "ci":
-            from hypothesis.database import DirectoryBasedExampleDatabase
+        return [
+            (t, p, dtype, device)
+            for t in self.targets
+            for p in KINDS[t.kind].properties
+            for dtype in ALL_DTYPES
+            for device in ALL_DEVICES
+        ]
 
-            overrides["database"] = DirectoryBasedExampleDatabase(database)
-        return run_target(
-            target,
-            prop,
-            dtype=dtype,
-            device=device,
-            settings=profile_settings(self.profile, **overrides),
-            seed=None if self.profile == "ci" else self.seed,
+    def record(self, result: Result) -> None:
+        self.results.append(result)
+
+    def failed_root(self, result: Result) -> str | None:
+        if result.root is None:
+            return None
+        same = (result.target, result.root, result.dtype, result.device)
+        failed = any(
+            (r.target, r.property, r.dtype, r.device) == same and r.status == "failed" for r in self.results
         )
-
-    def report(self, target: Target, result: Result) -> None:
-        """Turn a result into pytest's verdict: skip with the reason, or fail with the report."""
-        __tracebackhide__ = True
-        from xattn_ref._report import failure_report, target_args
-
-        if result.status == "skipped":
-            pytest.skip(result.message)
-        if result.status in ("failed", "error"):
-            extra = target_args(target)
-            pytest.fail(failure_report(target.name, result, profile=self.profile, extra=extra), pytrace=False)
+        return result.root if failed else None
 
 
-def _read_xfail(path: str, source: str) -> dict[str, str]:
-    from xattn_ref._report import read_xfail
-
-    try:
-        return read_xfail(path)
-    except OSError as exc:
-        raise pytest.UsageError(f"{source}: cannot read xfail file {path!r}: {exc.strerror}") from None
+_KEY = pytest.StashKey[XattnState]()
+_ACTIVE = pytest.StashKey[bool]()
 
 
-_KEY = pytest.StashKey[XattnSession]()
+def _state(config: pytest.Config) -> XattnState:
+    if _KEY not in config.stash:
+        config.stash[_KEY] = XattnState(config)
+    return config.stash[_KEY]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    session = XattnSession(config)
-    config.stash[_KEY] = session
-    if session.target_spec is not None:
-        session.targets  # noqa: B018  (load now: a bad target is a usage error, not a collection error)
+    active = any(v is not None for v in _given(config).values())
+    config.stash[_ACTIVE] = active
+    if active:
+        _state(config)  # a bad option or target is a usage error now, not a collection error
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "xattn_ref.xdist")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return config.stash[_KEY].describe()
+class _XdistHooks:
+    """Hands the controller's seed to every pytest-xdist worker (as pytest-randomly does)."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        if _KEY in node.config.stash or node.config.stash.get(_ACTIVE, False):
+            node.workerinput["xattn_seed"] = _state(node.config).config.seed
+        elif os.environ.get("XATTN_SEED") is None:
+            # the suite may be collected later in the workers: fix one seed for all of them now
+            import random
+
+            node.workerinput["xattn_seed"] = node.config.stash.setdefault(_SEED, random.randrange(2**32))
+
+
+_SEED = pytest.StashKey[int]()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    return _state(config).describe() if config.stash.get(_ACTIVE, False) else None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "xattn_target" in metafunc.fixturenames:
-        session = metafunc.config.stash[_KEY]
-        kind = getattr(metafunc.module, "XATTN_KIND", None)  # a suite module may declare its kind
-        targets = [t for t in session.targets if kind is None or t.kind == kind]
-        metafunc.parametrize("xattn_target", targets, ids=[t.name for t in targets])
+    if "xattn_run" not in metafunc.fixturenames:
+        return
+    state = _state(metafunc.config)
+    from xattn_ref._devices import dtype_name
+
+    runs = state.runs()
+    metafunc.parametrize(
+        "xattn_run",
+        [XattnRun(state, *run) for run in runs],
+        ids=[f"{t.name}-{p}-{dtype_name(dt)}-{dev}" for t, p, dt, dev in runs],
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    session = config.stash[_KEY]
-    if not session.xfail:
+    if _KEY not in config.stash:
         return
+    state = config.stash[_KEY]
+    from xattn_ref._devices import dtype_name
+    from xattn_ref.report import xfail_reason
+
     for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        names = {item.nodeid}
-        if "prop" in params:  # the CLI's ids too: property, property[dtype-device]
-            dtype = str(params.get("dtype", "")).removeprefix("torch.")
-            names |= {params["prop"], f"{params['prop']}[{dtype}-{params.get('device')}]"}
-        for entry, reason in session.xfail.items():
-            if entry in names or entry in item.nodeid:
-                session.xfail_used.add(entry)
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
-    for entry in set(session.xfail) - session.xfail_used:
-        item_warning = f"xattn_ref: xfail entry {entry!r} matches no test id"
-        config.issue_config_time_warning(pytest.PytestConfigWarning(item_warning), stacklevel=2)
+        run = getattr(getattr(item, "callspec", None), "params", {}).get("xattn_run")
+        if not isinstance(run, XattnRun):
+            continue
+        match = xfail_reason(state.xfail, run.property, dtype_name(run.dtype), run.device)
+        if match is not None:
+            state.xfail_used.add(match[0])
+            item.add_marker(pytest.mark.xfail(reason=match[1], strict=False))
+    for entry in set(state.xfail) - state.xfail_used:
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(f"xattn_ref: xfail entry {entry!r} matches no test"), stacklevel=2
+        )
+    if not config.stash.get(_ACTIVE, False):
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(state.describe())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(_KEY, None)
+    if state is None or not state.results or any(r.tested for r in state.results):
+        return
+    if hasattr(session.config, "workerinput"):
+        return
+    reasons = "; ".join(dict.fromkeys(r.message for r in state.results))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"xattn_ref: nothing was tested: {reasons}", red=True)
+    session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
 
 
 @pytest.fixture(scope="session")
-def xattn_session(request: pytest.FixtureRequest) -> XattnSession:
-    """The plugin's session state (targets, profile, seed); ``.run`` and ``.report`` properties."""
-    return request.config.stash[_KEY]
+def xattn_state(request: pytest.FixtureRequest) -> XattnState:
+    """The plugin's session state (configuration, targets, results so far)."""
+    return _state(request.config)

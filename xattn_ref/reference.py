@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from xattn_ref._args import broadcast_mask_shape, check_bool_mask, check_qkv
 from xattn_ref._kernel import guarded_attention
-from xattn_ref._validate import XattnArgumentError, broadcast_mask_shape, check_bool_mask, check_qkv
+from xattn_ref.errors import XattnArgumentError
 
 __all__ = ["attention", "default_scale"]
 

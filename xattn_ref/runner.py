@@ -1,35 +1,57 @@
-"""Run one property on one target for one dtype and device, with Hypothesis, and report it.
+"""Run properties on targets with Hypothesis: one property × dtype × device at a time, or a
+whole plan, serially or in parallel processes. The CLI, the pytest plugin and the suite all go
+through :func:`run_property`, so they run the same checks with the same strategies, seeds and
+example database.
 
-The property suite, the CLI and the pytest plugin all go through :func:`run_property`, so they
-run the same checks with the same strategies and profiles.
+Statuses (:data:`Status`):
+
+- ``passed``: every drawn example held, and at least one exercised the property;
+- ``failed``: a property does not hold; the minimal case and the message say how;
+- ``error``: the target misbehaved on a valid input (raised, wrong type, shape, dtype or
+  device, not differentiable): a finding, reported like a failure;
+- ``skipped``: the device or dtype is not available here (the reason says why);
+- ``not-applicable``: the property cannot apply here (device_consistency on the CPU,
+  dtype_consistency in float64), or no drawn example exercised it.
+
+Seeds: every run draws from its own seed, derived from the base seed and the run's key (target,
+property, dtype, device), so runs are independent: the same verdicts and minimal examples
+serially and in parallel, and ``xattn-check ... --property P --dtype D --device C --seed S``
+replays exactly one of them.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import hashlib
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from hypothesis import given
+from hypothesis import Verbosity, given
 from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as Settings
+from hypothesis.database import ExampleDatabase
 from hypothesis.errors import FlakyFailure, FlakyReplay, HypothesisException
 
 from xattn_ref._devices import dtype_name, unavailable_reason
-from xattn_ref._spec import AttentionCase
-from xattn_ref.checks import Property, PropertyFailure, TargetError
+from xattn_ref.checks import PROPERTIES
+from xattn_ref.errors import PropertyFailure, TargetError
+from xattn_ref.kinds import KINDS
 
-__all__ = ["Result", "Status", "properties_for", "run_property", "run_target"]
+__all__ = ["KeyedDatabase", "Result", "Status", "Task", "run_property", "run_seed", "run_tasks"]
 
-Status = Literal["passed", "failed", "skipped", "error"]
+Status = Literal["passed", "failed", "error", "skipped", "not-applicable"]
 
 
 @dataclass
 class Result:
-    """The verdict of one property × dtype × device run."""
+    """The verdict of one property × dtype × device run on one target."""
 
+    target: str
     property: str
     dtype: str
     device: str
@@ -37,122 +59,229 @@ class Result:
     examples: int = 0
     applied: int = 0
     message: str = ""
-    case: Any = field(default=None, repr=False)  # AttentionCase or LayerCase
-    seed: int | None = None
+    case: str | None = None  # the minimal case in words
+    snippet: str | None = None  # Python that rebuilds it
+    root: str | None = None  # the property this failure follows from (a non-finite value)
+    shrunk: bool = True
+    elapsed: float = 0.0
 
     @builtins.property
-    def ok(self) -> bool:
-        return self.status in ("passed", "skipped")
+    def tested(self) -> bool:
+        """Whether anything was tested: passed, failed or error."""
+        return self.status in ("passed", "failed", "error")
+
+    @builtins.property
+    def id(self) -> str:
+        """``property[dtype-device]``, the id that xfail files and pytest use."""
+        return f"{self.property}[{self.dtype}-{self.device}]"
+
+
+def run_seed(base: int, *key: str) -> int:
+    """The seed of one run: a stable hash of the base seed and the run's key."""
+    digest = hashlib.sha256(":".join((str(base), *key)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class KeyedDatabase(ExampleDatabase):
+    """An example database whose keys are prefixed with one run's key (target, property, dtype,
+    device), so runs never replay each other's examples."""
+
+    def __init__(self, inner: ExampleDatabase, prefix: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.prefix = prefix.encode() + b"|"
+
+    def save(self, key: bytes, value: bytes) -> None:
+        self.inner.save(self.prefix + key, value)
+
+    def fetch(self, key: bytes) -> Iterable[bytes]:
+        return self.inner.fetch(self.prefix + key)
+
+    def delete(self, key: bytes, value: bytes) -> None:
+        self.inner.delete(self.prefix + key, value)
+
+    def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+        self.inner.move(self.prefix + src, self.prefix + dest, value)
+
+
+class _Stop(BaseException):
+    """Ends a run at the first target error, without shrinking (Hypothesis lets a
+    ``BaseException`` through at once)."""
+
+    def __init__(self, error: TargetError, case: Any) -> None:
+        super().__init__(str(error))
+        self.error, self.case = error, case
 
 
 def run_property(
-    prop: Property | Any,
-    target: Callable[..., Any],
+    target: Any,
+    prop: str,
     *,
     dtype: torch.dtype,
     device: str,
-    strategy: Callable[[torch.dtype, str], Any],
     settings: Settings,
-    seed: int | None = None,
-    key: str = "",
+    seed: int = 0,
+    database: ExampleDatabase | None = None,
+    shrink_errors: bool = False,
+    cases: Any = None,
 ) -> Result:
-    """Run ``prop.check(target, case)`` over cases from ``strategy(dtype, device)``.
+    """Run property ``prop`` on a :class:`xattn_ref.targets.Target` for one dtype and device.
 
-    Returns a :class:`Result`: ``skipped`` when the device or dtype is unavailable here (with
-    the reason), ``failed`` with the minimal falsifying case and its message, ``error`` when the
-    target cannot be tested, else ``passed``. ``key`` separates runs in Hypothesis's example
-    database (use the target's name).
+    ``seed`` is the base seed (the run draws from :func:`run_seed`); ``database`` keeps failing
+    examples and replays them (keyed per run). A target error ends the run at once, unshrunk,
+    unless ``shrink_errors``. ``cases``: a strategy to draw from instead of the kind's own.
     """
+    start = time.perf_counter()
     name = dtype_name(dtype)
+    result = Result(target.name, prop, name, device, "passed")
     reason = unavailable_reason(device, dtype)
+    prop_ = PROPERTIES[prop]
+    if reason is None and prop_.not_applicable(dtype, device) is not None:
+        result.status, result.message = "not-applicable", str(prop_.not_applicable(dtype, device))
+        return result
     if reason is not None:
-        return Result(prop.name, name, device, "skipped", message=reason, seed=seed)
+        result.status, result.message = "skipped", reason
+        return result
 
+    call = target.call
     counts = {"examples": 0, "applied": 0}
-    last: list[BaseException] = []
+    last: list[Any] = [None]
 
-    def check(case: AttentionCase) -> None:
+    def check(case: Any) -> None:
         counts["examples"] += 1
+        last[0] = case
         try:
-            applied = prop.check(target, case)
-        except (PropertyFailure, TargetError) as exc:
-            last[:] = [exc]
+            applied = prop_.check(call, case)
+        except PropertyFailure:
+            counts["applied"] += 1
+            raise
+        except TargetError as exc:
+            if not shrink_errors:
+                raise _Stop(exc, case) from exc
             raise
         counts["applied"] += bool(applied)
 
-    check._hypothesis_internal_add_digest = f"{key}:{prop.name}:{name}:{device}".encode()  # type: ignore[attr-defined]
-    test: Callable[[], None] = settings(given(strategy(dtype, device))(check))  # type: ignore[no-untyped-call]
-    if seed is not None:
-        test = hypothesis_seed(seed)(test)
-    result = Result(prop.name, name, device, "passed", seed=seed)
+    key = (target.name, prop, name, device)
+    strategy = KINDS[target.kind].cases(target.options, dtype, device) if cases is None else cases
+    test: Callable[[], None] = given(strategy)(check)  # type: ignore[no-untyped-call]
+    test = hypothesis_seed(run_seed(seed, *key))(test)
+    db = None if database is None else KeyedDatabase(database, "|".join(key))
+    test = Settings(settings, database=db, verbosity=Verbosity.quiet)(test)  # after seed: keeps the db
     try:
         test()
     except PropertyFailure as exc:
-        result.status, result.message, result.case = "failed", exc.detail, exc.case
+        result.status, result.message, result.root = "failed", exc.detail, exc.root
+        _record_case(result, exc.case)
+    except _Stop as stop:
+        result.status, result.message, result.shrunk = "error", str(stop.error), False
+        _record_case(result, stop.case)
     except TargetError as exc:
-        failing = last[0] if last else exc
-        result.status, result.message = "error", str(failing)
+        result.status, result.message = "error", str(exc)
+        _record_case(result, last[0])
     except (FlakyFailure, FlakyReplay) as exc:
         result.status = "failed"
-        result.message = "the target gave different verdicts on the same input (non-deterministic): " + (
-            str(last[0]).splitlines()[0] if last else str(exc).splitlines()[0]
+        result.message = (
+            "the target gave different verdicts on the same input (non-deterministic): "
+            + (str(exc).splitlines()[0])
         )
-        if last and isinstance(last[0], PropertyFailure):
-            result.case = last[0].case
+        _record_case(result, last[0])
     except HypothesisException as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}".splitlines()[0]
     result.examples, result.applied = counts["examples"], counts["applied"]
+    if result.status == "passed" and result.applied == 0:
+        result.status = "not-applicable"
+        result.message = f"none of the {result.examples} drawn examples exercised it"
+    result.elapsed = time.perf_counter() - start
     return result
 
 
-def properties_for(kind: str) -> dict[str, Any]:
-    """The properties that apply to a target kind: ``kernel`` or ``layer``."""
-    if kind == "layer":
-        from xattn_ref.layers import LAYER_PROPERTIES
-
-        return dict(LAYER_PROPERTIES)
-    from xattn_ref.checks import KERNEL_PROPERTIES
-
-    return dict(KERNEL_PROPERTIES)
+def _record_case(result: Result, case: Any) -> None:
+    if case is not None:
+        result.case, result.snippet = case.describe(), case.snippet()
 
 
-def run_target(
-    target: Any,
-    prop_name: str,
-    *,
-    dtype: torch.dtype,
-    device: str,
-    settings: Settings,
-    seed: int | None = None,
-) -> Result:
-    """Run property ``prop_name`` on a :class:`xattn_ref.targets.Target` of either kind (a layer
-    target holds a :class:`xattn_ref.layers.LayerTarget`, which knows its dims)."""
-    prop = properties_for(target.kind)[prop_name]
-    if target.kind == "layer":
-        from xattn_ref.layers import LayerTarget, layer_cases
+@dataclass(frozen=True)
+class Task:
+    """One run of a plan: a target (by index), a property, a dtype and a device."""
 
-        if not isinstance(target.fn, LayerTarget):
-            raise ValueError(
-                "a layer Target must hold a LayerTarget: build it with xattn_ref.targets.as_layer"
-            )
-        e, e_ctx = target.fn.dim, target.fn.context_dim
+    target: int
+    property: str
+    dtype: torch.dtype
+    device: str
 
-        def strategy(dt: torch.dtype, dev: str) -> Any:
-            return layer_cases(dim=e, context_dim=e_ctx, dtypes=(dt,), devices=(dev,))
 
-    else:
-        from xattn_ref.strategies import attention_cases
+# The plan of a parallel run, inherited by forked workers (targets need not be picklable).
+_SHARED: dict[str, Any] = {}
 
-        def strategy(dt: torch.dtype, dev: str) -> Any:
-            return attention_cases(dtypes=[dt], devices=[dev])
 
-    return run_property(
-        prop,
-        target.fn,
-        dtype=dtype,
-        device=device,
-        strategy=strategy,
-        settings=settings,
-        seed=seed,
-        key=target.name,
+def _work(index: int) -> tuple[int, Result]:
+    targets, tasks, options = _SHARED["targets"], _SHARED["tasks"], _SHARED["options"]
+    task = tasks[index]
+    return index, run_property(
+        targets[task.target], task.property, dtype=task.dtype, device=task.device, **options
     )
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _can_fork() -> bool:
+    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
+
+
+def run_tasks(
+    targets: list[Any],
+    tasks: list[Task],
+    *,
+    settings: Settings,
+    seed: int,
+    database: ExampleDatabase | None = None,
+    jobs: int = 1,
+    threads: int = 1,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Run every task; results in task order. ``jobs > 1`` runs them in forked processes (on a
+    CPU-only run; with an initialised accelerator they run serially). The first target error of
+    each target is then run again with shrinking, so it is reported with its minimal case."""
+    options: dict[str, Any] = {"settings": settings, "seed": seed, "database": database}
+    results: list[Result | None] = [None] * len(tasks)
+    for index, result in _execute(targets, tasks, options, jobs, threads):
+        results[index] = result
+        if on_result is not None:
+            on_result(result)
+    done = [r for r in results if r is not None]
+    for t, target in enumerate(targets):  # one shrink per target, for its first error
+        first = next(
+            (i for i, (task, r) in enumerate(zip(tasks, done)) if task.target == t and r.status == "error"),
+            None,
+        )
+        if first is not None and not done[first].shrunk:
+            task = tasks[first]
+            done[first] = run_property(
+                target, task.property, dtype=task.dtype, device=task.device, shrink_errors=True, **options
+            )
+    return done
+
+
+def _execute(
+    targets: list[Any], tasks: list[Task], options: dict[str, Any], jobs: int, threads: int
+) -> Iterator[tuple[int, Result]]:
+    if jobs <= 1 or len(tasks) <= 1 or not _can_fork():
+        for i, task in enumerate(tasks):
+            yield (
+                i,
+                run_property(
+                    targets[task.target], task.property, dtype=task.dtype, device=task.device, **options
+                ),
+            )
+        return
+    _SHARED.update(targets=targets, tasks=tasks, options=options)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(min(jobs, len(tasks)), initializer=_init_worker, initargs=(threads,)) as pool:
+            yield from pool.imap_unordered(_work, range(len(tasks)))
+    finally:
+        _SHARED.clear()

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for attention inputs and masks.
+"""Hypothesis strategies for attention inputs and masks: kernel cases, layer cases, masks.
 
 Mask convention everywhere here: a bool mask, **True = may attend** (as in
 ``torch.nn.functional.scaled_dot_product_attention``).
@@ -26,25 +26,27 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from xattn_ref._args import check_choices as _check_choices
+from xattn_ref._args import check_int as _check_int
+from xattn_ref._args import check_range as _check_range
+from xattn_ref._args import lazy as _lazy
 from xattn_ref._devices import ALL_DTYPES
-from xattn_ref._spec import (
+from xattn_ref.cases import (
     MASK_LAYOUTS,
     MASK_PATTERNS,
     AttentionCase,
     CaseSpec,
+    LayerCase,
+    LayerCaseSpec,
     MaskSpec,
     SlicePattern,
 )
-from xattn_ref._strategy_args import _check_choices, _check_int, _check_range, _lazy
 
 __all__ = [
-    "MASK_LAYOUTS",
-    "MASK_PATTERNS",
-    "AttentionCase",
-    "CaseSpec",
-    "MaskSpec",
-    "SlicePattern",
+    "DEFAULT_LOGIT_STDS",
+    "DEFAULT_VALUE_STDS",
     "attention_cases",
+    "layer_cases",
     "mask_specs",
     "masks",
 ]
@@ -56,45 +58,53 @@ DEFAULT_LOGIT_STDS: tuple[float, ...] = (1.0, 0.01, 10.0, 100.0)
 DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
 
 
-def _slice_patterns(patterns: tuple[str, ...], q_len: int, kv_len: int) -> st.SearchStrategy[SlicePattern]:
-    @st.composite
-    def draw_slice(draw: st.DrawFn) -> SlicePattern:
-        name = draw(st.sampled_from(patterns))
-        if name in ("all_false", "all_true", "causal"):
-            return SlicePattern(name)
-        if name == "one_key":
-            return SlicePattern(name, arg=draw(st.integers(0, kv_len - 1)))
-        if name in ("right_padding", "left_padding"):
-            return SlicePattern(name, arg=draw(st.integers(0, kv_len)))
-        return SlicePattern(
-            name,
-            arg=draw(st.integers(1, 7)),
-            seed=draw(st.integers(0, 2**16)),
-            empty_rows=draw(st.integers(0, q_len)),
-        )
-
-    return draw_slice()
+# Plain functions that draw (no strategy is built per draw: building ``st.composite`` inside a
+# draw makes Hypothesis re-read the source each time, which once cost two thirds of a run).
 
 
+def _draw_slice(draw: st.DrawFn, patterns: tuple[str, ...], q_len: int, kv_len: int) -> SlicePattern:
+    name = draw(st.sampled_from(patterns))
+    if name in ("all_false", "all_true", "causal"):
+        return SlicePattern(name)
+    if name == "one_key":
+        return SlicePattern(name, arg=draw(st.integers(0, kv_len - 1)))
+    if name in ("right_padding", "left_padding"):
+        return SlicePattern(name, arg=draw(st.integers(0, kv_len)))
+    return SlicePattern(
+        name,
+        arg=draw(st.integers(1, 7)),
+        seed=draw(st.integers(0, 2**16)),
+        empty_rows=draw(st.integers(0, q_len)),
+    )
+
+
+def _draw_mask(
+    draw: st.DrawFn,
+    layout: str,
+    batch_size: int,
+    num_heads: int,
+    q_len: int,
+    kv_len: int,
+    patterns: tuple[str, ...],
+) -> MaskSpec:
+    per_batch = {"key_padding": batch_size, "query_key": batch_size, "shared": 1}
+    count = per_batch.get(layout, batch_size * num_heads)
+    rows = 1 if layout == "key_padding" else q_len
+    return MaskSpec(layout, tuple(_draw_slice(draw, patterns, rows, kv_len) for _ in range(count)))
+
+
+@st.composite
 def _mask_specs(
+    draw: st.DrawFn,
     batch_size: int,
     num_heads: int,
     q_len: int,
     kv_len: int,
     layouts: tuple[str, ...],
     patterns: tuple[str, ...],
-) -> st.SearchStrategy[MaskSpec]:
-    @st.composite
-    def draw_mask(draw: st.DrawFn) -> MaskSpec:
-        layout = draw(st.sampled_from(layouts))
-        count = {"key_padding": batch_size, "query_key": batch_size, "shared": 1}.get(
-            layout, batch_size * num_heads
-        )
-        rows = 1 if layout == "key_padding" else q_len
-        slices = draw(st.lists(_slice_patterns(patterns, rows, kv_len), min_size=count, max_size=count))
-        return MaskSpec(layout, tuple(slices))
-
-    return draw_mask()
+) -> MaskSpec:
+    layout = draw(st.sampled_from(layouts))
+    return _draw_mask(draw, layout, batch_size, num_heads, q_len, kv_len, patterns)
 
 
 def mask_specs(
@@ -209,13 +219,7 @@ def attention_cases(
 
     def build() -> st.SearchStrategy[AttentionCase]:
         dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
-        if isinstance(devices, str) or not isinstance(devices, Sequence) or not devices:
-            raise InvalidArgument(f"devices must be a non-empty sequence of str, but was {devices!r}")
-        for dev in devices:
-            try:
-                torch.device(dev)
-            except (RuntimeError, TypeError):
-                raise InvalidArgument(f"devices contains {dev!r}, which is not a torch device") from None
+        devs = _check_devices(devices)
         b_max = _check_int("max_batch_size", max_batch_size, 1)
         h_max = _check_int("max_num_heads", max_num_heads, 1)
         lq_min = _check_int("min_q_len", min_q_len, 1)
@@ -231,50 +235,163 @@ def attention_cases(
         patterns = _check_choices("mask_patterns", mask_patterns, MASK_PATTERNS)
         if not isinstance(allow_no_mask, bool):
             raise InvalidArgument(f"allow_no_mask must be a bool, but was {allow_no_mask!r}")
-        for name, stds in (("logit_stds", logit_stds), ("value_stds", value_stds)):
-            if isinstance(stds, (str, bytes)) or not isinstance(stds, Sequence) or not stds:
-                raise InvalidArgument(f"{name} must be a non-empty sequence of numbers, but was {stds!r}")
-            for s in stds:
-                if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 < s < float("inf"):
-                    raise InvalidArgument(f"{name} must hold positive finite numbers, but held {s!r}")
+        l_stds = _check_stds("logit_stds", logit_stds)
+        v_stds = _check_stds("value_stds", value_stds)
         # Half the examples stay short; the rest reach long, size-dispatched contexts.
         split = min(max(lk_min, 8), lk_max)
-        kv_lens = st.one_of(st.integers(lk_min, split), st.integers(split, lk_max))
-
-        @st.composite
-        def draw_case(draw: st.DrawFn) -> AttentionCase:
-            b = draw(st.integers(1, b_max))
-            h = draw(st.integers(1, h_max))
-            lq = draw(st.integers(lq_min, lq_max))
-            lk = draw(kv_lens)
-            d = draw(st.sampled_from(dims))
-            dv = draw(st.sampled_from(dims))
-            dtype = draw(st.sampled_from(dts))
-            device = draw(st.sampled_from(tuple(devices)))
-            no_mask = allow_no_mask and draw(st.integers(0, 7)) == 7
-            mask = None if no_mask else draw(_mask_specs(b, h, lq, lk, layouts, patterns))
-            spec = CaseSpec(
-                batch_size=b,
-                num_heads=h,
-                q_len=lq,
-                kv_len=lk,
-                head_dim=d,
-                value_dim=dv,
-                dtype=dtype,
-                device=device,
-                seed=draw(st.integers(0, 2**32 - 1)),
-                logit_std=tuple(
-                    float(x)
-                    for x in draw(st.lists(st.sampled_from(tuple(logit_stds)), min_size=b, max_size=b))
-                ),
-                value_std=tuple(
-                    float(x)
-                    for x in draw(st.lists(st.sampled_from(tuple(value_stds)), min_size=b, max_size=b))
-                ),
-                mask=mask,
-            )
-            return spec.build()
-
-        return draw_case()
+        return _attention_cases(
+            dts, devs, b_max, h_max, (lq_min, lq_max), (lk_min, split, lk_max), dims, layouts, patterns,
+            allow_no_mask, l_stds, v_stds,
+        )  # fmt: skip
 
     return _lazy(build)
+
+
+@st.composite
+def _attention_cases(
+    draw: st.DrawFn,
+    dtypes: tuple[torch.dtype, ...],
+    devices: tuple[str, ...],
+    b_max: int,
+    h_max: int,
+    q_lens: tuple[int, int],
+    kv_lens: tuple[int, int, int],
+    dims: tuple[int, ...],
+    layouts: tuple[str, ...],
+    patterns: tuple[str, ...],
+    allow_no_mask: bool,
+    logit_stds: tuple[float, ...],
+    value_stds: tuple[float, ...],
+) -> AttentionCase:
+    b = draw(st.integers(1, b_max))
+    h = draw(st.integers(1, h_max))
+    lq = draw(st.integers(*q_lens))
+    low, split, high = kv_lens
+    lk = draw(st.one_of(st.integers(low, split), st.integers(split, high)))
+    d = draw(st.sampled_from(dims))
+    dv = draw(st.sampled_from(dims))
+    dtype = draw(st.sampled_from(dtypes))
+    device = draw(st.sampled_from(devices))
+    no_mask = allow_no_mask and draw(st.integers(0, 7)) == 7
+    mask = None if no_mask else _draw_mask(draw, draw(st.sampled_from(layouts)), b, h, lq, lk, patterns)
+    spec = CaseSpec(
+        batch_size=b,
+        num_heads=h,
+        q_len=lq,
+        kv_len=lk,
+        head_dim=d,
+        value_dim=dv,
+        dtype=dtype,
+        device=device,
+        seed=draw(st.integers(0, 2**32 - 1)),
+        logit_std=tuple(draw(st.sampled_from(logit_stds)) for _ in range(b)),
+        value_std=tuple(draw(st.sampled_from(value_stds)) for _ in range(b)),
+        mask=mask,
+    )
+    return spec.build()
+
+
+
+def _check_devices(devices: object) -> tuple[str, ...]:
+    if isinstance(devices, str) or not isinstance(devices, Sequence) or not devices:
+        raise InvalidArgument(f"devices must be a non-empty sequence of str, but was {devices!r}")
+    for dev in devices:
+        try:
+            torch.device(dev)
+        except (RuntimeError, TypeError):
+            raise InvalidArgument(f"devices contains {dev!r}, which is not a torch device") from None
+    return tuple(devices)
+
+
+def _check_stds(name: str, stds: object) -> tuple[float, ...]:
+    if isinstance(stds, (str, bytes)) or not isinstance(stds, Sequence) or not stds:
+        raise InvalidArgument(f"{name} must be a non-empty sequence of numbers, but was {stds!r}")
+    for s in stds:
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 < s < float("inf"):
+            raise InvalidArgument(f"{name} must hold positive finite numbers, but held {s!r}")
+    return tuple(float(s) for s in stds)
+
+
+#: Key-padding patterns for layer contexts (``causal`` needs query rows, which a context lacks).
+LAYER_PATTERNS: tuple[str, ...] = tuple(p for p in MASK_PATTERNS if p != "causal")
+
+
+def layer_cases(
+    *,
+    dim: int,
+    context_dim: int | None = None,
+    dtypes: Sequence[torch.dtype] = ALL_DTYPES,
+    devices: Sequence[str] = ("cpu",),
+    max_batch_size: int = 3,
+    max_q_len: int = 5,
+    max_kv_len: int = 64,
+    stds: Sequence[float] = (1.0, 0.1, 10.0),
+) -> st.SearchStrategy[LayerCase]:
+    """Inputs for a layer ``fn(x, context, context_mask)``, as :class:`~xattn_ref.cases.LayerCase`.
+
+    - ``dim``: E, the last dim of x (required).
+    - ``context_dim``: E_ctx, the last dim of context (default E).
+    - ``dtypes``, ``devices``: drawn from (default every dtype, the CPU).
+    - ``max_batch_size``, ``max_q_len``, ``max_kv_len``: B, Lq, Lk are drawn from 1 to these.
+    - ``stds``: standard deviations of x and context, drawn per batch element.
+
+    Example::
+
+        @given(layer_cases(dim=16, dtypes=[torch.float32]))
+        def test_my_layer(case):
+            y = my_layer(case.x, case.context, case.context_mask)  # context_mask: True = real token
+            assert y.isfinite().all(), case.snippet()
+
+    ``context_mask`` is ``(B, Lk)`` bool, **True = a real token**, drawn per batch element from
+    the key-padding patterns; a context that is entirely padding is the simplest, so it is
+    common and shrinking goes to it.
+    """
+
+    def build() -> st.SearchStrategy[LayerCase]:
+        e = _check_int("dim", dim, 1)
+        ec = e if context_dim is None else _check_int("context_dim", context_dim, 1)
+        dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
+        devs = _check_devices(devices)
+        b_max = _check_int("max_batch_size", max_batch_size, 1)
+        lq_max = _check_int("max_q_len", max_q_len, 1)
+        lk_max = _check_int("max_kv_len", max_kv_len, 1)
+        sizes = _check_stds("stds", stds)
+        return _layer_cases(e, ec, dts, devs, b_max, lq_max, (min(8, lk_max), lk_max), sizes)
+
+    return _lazy(build)
+
+
+@st.composite
+def _layer_cases(
+    d: st.DrawFn,
+    dim: int,
+    context_dim: int,
+    dtypes: tuple[torch.dtype, ...],
+    devices: tuple[str, ...],
+    b_max: int,
+    lq_max: int,
+    kv_lens: tuple[int, int],
+    stds: tuple[float, ...],
+) -> LayerCase:
+    b = d(st.integers(1, b_max))
+    split, high = kv_lens
+    lk = d(st.one_of(st.integers(1, split), st.integers(split, high)))
+    spec = LayerCaseSpec(
+        batch_size=b,
+        q_len=d(st.integers(1, lq_max)),
+        kv_len=lk,
+        dim=dim,
+        context_dim=context_dim,
+        dtype=d(st.sampled_from(dtypes)),
+        device=d(st.sampled_from(devices)),
+        seed=d(st.integers(0, 2**32 - 1)),
+        x_std=tuple(d(st.sampled_from(stds)) for _ in range(b)),
+        context_std=tuple(d(st.sampled_from(stds)) for _ in range(b)),
+        mask=_draw_mask(d, "key_padding", b, 1, 1, lk, LAYER_PATTERNS),
+    )
+    return spec.build()
+
+
+# ``st.from_type(AttentionCase)`` and ``st.from_type(MaskSpec)`` draw the defaults.
+st.register_type_strategy(AttentionCase, attention_cases())
+st.register_type_strategy(MaskSpec, mask_specs())

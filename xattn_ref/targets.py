@@ -1,50 +1,47 @@
 """Targets: the attention under test, loaded from ``package.module:name`` or ``file.py:name``.
 
-Kernel kind: ``fn(q, k, v, mask) -> out`` in SDPA's layout, mask bool, **True = may attend**.
+A spec is looked up as ``python -m`` does (the current folder is on the path), and a file
+target can import the modules beside it. ``name()`` calls a factory: once, or once per dtype
+and device when it takes ``dtype`` and ``device`` keyword arguments (so a factory can build a
+module, and wrap it in a lambda, in each dtype). An ``nn.Module`` is copied to each dtype and
+device and put in eval mode. The kinds (``kernel``, ``layer``) are declared in
+:mod:`xattn_ref.kinds`.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import importlib.util
+import inspect
+import os
+import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from xattn_ref import reference
+from xattn_ref.errors import TargetLoadError, UsageError
+from xattn_ref.kinds import KINDS
 
 __all__ = [
-    "BUILTIN_KERNELS",
+    "BUILTINS",
+    "Builtin",
     "Target",
-    "TargetLoadError",
-    "as_layer",
-    "builtin_layers",
+    "as_target",
     "load_target",
+    "mha_layer_need_weights_false",
     "reference_kernel",
+    "resolve_options",
     "safe_sdpa_kernel",
     "sdpa_kernel",
 ]
-
-Kind = Literal["kernel", "layer"]
-
-
-class TargetLoadError(Exception):
-    """The target spec cannot be turned into a callable; the message says why, in one line."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """An attention under test: its name (as given), the callable, and its kind."""
-
-    name: str
-    fn: Callable[..., Any]
-    kind: Kind = "kernel"
-    dims: tuple[int, int] | None = None  # (E, E_ctx) of a layer target
 
 
 def reference_kernel(
@@ -68,34 +65,106 @@ def safe_sdpa_kernel(
     return safe_sdpa(q, k, v, attn_mask=mask)
 
 
-#: name -> kernel: the correct kernels the property suite runs when no target is given.
-BUILTIN_KERNELS: dict[str, Callable[..., torch.Tensor]] = {
-    "reference": reference_kernel,
-    "sdpa": sdpa_kernel,
-    "safe_sdpa": safe_sdpa_kernel,
-}
+def mha_layer_need_weights_false() -> torch.nn.Module:
+    """``nn.MultiheadAttention(16, 2)`` called with ``need_weights=False`` (SDPA's guarded path)."""
+    from xattn_ref.adapters import multihead_attention_layer
+
+    return multihead_attention_layer(16, 2, need_weights=False)
 
 
-def as_layer(name: str, fn: Callable[..., Any], dims: tuple[int, int]) -> Target:
-    """A layer target: ``fn(x, context, context_mask)`` wrapped once in a
-    :class:`xattn_ref.layers.LayerTarget` (one module copy per dtype and device, kept)."""
-    from xattn_ref.layers import LayerTarget
+@dataclass(frozen=True, eq=False)
+class Target:
+    """An attention under test.
 
-    return Target(name, LayerTarget(fn, *dims), "layer", dims)
+    - ``name``: the spec as given (``xattn-check NAME`` runs it again);
+    - ``kind``: a key of :data:`xattn_ref.kinds.KINDS`;
+    - ``options``: the kind's options (a layer's ``dim`` and ``context_dim``);
+    - ``obj``: the callable, or the factory when ``factory`` is True.
+    """
+
+    name: str
+    kind: str
+    obj: Any
+    options: dict[str, Any] = field(default_factory=dict)
+    factory: bool = False
+
+    @functools.cached_property
+    def _per_dtype_factory(self) -> bool:
+        if not self.factory:
+            return False
+        try:
+            params = inspect.signature(self.obj).parameters
+        except (TypeError, ValueError):
+            return False
+        return "dtype" in params and "device" in params
+
+    @functools.cached_property
+    def _made(self) -> Any:
+        return self.obj() if self.factory and not self._per_dtype_factory else self.obj
+
+    @functools.cache  # noqa: B019 (one per target, kept for the run)
+    def fn_for(self, dtype: torch.dtype, device: str) -> Callable[..., Any]:
+        """The callable for one dtype and device."""
+        if self._per_dtype_factory:
+            return self.obj(dtype=dtype, device=device)  # type: ignore[no-any-return]
+        made = self._made
+        if isinstance(made, torch.nn.Module):
+            return copy.deepcopy(made).to(device=device, dtype=dtype).eval()
+        return made  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def call(self) -> Any:
+        """The target bound to its kind (:class:`xattn_ref.kinds.KernelCall` or ``LayerCall``)."""
+        return KINDS[self.kind].make_call(self.fn_for, self.options, True)
+
+    def cli_args(self) -> tuple[str, ...]:
+        """The ``xattn-check`` arguments that name this target, its kind and its options."""
+        args = [self.name]
+        if self.kind != "kernel":
+            args += ["--kind", self.kind]
+        for option in KINDS[self.kind].options:
+            args += [option.flag, str(self.options[option.name])]
+        return tuple(args)
+
+    def command(self) -> str:
+        return shlex.join(("xattn-check", *self.cli_args()))
 
 
-def builtin_layers() -> list[Target]:
-    """The correct layers the property suite runs when no target is given (E = 16)."""
-    from xattn_ref.adapters import cross_attention_layer, multihead_attention_layer
+def as_target(
+    fn: Callable[..., Any], *, kind: str = "kernel", name: str | None = None, **options: Any
+) -> Target:
+    """A target of a callable you hold (``options``: the kind's, e.g. ``dim=16`` for a layer), to
+    run properties in-process: ``run_property(as_target(my_kernel), "finite_output", ...)``."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    try:
+        resolved = resolve_options(kind, options, prefix="")
+    except UsageError as exc:
+        raise TypeError(str(exc)) from None
+    return Target(name or str(getattr(fn, "__name__", type(fn).__name__)), kind, fn, resolved)
 
-    return [
-        as_layer("cross_attention(safe_sdpa)", cross_attention_layer(dim=16), (16, 16)),
-        as_layer(
-            "nn.MultiheadAttention(need_weights=False)",
-            multihead_attention_layer(16, 2, need_weights=False),
-            (16, 16),
-        ),
-    ]
+
+def resolve_options(kind: str, given: dict[str, Any], prefix: str = "--") -> dict[str, Any]:
+    """The kind's options from ``given`` (name -> value or None): ints, at least 1, defaults
+    filled in. Raises :class:`UsageError` naming the flag (``prefix`` + name)."""
+    options: dict[str, Any] = {}
+    for option in KINDS[kind].options:
+        flag = prefix + option.name.replace("_", "-")
+        value = given.get(option.name)
+        if value is None and option.default_from is not None:
+            value = options[option.default_from]
+        if value is None:
+            if option.required:
+                raise UsageError(f"{flag} is required for a {kind} target ({option.help})")
+            continue
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{flag} must be an integer, got {value!r}") from None
+        if number < 1:
+            raise UsageError(f"{flag} must be at least 1, got {number}")
+        options[option.name] = number
+    return options
 
 
 def _import(module: str) -> Any:
@@ -103,7 +172,12 @@ def _import(module: str) -> Any:
         path = Path(module)
         if not path.is_file():
             raise TargetLoadError(f"target file {module!r} does not exist")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:  # the file may import the modules beside it
+            sys.path.insert(0, folder)
         name = f"_xattn_target_{path.stem}"
+        if name in sys.modules:
+            return sys.modules[name]
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise TargetLoadError(f"target file {module!r} cannot be imported as Python")
@@ -112,8 +186,11 @@ def _import(module: str) -> Any:
         try:
             spec.loader.exec_module(mod)
         except Exception as exc:
+            del sys.modules[name]
             raise TargetLoadError(f"importing {module!r} raised {type(exc).__name__}: {exc}") from exc
         return mod
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` does
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -122,40 +199,60 @@ def _import(module: str) -> Any:
         raise TargetLoadError(f"importing {module!r} raised {type(exc).__name__}: {exc}") from exc
 
 
-def load_target(spec: str, kind: Kind = "kernel", dims: tuple[int, int] | None = None) -> Target:
-    """``'package.module:name'`` or ``'path/to/file.py:name'``; ``name()`` calls a zero-argument
-    factory once (for example to build an ``nn.Module``). A layer needs ``dims`` (E, E_ctx).
-    Raises :class:`TargetLoadError`."""
+def load_target(spec: str, kind: str = "kernel", options: dict[str, Any] | None = None) -> Target:
+    """``'package.module:name'`` or ``'path/to/file.py:name'``; ``name()`` is a factory. ``options``
+    are the kind's (see :func:`resolve_options`). Raises :class:`TargetLoadError`."""
+    shape = "must look like 'package.module:name' or 'path/to/file.py:name'"
     if not isinstance(spec, str) or ":" not in spec:
-        raise TargetLoadError(
-            f"target {spec!r} must look like 'package.module:name' or 'path/to/file.py:name'"
-        )
+        raise TargetLoadError(f"target {spec!r} {shape}")
+    if kind not in KINDS:
+        raise TargetLoadError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     module, _, attr = spec.rpartition(":")
     factory = attr.endswith("()")
     attr = attr.removesuffix("()")
     if not module or not attr:
-        raise TargetLoadError(
-            f"target {spec!r} must look like 'package.module:name' or 'path/to/file.py:name'"
-        )
+        raise TargetLoadError(f"target {spec!r} {shape}")
     obj: Any = _import(module)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise TargetLoadError(f"{module!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    if factory:
-        if not callable(obj):
-            raise TargetLoadError(f"{spec!r}: {attr!r} is {type(obj).__name__}, not a callable factory")
+    if not callable(obj):
+        what = "a callable factory" if factory else f"callable; expected {KINDS[kind].signature}"
+        raise TargetLoadError(f"{spec!r} is {type(obj).__name__}, not {what}")
+    target = Target(spec, kind, obj, dict(options or {}), factory)
+    if factory and not target._per_dtype_factory:
         try:
-            obj = obj()
+            made = target._made
         except Exception as exc:
             raise TargetLoadError(f"{spec!r}: the factory raised {type(exc).__name__}: {exc}") from exc
-    if not callable(obj):
-        raise TargetLoadError(
-            f"{spec!r} is {type(obj).__name__}, not callable; expected a function "
-            + ("fn(q, k, v, mask)" if kind == "kernel" else "fn(x, context, context_mask)")
-        )
-    if kind == "layer":
-        if dims is None:
-            raise TargetLoadError(f"{spec!r}: a layer target needs its dims (E, E_ctx)")
-        return as_layer(spec, obj, dims)
-    return Target(spec, obj, kind)
+        if not callable(made):
+            raise TargetLoadError(f"{spec!r}: the factory returned {type(made).__name__}, not a callable")
+    return target
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in target of the main job and the default suite, with the verdict it should get."""
+
+    spec: str
+    kind: str = "kernel"
+    options: tuple[tuple[str, int], ...] = ()
+    should_pass: bool = True
+
+    def load(self) -> Target:
+        return load_target(self.spec, self.kind, dict(self.options))
+
+
+_LAYER16 = (("dim", 16), ("context_dim", 16))
+
+#: The built-in targets: correct ones, and known failures that show what a finding looks like.
+BUILTINS: tuple[Builtin, ...] = (
+    Builtin("xattn_ref.targets:reference_kernel"),
+    Builtin("xattn_ref.targets:sdpa_kernel"),
+    Builtin("xattn_ref.targets:safe_sdpa_kernel"),
+    Builtin("xattn_ref.known_bad:neg_inf_softmax", should_pass=False),
+    Builtin("xattn_ref.adapters:cross_attention_layer()", "layer", _LAYER16),
+    Builtin("xattn_ref.targets:mha_layer_need_weights_false()", "layer", _LAYER16),
+    Builtin("xattn_ref.adapters:multihead_attention_layer()", "layer", _LAYER16, should_pass=False),
+)

@@ -30,15 +30,49 @@ Two results in T that should both equal the same truth (the output before and af
 the padding, say) may differ by the sum of their budgets: ``factor=2``. In float64 the plain
 implementation *is* the reference, so only the floor remains.
 Nothing here is tuned per test; the factor 2 and the one-rounding floor are the whole model.
+
+Layers (``fn(x, context, context_mask)``) have no reference: the layer's own float64 result on
+the same (exactly upcast) inputs and parameters is the truth. A layer is a chain of sums no
+longer than ``n = E + E_ctx + Lk`` terms (projections, then attention), and a sum of ``n``
+terms rounded in T is off by at most about ``n * eps(T)`` times its magnitude, so per batch
+element ``allowed[b] = n * eps(T) * max|y_float64[b]|`` (``plain_error`` is 0). Deliberately
+loose: it catches NaN, padding that leaks into the output and outputs that depend on a fully
+padded context, not ulps.
+
+:class:`Budget` holds all of it for one case; :meth:`Budget.compare` is the one comparison
+that every property of every kind of target goes through.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["Comparison", "allowed_error", "compare", "magnitudes", "per_batch_max_error"]
+__all__ = [
+    "Budget",
+    "Comparison",
+    "allowed_error",
+    "compare",
+    "format_pair",
+    "kernel_budget",
+    "layer_budget",
+    "magnitudes",
+    "per_batch_max_error",
+]
+
+
+def format_pair(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with enough significant digits to see that they differ (3 to 17)."""
+    if math.isfinite(a) and math.isfinite(b) and a != b:
+        scale = max(abs(a), abs(b))
+        digits = min(17, max(3, math.ceil(math.log10(scale / abs(a - b))) + 2))
+    else:
+        digits = 3 if a != b else 17
+    return f"{a:.{digits}g}", f"{b:.{digits}g}"
 
 
 def per_batch_max_error(actual: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -103,20 +137,21 @@ class Comparison:
     def ok(self) -> bool:
         return bool((self.error <= self.allowed).all())
 
-    def explain(self, expected_name: str = "the float64 reference") -> str:
-        """Where the worst violation is, with the values."""
+    def explain(self, expected_name: str = "the float64 reference", *, offset: int = 0) -> str:
+        """Where the worst violation is, with the values (``offset``: the batch index of the first
+        element compared)."""
         excess = self.error - self.allowed
         b = int(excess.argmax())
         a = self.actual[b].detach().to(device="cpu", dtype=torch.float64)
         t = self.expected[b].detach().to(device="cpu", dtype=torch.float64)
         diff = (a - t).abs().nan_to_num(nan=float("inf"))
         flat = int(diff.reshape(-1).argmax())
-        index = (b, *(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)))
+        index = (b + offset, *(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)))
         where = f"{self.what}[{', '.join(str(i) for i in index)}]"
+        got, want = format_pair(a.reshape(-1)[flat].item(), t.reshape(-1)[flat].item())
         return (
-            f"{where} = {a.reshape(-1)[flat].item():.6g} but {expected_name} gives "
-            f"{t.reshape(-1)[flat].item():.6g}: error {self.error[b].item():.3g} > allowed "
-            f"{self.allowed[b].item():.3g} in batch element {b}"
+            f"{where} = {got} but {expected_name} gives {want}: error {self.error[b].item():.3g} "
+            f"> allowed {self.allowed[b].item():.3g} in batch element {b + offset}"
         )
 
 
@@ -144,3 +179,94 @@ def compare(
         actual=actual,
         expected=expected,
     )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The tolerance model for one case: per quantity (``out`` or ``y``, and gradients), the
+    float64 truth, the plain same-dtype error and the magnitude, all per batch element."""
+
+    truth: dict[str, torch.Tensor]
+    plain_error: dict[str, torch.Tensor]
+    magnitude: dict[str, torch.Tensor]
+    dtype: torch.dtype
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.truth)
+
+    def allowed(self, name: str, *, batch: slice = slice(None), factor: float = 1.0) -> torch.Tensor:
+        """``factor * (2 * plain_error + eps * magnitude)`` per batch element."""
+        floor = torch.finfo(self.dtype).eps * self.magnitude[name][batch] + torch.finfo(torch.float64).tiny
+        return factor * (2 * self.plain_error[name][batch] + floor)
+
+    def compare(
+        self,
+        name: str,
+        actual: torch.Tensor,
+        expected: torch.Tensor | None = None,
+        *,
+        batch: slice = slice(None),
+        factor: float = 1.0,
+    ) -> Comparison:
+        """``actual`` against ``expected`` (default: the truth) for the batch elements ``batch``."""
+        exp = self.truth[name][batch] if expected is None else expected
+        return Comparison(
+            what=name,
+            error=per_batch_max_error(actual, exp),
+            allowed=self.allowed(name, batch=batch, factor=factor),
+            actual=actual,
+            expected=exp,
+        )
+
+
+def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool) -> Budget:
+    """The budget of a kernel case (:class:`~xattn_ref.cases.AttentionCase`) for the cotangent
+    ``g``: truth from :func:`xattn_ref.reference.attention` on the exactly upcast inputs, the plain
+    result from the same guarded attention run in the case's dtype."""
+    from xattn_ref._kernel import guarded_attention
+    from xattn_ref.reference import default_scale
+
+    scale = default_scale(case.q.shape[-1])
+    names = ("out", "dq", "dk", "dv") if grads else ("out",)
+
+    def run(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        device = "cpu" if case.device.type == "mps" else case.device
+        q, k, v = (
+            t.detach().to(device=device, dtype=dtype).requires_grad_(grads) for t in case.inputs().values()
+        )
+        mask = None if case.mask is None else case.mask.to(device)
+        out = guarded_attention(q, k, v, mask, scale, dtype)
+        values = [out]
+        if grads:
+            values += torch.autograd.grad(out, (q, k, v), grad_outputs=g.to(device=device, dtype=dtype))
+        return {n: t.detach() for n, t in zip(names, values)}
+
+    truth, plain = run(torch.float64), run(case.dtype)
+    mags = magnitudes(case.q, case.k, case.v, g, scale)
+    return Budget(
+        truth=truth,
+        plain_error={n: _finite_or_zero(per_batch_max_error(plain[n], truth[n])) for n in names},
+        magnitude={n: mags[n] for n in names},
+        dtype=case.dtype,
+    )
+
+
+def layer_budget(call: Callable[[Any], torch.Tensor], case: Any, terms: int) -> Budget:
+    """The budget of a layer case: the layer's own float64 result is the truth, and
+    ``allowed[b] = terms * eps * max|truth[b]|`` (``terms = E + E_ctx + Lk``)."""
+    device = "cpu" if case.device.type == "mps" else str(case.device)
+    with torch.no_grad():
+        truth = call(case.to(dtype=torch.float64, device=device)).detach().double().cpu()
+    finite = truth.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # a NaN truth must not make it vacuous
+    return Budget(
+        truth={"y": truth},
+        plain_error={"y": torch.zeros(truth.shape[0], dtype=torch.float64)},
+        magnitude={"y": terms * _per_batch_max(finite)},
+        dtype=case.dtype,
+    )
+
+
+def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
+    # A non-finite plain result would make the budget infinite and the check vacuous.
+    return torch.where(t.isfinite(), t, 0.0)

@@ -25,3 +25,40 @@ def good_layer():
 
 def good_kernel(q, k, v, mask):
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def half_only(q, k, v, mask):
+    """An inference kernel that only takes float16 (raises otherwise)."""
+    if q.dtype != torch.float16:
+        raise TypeError(f"half_only takes float16, got {q.dtype}")
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def device_only(q, k, v, mask):
+    """A kernel for one device (named by $XATTN_TEST_DEVICE): raises on any other."""
+    import os
+
+    required = os.environ["XATTN_TEST_DEVICE"]
+    if q.device.type != required:
+        raise RuntimeError(f"device_only runs on {required} only, got {q.device}")
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def detached_when_all_padding(q, k, v, mask):
+    """A fast path for a fully padded batch that returns a fresh zeros tensor: no gradient."""
+    if mask is not None and not bool(mask.any()):
+        return torch.zeros(*q.shape[:3], v.shape[-1], dtype=q.dtype, device=q.device)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def wrong_for_long_contexts(q, k, v, mask):
+    """Correct, except that contexts of 100 keys or more attend to their first key only."""
+    if k.shape[2] >= 100:
+        k, v, mask = k[:, :, :1], v[:, :, :1], None if mask is None else mask[..., :1]
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def layer_in_every_dtype(dtype, device):
+    """The docs' pattern: a factory that takes dtype and device, and wraps the layer in a lambda."""
+    layer = cross_attention_layer(dim=16).to(dtype=dtype, device=device).eval()
+    return lambda x, context, context_mask: layer(x, context, context_mask)

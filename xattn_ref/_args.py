@@ -1,14 +1,32 @@
-"""Argument checks shared by the public functions: one-line errors that name the argument."""
+"""Argument checks shared by the public functions: one-line errors that name the argument.
+
+Tensors (reference, guard, cases) raise :class:`xattn_ref.errors.XattnArgumentError`; strategy
+arguments raise Hypothesis's ``InvalidArgument`` when the test runs (strategies are built
+lazily), as Hypothesis's own strategies do.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import torch
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
-__all__ = ["XattnArgumentError", "check_qkv", "check_bool_mask", "broadcast_mask_shape"]
+from xattn_ref.errors import XattnArgumentError
 
+__all__ = [
+    "broadcast_mask_shape",
+    "check_bool_mask",
+    "check_choices",
+    "check_int",
+    "check_range",
+    "check_qkv",
+    "lazy",
+]
 
-class XattnArgumentError(ValueError):
-    """A bad argument: the message names it, says what was expected and what was given."""
+T = TypeVar("T")
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -69,3 +87,32 @@ def check_bool_mask(mask: object, shape: tuple[int, int, int, int], *, name: str
             f"{name} of shape {_shape(mask)} does not broadcast to (B, H, Lq, Lk) = {shape}"
         )
     return mask
+
+
+def lazy(build: Callable[[], st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
+    """A strategy built (and its arguments validated) when the test runs, not at import."""
+    return st.deferred(build)
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be an int, but was {value!r}")
+    if value < minimum:
+        raise InvalidArgument(f"{name} must be at least {minimum}, but was {value!r}")
+    return value
+
+
+def check_choices(name: str, values: object, allowed: Sequence[object]) -> tuple:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise InvalidArgument(f"{name} must be a non-empty sequence, but was {values!r}")
+    if not values:
+        raise InvalidArgument(f"{name} must not be empty")
+    for value in values:
+        if value not in allowed:
+            raise InvalidArgument(f"{name} contains {value!r}; expected values from {tuple(allowed)!r}")
+    return tuple(values)
+
+
+def check_range(low_name: str, low: int, high_name: str, high: int) -> None:
+    if low > high:
+        raise InvalidArgument(f"{low_name}={low} must be at most {high_name}={high}")

@@ -1,0 +1,34 @@
+"""Helpers shared by the tests: run one property on a callable, in-process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from xattn_ref._devices import ALL_DTYPES
+from xattn_ref.profiles import profile_settings
+from xattn_ref.runner import Result, run_property
+from xattn_ref.targets import as_target
+
+SETTINGS = profile_settings("ci")
+
+
+def run(
+    prop: str,
+    fn: Any,
+    dtype: torch.dtype = torch.float32,
+    *,
+    kind: str = "kernel",
+    name: str | None = None,
+    max_examples: int | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Result:
+    settings = SETTINGS if max_examples is None else profile_settings("ci", max_examples=max_examples)
+    target = as_target(fn, kind=kind, name=name, **options)
+    return run_property(target, prop, dtype=dtype, device="cpu", settings=settings, seed=seed)
+
+
+def run_all_dtypes(prop: str, fn: Any, **kwargs: Any) -> dict[str, Result]:
+    return {r.dtype: r for r in (run(prop, fn, dtype, **kwargs) for dtype in ALL_DTYPES)}

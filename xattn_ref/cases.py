@@ -1,0 +1,582 @@
+"""The public data model: attention cases, the printable specs they are built from, and masks.
+
+Two kinds of case, one protocol (:class:`Case`):
+
+- :class:`AttentionCase`: inputs of a *kernel* ``fn(q, k, v, mask)`` in SDPA's layout, mask
+  bool, **True = may attend**;
+- :class:`LayerCase`: inputs of a *layer* ``fn(x, context, context_mask)``, ``context_mask``
+  ``(B, Lk)`` bool, **True = a real context token**.
+
+A spec holds only small values (shapes, pattern names, lengths, seeds, scales); ``build()``
+turns it into tensors with torch's generator. ``repr(spec)`` is valid Python, so a failing
+case is reproduced by pasting one line. ``AttentionCase.from_tensors(q, k, v, mask)`` makes a
+case of your own tensors, so every check in :mod:`xattn_ref.checks` runs on them too.
+
+Einstein notation: b batch, h heads, i query position, j key position, d head dim, e value dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from xattn_ref._args import check_bool_mask, check_qkv
+
+__all__ = [
+    "MASK_LAYOUTS",
+    "MASK_PATTERNS",
+    "AttentionCase",
+    "Case",
+    "CaseSpec",
+    "LayerCase",
+    "LayerCaseSpec",
+    "MaskSpec",
+    "SlicePattern",
+]
+
+#: Mask layouts and the shape each gives, for q ``(B, H, Lq, D)`` and k ``(B, H, Lk, D)``.
+MASK_LAYOUTS: tuple[str, ...] = ("key_padding", "query_key", "full", "shared")
+
+#: Patterns of one ``(Lq, Lk)`` slice of a mask, simplest first: shrinking goes left.
+#: ``all_false`` comes first: a context that is entirely padding is the simplest mask and
+#: the one that breaks the most kernels.
+MASK_PATTERNS: tuple[str, ...] = (
+    "all_false",
+    "all_true",
+    "one_key",
+    "right_padding",
+    "left_padding",
+    "causal",
+    "random",
+)
+
+
+@dataclass(frozen=True)
+class SlicePattern:
+    """One ``(Lq, Lk)`` slice of a mask. True = may attend.
+
+    - ``all_false`` / ``all_true``: no key / every key.
+    - ``one_key``: only key ``arg`` (modulo Lk).
+    - ``right_padding``: the first ``arg`` keys (real tokens first, padding after).
+    - ``left_padding``: the last ``arg`` keys.
+    - ``causal``: bottom-right aligned causal; when Lq > Lk the first Lq - Lk rows are empty.
+    - ``random``: each key allowed with probability ``arg / 8`` (seeded), then ``empty_rows``
+      rows (seeded) cleared.
+    """
+
+    name: str
+    arg: int = 0
+    seed: int = 0
+    empty_rows: int = 0
+
+    def build(self, q_len: int, kv_len: int) -> torch.Tensor:
+        if self.name == "all_false":
+            return torch.zeros(q_len, kv_len, dtype=torch.bool)
+        if self.name == "all_true":
+            return torch.ones(q_len, kv_len, dtype=torch.bool)
+        j = torch.arange(kv_len)
+        if self.name == "one_key":
+            row = j == self.arg % kv_len
+        elif self.name == "right_padding":
+            row = j < self.arg
+        elif self.name == "left_padding":
+            row = j >= kv_len - self.arg
+        elif self.name == "causal":
+            i = torch.arange(q_len).unsqueeze(-1)
+            return j <= i + (kv_len - q_len)
+        elif self.name == "random":
+            gen = torch.Generator().manual_seed(self.seed)
+            out = torch.rand(q_len, kv_len, generator=gen) < self.arg / 8
+            cleared = torch.randperm(q_len, generator=gen)[: self.empty_rows]
+            out[cleared] = False
+            return out
+        else:
+            raise ValueError(f"unknown mask pattern {self.name!r}; expected one of {MASK_PATTERNS}")
+        return row.expand(q_len, kv_len).clone()
+
+    def describe(self) -> str:
+        if self.name in ("all_false", "all_true"):
+            return self.name
+        if self.name == "causal":
+            return "causal(lower right)"
+        if self.name == "random":
+            return f"random(p={self.arg}/8, seed={self.seed}, empty_rows={self.empty_rows})"
+        return f"{self.name}({self.arg})"
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A bool mask (True = may attend): a layout and one slice pattern per slice.
+
+    Layouts, for q ``(B, H, Lq, D)`` and k ``(B, H, Lk, D)``:
+
+    - ``key_padding``: ``(B, 1, 1, Lk)``, one pattern per batch element;
+    - ``query_key``: ``(B, 1, Lq, Lk)``, one per batch element;
+    - ``full``: ``(B, H, Lq, Lk)``, one per (batch element, head);
+    - ``shared``: ``(Lq, Lk)``, one for all.
+    """
+
+    layout: str
+    slices: tuple[SlicePattern, ...]
+
+    def shape(self, batch_size: int, num_heads: int, q_len: int, kv_len: int) -> tuple[int, ...]:
+        return {
+            "key_padding": (batch_size, 1, 1, kv_len),
+            "query_key": (batch_size, 1, q_len, kv_len),
+            "full": (batch_size, num_heads, q_len, kv_len),
+            "shared": (q_len, kv_len),
+        }[self.layout]
+
+    def build(self, batch_size: int, num_heads: int, q_len: int, kv_len: int) -> torch.Tensor:
+        shape = self.shape(batch_size, num_heads, q_len, kv_len)
+        rows = shape[-2]
+        slices = [s.build(rows, kv_len) for s in self.slices]
+        return torch.stack(slices).reshape(shape)
+
+    def describe(self) -> str:
+        if self.layout == "shared":
+            return f"shared (Lq, Lk): {self.slices[0].describe()}"
+        if self.layout == "full":
+            parts = [f"[{n}] {s.describe()}" for n, s in enumerate(self.slices)]
+            return "full (B, H, Lq, Lk), per (b, h): " + ", ".join(parts)
+        parts = [f"b{n} {s.describe()}" for n, s in enumerate(self.slices)]
+        return (
+            f"{self.layout} ({'B, 1, 1, Lk' if self.layout == 'key_padding' else 'B, 1, Lq, Lk'}): "
+            + ", ".join(parts)
+        )
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """Everything needed to rebuild one attention case, exactly.
+
+    Values are standard normal from ``torch.Generator().manual_seed(seed)`` in float64, scaled per
+    batch element (``q`` and ``k`` by ``sqrt(logit_std)`` so logits ``q.k/sqrt(D)`` have standard
+    deviation ``logit_std``, ``v`` by ``value_std``), then rounded to ``dtype`` and moved to ``device``.
+    """
+
+    batch_size: int
+    num_heads: int
+    q_len: int
+    kv_len: int
+    head_dim: int
+    value_dim: int
+    dtype: torch.dtype
+    device: str
+    seed: int
+    logit_std: tuple[float, ...]
+    value_std: tuple[float, ...]
+    mask: MaskSpec | None
+
+    def build(self) -> AttentionCase:
+        gen = torch.Generator().manual_seed(self.seed)
+        b, h = self.batch_size, self.num_heads
+        f64 = torch.float64
+        q = torch.randn(b, h, self.q_len, self.head_dim, generator=gen, dtype=f64)
+        k = torch.randn(b, h, self.kv_len, self.head_dim, generator=gen, dtype=f64)
+        v = torch.randn(b, h, self.kv_len, self.value_dim, generator=gen, dtype=f64)
+        qk = torch.tensor(self.logit_std, dtype=f64).sqrt().view(b, 1, 1, 1)
+        q, k = q * qk, k * qk
+        v = v * torch.tensor(self.value_std, dtype=f64).view(b, 1, 1, 1)
+        mask = None
+        if self.mask is not None:
+            mask = self.mask.build(b, h, self.q_len, self.kv_len).to(self.device)
+        return AttentionCase(
+            q=q.to(self.dtype).to(self.device),
+            k=k.to(self.dtype).to(self.device),
+            v=v.to(self.dtype).to(self.device),
+            mask=mask,
+            spec=self,
+        )
+
+    def describe(self) -> str:
+        mask = "mask None" if self.mask is None else "mask " + self.mask.describe()
+        dtype = str(self.dtype).removeprefix("torch.")
+        return (
+            f"B={self.batch_size} H={self.num_heads} Lq={self.q_len} Lk={self.kv_len} "
+            f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}"
+        )
+
+
+class Case(Protocol):
+    """What every kind of case offers to the properties in :mod:`xattn_ref.checks`."""
+
+    output_name: str  # "out" for kernels, "y" for layers
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    def arguments(self) -> dict[str, torch.Tensor | None]: ...
+    def inputs(self) -> dict[str, torch.Tensor]: ...
+    def replace(self, **tensors: torch.Tensor | None) -> Any: ...
+    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> Any: ...
+    def where(self, name: str, index: tuple[int, ...]) -> str: ...
+    def with_padding_replaced(self) -> tuple[Any, str] | None: ...
+    def compactable(self) -> bool: ...
+    def alone(self, b: int) -> tuple[Any, str] | None: ...
+    def redrawn(self, b: int) -> tuple[Any, str]: ...
+    def emptied(self, b: int) -> tuple[Any, str]: ...
+    def describe(self) -> str: ...
+    def snippet(self) -> str: ...
+
+
+def _signs(shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=gen).mul(2).sub(1).to(torch.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionCase:
+    """Inputs for one kernel call, in the layout of ``scaled_dot_product_attention``.
+
+    - ``q`` ``(B, H, Lq, D)``, ``k`` ``(B, H, Lk, D)``, ``v`` ``(B, H, Lk, Dv)``;
+    - ``mask``: ``None`` or bool broadcastable to ``(B, H, Lq, Lk)``, **True = may attend**;
+    - ``spec``: the :class:`CaseSpec` it was built from (``repr(case.spec)`` rebuilds it), or
+      None for a case made with :meth:`from_tensors`.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    mask: torch.Tensor | None
+    spec: CaseSpec | None
+
+    output_name = "out"
+
+    @classmethod
+    def from_tensors(
+        cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> AttentionCase:
+        """A case of your own tensors (checked: SDPA's layout, mask bool, True = may attend), so
+        any check runs on them: ``checks.finite_output(kernel, AttentionCase.from_tensors(...))``."""
+        q, k, v = check_qkv(q, k, v)
+        if mask is not None:
+            mask = check_bool_mask(mask, (q.shape[0], q.shape[1], q.shape[2], k.shape[2]))
+        return cls(q, k, v, mask, None)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.q.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.q.device
+
+    @property
+    def seed(self) -> int:
+        """Seeds the random tensors the checks derive from this case (cotangents, padding)."""
+        return 0 if self.spec is None else self.spec.seed
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def full_mask(self) -> torch.Tensor:
+        """The mask broadcast to ``(B, H, Lq, Lk)`` (all True when ``mask`` is None)."""
+        b, h, lq, _ = self.q.shape
+        shape = (b, h, lq, self.k.shape[2])
+        if self.mask is None:
+            return torch.ones(shape, dtype=torch.bool, device=self.q.device)
+        return self.mask.expand(shape)
+
+    @property
+    def empty_rows(self) -> torch.Tensor:
+        """Bool ``(B, H, Lq)``: True where the query row may attend to no key."""
+        return ~self.full_mask.any(-1)
+
+    def arguments(self) -> dict[str, torch.Tensor | None]:
+        return {"q": self.q, "k": self.k, "v": self.v, "mask": self.mask}
+
+    def inputs(self) -> dict[str, torch.Tensor]:
+        return {"q": self.q, "k": self.k, "v": self.v}
+
+    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> AttentionCase:
+        """The same values in another dtype or on another device (a float64 copy is exact)."""
+        dtype = self.dtype if dtype is None else dtype
+        device = str(self.device) if device is None else device
+        spec = None if self.spec is None else dataclasses.replace(self.spec, dtype=dtype, device=device)
+        mask = None if self.mask is None else self.mask.to(device)
+        return AttentionCase(
+            q=self.q.to(device=device, dtype=dtype),
+            k=self.k.to(device=device, dtype=dtype),
+            v=self.v.to(device=device, dtype=dtype),
+            mask=mask,
+            spec=spec,
+        )
+
+    def replace(self, **tensors: torch.Tensor | None) -> AttentionCase:
+        """A copy with some of q, k, v, mask replaced (the spec is kept for the record)."""
+        return dataclasses.replace(self, **tensors)  # type: ignore[arg-type]
+
+    # --- words for positions ---------------------------------------------------------------
+
+    def where(self, name: str, index: tuple[int, ...]) -> str:
+        """Words for a position of ``out`` or a gradient: its mask row, or its key."""
+        b, h, pos = index[0], index[1], index[2]
+        if name in ("out", "dq"):
+            row = self.full_mask[b, h, pos]
+            n, total = int(row.sum()), row.numel()
+            if self.mask is None:
+                return f"mask None (row [{b}, {h}, {pos}] allows all {total} keys)"
+            if n == 0:
+                return f"mask row [{b}, {h}, {pos}] allows no key"
+            return f"mask row [{b}, {h}, {pos}] allows {n} of {total} keys"
+        column = self.full_mask[b, h, :, pos]
+        n = int(column.sum())
+        if n == 0:
+            return f"key [{b}, {h}, {pos}] is masked for every query"
+        return f"key [{b}, {h}, {pos}] is allowed for {n} of {column.numel()} queries"
+
+    # --- the changes the properties make ---------------------------------------------------
+
+    def with_padding_replaced(self) -> tuple[AttentionCase, str] | None:
+        """k and v with the keys no query may attend to replaced by huge finite values of random
+        sign; None when every key is allowed somewhere.
+
+        Huge, but finite once multiplied: ``|k| = min(1e6, max / (8 max_i ||q_i||_1))`` keeps every
+        score finite, ``|v| = min(1e6, max / (8 Lk))`` every weighted sum.
+        """
+        dead = ~self.full_mask.any(-2)  # (B, H, Lk): keys masked for every query row
+        if not bool(dead.any()):
+            return None
+        top = torch.finfo(self.dtype).max
+        q_l1 = float(self.q.detach().abs().double().sum(-1).max().clamp_min(1.0))
+        k_mag = min(1e6, top / (8 * q_l1))
+        v_mag = min(1e6, top / (8 * self.k.shape[2]))
+        gen = torch.Generator().manual_seed(self.seed + 2)
+        sel = dead.unsqueeze(-1)
+        k = torch.where(sel, (_signs(self.k.shape, gen) * k_mag).to(self.k), self.k)
+        v = torch.where(sel, (_signs(self.v.shape, gen) * v_mag).to(self.v), self.v)
+        words = (
+            f"replacing the {int(dead.sum())} keys/values that no query may attend to by values of "
+            f"size {k_mag:.3g} (k) and {v_mag:.3g} (v)"
+        )
+        return self.replace(k=k, v=v), words
+
+    def _key_padding(self) -> torch.Tensor | None:
+        if self.mask is None:
+            return None
+        full = self.full_mask
+        rows = full[:, 0, 0, :]
+        return rows if bool((full == rows[:, None, None, :]).all()) else None
+
+    def compactable(self) -> bool:
+        """True when the mask is a key-padding mask: the same for every head and query."""
+        return self._key_padding() is not None
+
+    def alone(self, b: int) -> tuple[AttentionCase, str] | None:
+        """Batch element ``b`` alone, its padding physically removed, ``mask=None``; None when its
+        whole context is padding."""
+        rows = self._key_padding()
+        assert rows is not None, "alone() needs a key-padding mask: check compactable() first"
+        keep = rows[b].nonzero().squeeze(-1)
+        if keep.numel() == 0:
+            return None
+        case = self.replace(
+            q=self.q[b : b + 1], k=self.k[b : b + 1, :, keep], v=self.v[b : b + 1, :, keep], mask=None
+        )
+        return case, (
+            f"the kernel on batch element {b} alone, padding removed, mask=None: kernel(q[{b}:{b + 1}], "
+            f"k[{b}:{b + 1}, :, keep], v[{b}:{b + 1}, :, keep], None) with keep = {keep.tolist()}"
+        )
+
+    def redrawn(self, b: int) -> tuple[AttentionCase, str]:
+        """Batch element ``b`` redrawn with large logits (std 100) and large values."""
+        gen = torch.Generator().manual_seed(self.seed + 3)
+        q, k, v = (t.detach().clone() for t in (self.q, self.k, self.v))
+        for t, std in ((q, 10.0), (k, 10.0), (v, 100.0)):
+            t[b] = (torch.randn(t[b].shape, generator=gen, dtype=torch.float64) * std).to(t)
+        return self.replace(q=q, k=k, v=v), f"batch element {b} redrawn with logits of std 100"
+
+    def emptied(self, b: int) -> tuple[AttentionCase, str]:
+        """Batch element ``b``'s context made all padding (the mask expanded over the batch)."""
+        full = self.full_mask
+        mask = self.mask if self.mask is not None else full[:, :1, :1, :]
+        mask = mask if mask.ndim == 4 else mask.reshape(1, 1, *mask.shape)
+        mask = mask.expand(full.shape[0], *mask.shape[1:]).clone()
+        mask[b] = False
+        return self.replace(mask=mask), f"batch element {b}'s context made all padding"
+
+    def describe(self) -> str:
+        if self.spec is not None:
+            return self.spec.describe()
+        mask = "None" if self.mask is None else f"bool {tuple(self.mask.shape)}"
+        return (
+            f"q {tuple(self.q.shape)} k {tuple(self.k.shape)} v {tuple(self.v.shape)} "
+            f"{str(self.dtype).removeprefix('torch.')} {self.device}; mask {mask} (your own tensors)"
+        )
+
+    def snippet(self) -> str:
+        """Python that rebuilds this case: ``case = ...``."""
+        if self.spec is None:
+            return "case = AttentionCase.from_tensors(q, k, v, mask)  # your own tensors"
+        return (
+            "import torch\n"
+            "from xattn_ref.cases import AttentionCase, CaseSpec, MaskSpec, SlicePattern\n"
+            f"case = {self.spec!r}.build()\n"
+            "q, k, v, mask = case.q, case.k, case.v, case.mask"
+        )
+
+    def __repr__(self) -> str:
+        return f"AttentionCase({self.describe()})"
+
+
+@dataclass(frozen=True)
+class LayerCaseSpec:
+    """Everything needed to rebuild one layer case (see :class:`CaseSpec`): x and context are
+    standard normal from the seed, scaled per batch element; the mask is a ``key_padding``
+    :class:`MaskSpec` (one pattern per batch element)."""
+
+    batch_size: int
+    q_len: int
+    kv_len: int
+    dim: int
+    context_dim: int
+    dtype: torch.dtype
+    device: str
+    seed: int
+    x_std: tuple[float, ...]
+    context_std: tuple[float, ...]
+    mask: MaskSpec
+
+    def build(self) -> LayerCase:
+        gen = torch.Generator().manual_seed(self.seed)
+        b, f64 = self.batch_size, torch.float64
+        x = torch.randn(b, self.q_len, self.dim, generator=gen, dtype=f64)
+        ctx = torch.randn(b, self.kv_len, self.context_dim, generator=gen, dtype=f64)
+        x = x * torch.tensor(self.x_std, dtype=f64).view(b, 1, 1)
+        ctx = ctx * torch.tensor(self.context_std, dtype=f64).view(b, 1, 1)
+        mask = self.mask.build(b, 1, 1, self.kv_len).reshape(b, self.kv_len)
+        return LayerCase(
+            x=x.to(self.dtype).to(self.device),
+            context=ctx.to(self.dtype).to(self.device),
+            context_mask=mask.to(self.device),
+            spec=self,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"B={self.batch_size} Lq={self.q_len} Lk={self.kv_len} E={self.dim} E_ctx={self.context_dim} "
+            f"{str(self.dtype).removeprefix('torch.')} {self.device}; context_mask {self.mask.describe()}"
+        ).replace("key_padding (B, 1, 1, Lk)", "(B, Lk), True = real token")
+
+
+@dataclass(frozen=True, eq=False)
+class LayerCase:
+    """Inputs for one layer call ``fn(x, context, context_mask)``.
+
+    - ``x`` ``(B, Lq, E)``, ``context`` ``(B, Lk, E_ctx)``;
+    - ``context_mask`` ``(B, Lk)`` bool, **True = a real context token** (False = padding).
+    """
+
+    x: torch.Tensor
+    context: torch.Tensor
+    context_mask: torch.Tensor
+    spec: LayerCaseSpec
+
+    output_name = "y"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+    def arguments(self) -> dict[str, torch.Tensor | None]:
+        return {"x": self.x, "context": self.context, "context_mask": self.context_mask}
+
+    def inputs(self) -> dict[str, torch.Tensor]:
+        return {"x": self.x, "context": self.context}
+
+    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> LayerCase:
+        dtype = self.dtype if dtype is None else dtype
+        device = str(self.device) if device is None else device
+        return LayerCase(
+            x=self.x.to(device=device, dtype=dtype),
+            context=self.context.to(device=device, dtype=dtype),
+            context_mask=self.context_mask.to(device),
+            spec=dataclasses.replace(self.spec, dtype=dtype, device=device),
+        )
+
+    def replace(self, **tensors: torch.Tensor | None) -> LayerCase:
+        return dataclasses.replace(self, **tensors)  # type: ignore[arg-type]
+
+    def _context_words(self, b: int) -> str:
+        n = int(self.context_mask[b].sum())
+        if n == 0:
+            return f"the context of batch element {b} is entirely padding"
+        return f"the context of batch element {b} has {n} real tokens of {self.context_mask.shape[1]}"
+
+    def where(self, name: str, index: tuple[int, ...]) -> str:
+        return self._context_words(index[0]) if index else ""
+
+    def with_padding_replaced(self) -> tuple[LayerCase, str] | None:
+        """The padded context positions replaced by large random values; None without padding."""
+        pad = ~self.context_mask
+        if not bool(pad.any()):
+            return None
+        gen = torch.Generator().manual_seed(self.seed + 2)
+        top = min(1e4, torch.finfo(self.dtype).max ** 0.5 / 8)
+        noise = (torch.randn(self.context.shape, generator=gen, dtype=torch.float64) * top).to(self.context)
+        context = torch.where(pad.unsqueeze(-1).to(self.device), noise, self.context)
+        return self.replace(context=context), (
+            f"replacing the {int(pad.sum())} padded context positions by random values of std {top:.3g}"
+        )
+
+    def compactable(self) -> bool:
+        return True
+
+    def alone(self, b: int) -> tuple[LayerCase, str] | None:
+        keep = self.context_mask[b].nonzero().squeeze(-1)
+        if keep.numel() == 0:
+            return None
+        case = self.replace(
+            x=self.x[b : b + 1],
+            context=self.context[b : b + 1, keep],
+            context_mask=torch.ones(1, keep.numel(), dtype=torch.bool, device=self.device),
+        )
+        return case, f"the layer on batch element {b} alone with its padding removed (keep = {keep.tolist()})"
+
+    def redrawn(self, b: int) -> tuple[LayerCase, str]:
+        gen = torch.Generator().manual_seed(self.seed + 3)
+        x, ctx = self.x.clone(), self.context.clone()
+        x[b] = (torch.randn(x[b].shape, generator=gen, dtype=torch.float64) * 10).to(x)
+        ctx[b] = (torch.randn(ctx[b].shape, generator=gen, dtype=torch.float64) * 10).to(ctx)
+        return self.replace(x=x, context=ctx), f"batch element {b} redrawn 10x larger"
+
+    def emptied(self, b: int) -> tuple[LayerCase, str]:
+        mask = self.context_mask.clone()
+        mask[b] = False
+        return self.replace(context_mask=mask), f"batch element {b}'s context made all padding"
+
+    def describe(self) -> str:
+        return self.spec.describe()
+
+    def snippet(self) -> str:
+        return (
+            "import torch\n"
+            "from xattn_ref.cases import LayerCaseSpec, MaskSpec, SlicePattern\n"
+            f"case = {self.spec!r}.build()\n"
+            "x, context, context_mask = case.x, case.context, case.context_mask"
+        )
+
+    def __repr__(self) -> str:
+        return f"LayerCase({self.describe()})"

@@ -1,0 +1,56 @@
+"""Every public exception of xattn_ref.
+
+- :class:`XattnArgumentError`: a bad argument to a public function (names it, says what was
+  expected and what was given);
+- :class:`TargetLoadError`: a target spec cannot be turned into a callable;
+- :class:`TargetError`: the target misbehaved on a valid input (raised, or returned the wrong
+  type, shape, dtype or device, or an output that is not differentiable);
+- :class:`PropertyFailure`: a property does not hold on a case;
+- :class:`UsageError`: bad options to ``xattn-check`` or the pytest plugin.
+
+Strategies raise Hypothesis's own ``InvalidArgument`` for bad arguments, as Hypothesis does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PropertyFailure", "TargetError", "TargetLoadError", "UsageError", "XattnArgumentError"]
+
+
+class XattnArgumentError(ValueError):
+    """A bad argument: the message names it, says what was expected and what was given."""
+
+
+class TargetLoadError(Exception):
+    """The target spec cannot be turned into a callable; the message says why, in one line."""
+
+
+class TargetError(Exception):
+    """The target misbehaved on a valid input: it raised, returned the wrong type, shape, dtype or
+    device, or an output that is not differentiable. A finding, like a failed property."""
+
+
+class UsageError(Exception):
+    """Bad options (command line, environment or plugin): one line naming the option."""
+
+
+class PropertyFailure(AssertionError):
+    """A property does not hold on a case. ``str()`` has the values and a reproduction.
+
+    - ``prop``: the property's name;
+    - ``case``: the case it failed on (``case.describe()``, ``case.snippet()``);
+    - ``detail``: what broke, with the values;
+    - ``root``: when the only evidence is a non-finite value, the property that reports it
+      (``finite_output`` or ``finite_grad``): this failure follows from that one.
+    """
+
+    def __init__(self, prop: str, case: Any, message: str, *, root: str | None = None) -> None:
+        self.prop = prop
+        self.case = case
+        self.detail = message
+        self.root = root
+        super().__init__(
+            f"[{prop}] {message}\n  case: {case.describe()}\n  rebuild it:\n    "
+            + case.snippet().replace("\n", "\n    ")
+        )

@@ -1,0 +1,99 @@
+"""What to run, resolved once for both front ends: the targets (given or built in), the
+properties that apply to each target's kind, the dtypes and devices, and the probe call that
+tells an unusable target before the run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name, parse_dtype, unavailable_reason
+from xattn_ref.errors import TargetError, TargetLoadError, UsageError
+from xattn_ref.kinds import KINDS
+from xattn_ref.runner import Task
+from xattn_ref.targets import BUILTINS, Target, load_target, resolve_options
+
+__all__ = ["builtin_targets", "load", "parse_devices", "parse_dtypes", "probe", "select_properties", "tasks"]
+
+
+def parse_dtypes(names: Sequence[str] | None, source: str = "--dtype") -> list[torch.dtype]:
+    if not names:
+        return list(ALL_DTYPES)
+    try:
+        return [parse_dtype(n) for n in names]
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def parse_devices(names: Sequence[str] | None, source: str = "--device") -> list[str]:
+    if not names:
+        return list(ALL_DEVICES)
+    for name in names:
+        if name not in ALL_DEVICES:
+            raise UsageError(f"{source}: unknown device {name!r}; expected one of {', '.join(ALL_DEVICES)}")
+    return list(names)
+
+
+def load(spec: str, kind: str, given: dict[str, Any], *, flag_prefix: str = "--", source: str = "") -> Target:
+    """Load one target; :class:`UsageError` (one line) when it cannot be."""
+    if kind not in KINDS:
+        raise UsageError(f"{flag_prefix}kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    options = resolve_options(kind, given, flag_prefix)
+    try:
+        return load_target(spec, kind, options)
+    except TargetLoadError as exc:
+        raise UsageError(f"{source}{exc}") from None
+
+
+def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
+    """The built-in targets and whether each should pass."""
+    return [b.load() for b in BUILTINS], {b.spec: b.should_pass for b in BUILTINS}
+
+
+def select_properties(
+    kind: str, only: Sequence[str] | None, skip: Sequence[str] | None, prefix: str = "--"
+) -> list[str]:
+    """The kind's properties, restricted to ``only`` and without ``skip`` (names checked)."""
+    known = sorted({p for k in KINDS.values() for p in k.properties})
+    for option, chosen in ((f"{prefix}property", only), (f"{prefix}skip", skip)):
+        for name in chosen or []:
+            if name not in known:
+                raise UsageError(f"{option}: unknown property {name!r}; expected one of {', '.join(known)}")
+    names = [p for p in KINDS[kind].properties if not only or p in only]
+    return [p for p in names if p not in (skip or [])]
+
+
+def tasks(
+    targets: Sequence[Target],
+    properties: dict[str, list[str]],
+    dtypes: Sequence[torch.dtype],
+    devices: Sequence[str],
+) -> list[Task]:
+    """Every target × property × device × dtype, in report order."""
+    return [
+        Task(i, prop, dtype, device)
+        for i, target in enumerate(targets)
+        for prop in properties[target.name]
+        for device in devices
+        for dtype in dtypes
+    ]
+
+
+def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str]) -> str | None:
+    """Call the target once on a plain valid case, on the first requested device and dtype that
+    is available here. Returns where it ran (None if nowhere is available); raises
+    :class:`UsageError` when the target is unusable there."""
+    for device in devices:
+        for dtype in dtypes:
+            if unavailable_reason(device, dtype) is None:
+                case = KINDS[target.kind].probe(target.options, dtype, device)
+                try:
+                    target.call(case)
+                except TargetError as exc:
+                    raise UsageError(
+                        f"unusable target {target.name} (probed on {dtype_name(dtype)}, {device}): {exc}"
+                    ) from None
+                return f"{dtype_name(dtype)}/{device}"
+    return None

@@ -1,0 +1,307 @@
+"""Reports: the verdict matrix (text), JSON and JUnit; failure reports with the minimal case, the
+Python that rebuilds it and the command that reproduces it; xfail files, read and matched (one
+matcher for the CLI and the plugin); progress while a run goes on; the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from xattn_ref.config import RunConfig
+from xattn_ref.errors import UsageError
+from xattn_ref.kinds import KINDS
+from xattn_ref.runner import Result
+
+__all__ = [
+    "Report",
+    "Progress",
+    "failure_report",
+    "read_xfail",
+    "reproduce_command",
+    "xfail_reason",
+]
+
+CELL = {
+    "passed": "pass",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "skipped": "skip",
+    "not-applicable": "n/a",
+}
+
+
+def read_xfail(path: str, source: str = "--xfail") -> dict[str, str]:
+    """An xfail file: one id per line, ``property`` or ``property[dtype-device]``; ``#`` starts a
+    comment, which becomes the reason. Raises :class:`UsageError`."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot read {path!r}: {exc.strerror}") from None
+    entries: dict[str, str] = {}
+    for line in lines:
+        entry, _, comment = line.partition("#")
+        if entry.strip():
+            entries[entry.strip()] = comment.strip() or f"listed in {path}"
+    return entries
+
+
+def xfail_reason(entries: dict[str, str], prop: str, dtype: str, device: str) -> tuple[str, str] | None:
+    """``(entry, reason)`` of the xfail entry that names this run exactly (``property`` or
+    ``property[dtype-device]``), or None. Never a substring match."""
+    for entry in (f"{prop}[{dtype}-{device}]", prop):
+        if entry in entries:
+            return entry, entries[entry]
+    return None
+
+
+def reproduce_command(target: Any, result: Result, config: RunConfig) -> str:
+    """The ``xattn-check`` command that runs exactly this property, dtype and device again."""
+    return shlex.join(
+        [
+            "xattn-check",
+            *target.cli_args(),
+            "--property",
+            result.property,
+            "--dtype",
+            result.dtype,
+            "--device",
+            result.device,
+            *config.reproduce_args(),
+        ]
+    )
+
+
+def failure_report(target: Any, result: Result, config: RunConfig) -> str:
+    """A failure or error in words: what broke, on which minimal example, and how to reproduce it."""
+    what = "failed" if result.status == "failed" else "error (the target misbehaved on a valid input)"
+    lines = [
+        f"{result.property} {what} for {target.name} [{result.dtype}, {result.device}] "
+        f"after {result.examples} examples",
+        f"  {result.message}",
+    ]
+    if result.case is not None:
+        label = "minimal example" if result.shrunk else "example (not shrunk: the first error is)"
+        lines.append(f"  {label}: {result.case}")
+        if result.snippet:
+            lines.append("  rebuild it in Python:")
+            lines.extend("    " + line for line in result.snippet.splitlines())
+    lines.append(f"  reproduce: {reproduce_command(target, result, config)}")
+    return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """The results of a run and what they mean: xfails, root causes, verdicts, exit status.
+
+    ``expected``: for the main job, target name -> whether it should pass.
+    """
+
+    targets: Sequence[Any]
+    results: list[Result]
+    config: RunConfig
+    xfail: dict[str, str]
+    elapsed: float
+    expected: dict[str, bool] | None = None
+
+    def _target(self, name: str) -> Any:
+        return next(t for t in self.targets if t.name == name)
+
+    def xfailed(self, r: Result) -> str | None:
+        match = xfail_reason(self.xfail, r.property, r.dtype, r.device)
+        return match[1] if match and r.status in ("failed", "error") else None
+
+    def follows(self, r: Result) -> bool:
+        """A failure whose only evidence is the non-finite value its root property reports."""
+        return r.root is not None and any(
+            o.target == r.target
+            and o.property == r.root
+            and o.dtype == r.dtype
+            and o.device == r.device
+            and o.status == "failed"
+            for o in self.results
+        )
+
+    def findings(self, target: str | None = None) -> list[Result]:
+        return [
+            r
+            for r in self.results
+            if r.status in ("failed", "error") and not self.xfailed(r) and target in (None, r.target)
+        ]
+
+    def unused_xfail(self) -> list[str]:
+        used = {m[0] for r in self.results if (m := xfail_reason(self.xfail, r.property, r.dtype, r.device))}
+        return [e for e in self.xfail if e not in used]
+
+    @property
+    def tested(self) -> bool:
+        return any(r.tested for r in self.results)
+
+    def as_expected(self, target: str) -> bool:
+        assert self.expected is not None
+        return (not self.findings(target)) == self.expected[target]
+
+    @property
+    def ok(self) -> bool:
+        if self.expected is not None:
+            return all(self.as_expected(t.name) for t in self.targets)
+        return not self.findings()
+
+    def exit_status(self) -> int:
+        """0 every property holds, 1 a finding (a failure or a target error), 2 nothing tested."""
+        if not self.tested:
+            return 2
+        return 0 if self.ok else 1
+
+    def nothing_tested(self) -> str:
+        reasons = dict.fromkeys(r.message for r in self.results if not r.tested)
+        return "nothing was tested: " + ("; ".join(reasons) if reasons else "no run was selected")
+
+    # --- text --------------------------------------------------------------------------------
+
+    def _cell(self, r: Result) -> str:
+        if self.xfailed(r):
+            return "xfail"
+        if r.status == "failed" and self.follows(r):
+            return "(follows)"
+        return CELL[r.status]
+
+    def text(self) -> str:
+        lines = [f"xattn-check: {self.config.describe()}", ""]
+        for target in self.targets:
+            mine = [r for r in self.results if r.target == target.name]
+            props = list(dict.fromkeys(r.property for r in mine))
+            columns = list(dict.fromkeys((r.dtype, r.device) for r in mine if r.status != "skipped"))
+            lines.append(f"{target.name} ({target.kind}: {KINDS[target.kind].signature})")
+            width = max([len(p) for p in props] + [8])
+            lines.append(" " * (width + 2) + "  ".join(f"{dt + '/' + d:>15}" for dt, d in columns))
+            for prop in props:
+                cells = [
+                    next(self._cell(r) for r in mine if (r.property, r.dtype, r.device) == (prop, dt, d))
+                    for dt, d in columns
+                ]
+                lines.append(f"  {prop:<{width}}" + "  ".join(f"{c:>15}" for c in cells))
+            for reason in dict.fromkeys(r.message for r in mine if r.status == "skipped"):
+                lines.append(f"  skipped: {reason}")
+            for r in mine:
+                if r.status == "not-applicable" and (r.property, r.message) not in (
+                    (o.property, o.message) for o in mine[: mine.index(r)]
+                ):
+                    lines.append(f"  n/a: {r.property}: {r.message}")
+            if any(r.status == "failed" and self.follows(r) for r in mine):
+                lines.append("  (follows): fails only through the non-finite value that finite_output or")
+                lines.append("             finite_grad reports; see that property's report")
+            lines.append(f"  verdict: {self._verdict(target.name, mine)}")
+            lines.append("")
+        shown: set[tuple[str, str]] = set()
+        for r in self.findings():
+            if self.follows(r) or (r.target, r.property) in shown:
+                continue  # one report per property; the matrix shows the rest
+            shown.add((r.target, r.property))
+            lines.append(failure_report(self._target(r.target), r, self.config))
+            lines.append("")
+        total = sum(r.examples for r in self.results)
+        lines.append(f"{total} examples in {self.elapsed:.1f} s")
+        return "\n".join(lines)
+
+    def _verdict(self, target: str, mine: list[Result]) -> str:
+        if not any(r.tested for r in mine):
+            verdict = "nothing tested"
+        else:
+            failed = sum(r.status == "failed" and not self.xfailed(r) for r in mine)
+            errors = sum(r.status == "error" and not self.xfailed(r) for r in mine)
+            parts = [f"{failed} failing"] if failed else []
+            parts += [f"{errors} target errors"] if errors else []
+            verdict = ", ".join(parts) if parts else "every tested property holds"
+        if self.expected is not None:
+            verdict += " (as expected)" if self.as_expected(target) else " (NOT as expected)"
+        return verdict
+
+    # --- json and junit ------------------------------------------------------------------------
+
+    def json(self) -> str:
+        def entry(r: Result) -> dict[str, Any]:
+            target = self._target(r.target)
+            finding = r.status in ("failed", "error")
+            return {
+                "target": r.target,
+                "kind": target.kind,
+                "property": r.property,
+                "dtype": r.dtype,
+                "device": r.device,
+                "status": r.status,
+                "examples": r.examples,
+                "applied": r.applied,
+                "message": r.message,
+                "follows_from": r.root if finding and self.follows(r) else None,
+                "expected_failure": self.xfailed(r) is not None,
+                "case": r.case,
+                "rebuild": r.snippet,
+                "reproduce": reproduce_command(target, r, self.config) if finding else None,
+            }
+
+        return json.dumps(
+            {
+                "ok": self.exit_status() == 0,
+                "exit_status": self.exit_status(),
+                "config": self.config.describe(),
+                "seed": self.config.seed,
+                "results": [entry(r) for r in self.results],
+            },
+            indent=2,
+        )
+
+    def junit(self) -> str:
+        suite = ET.Element(
+            "testsuite",
+            name="xattn_ref",
+            tests=str(len(self.results)),
+            time=f"{self.elapsed:.3f}",
+            failures=str(sum(r.status == "failed" and not self.xfailed(r) for r in self.results)),
+            errors=str(sum(r.status == "error" and not self.xfailed(r) for r in self.results)),
+            skipped=str(sum(not r.tested or bool(self.xfailed(r)) for r in self.results)),
+        )
+        for r in self.results:
+            case = ET.SubElement(suite, "testcase", classname=r.target, name=r.id)
+            if not r.tested:
+                ET.SubElement(case, "skipped", message=f"{r.status}: {r.message}")
+            elif self.xfailed(r):
+                ET.SubElement(case, "skipped", message=f"xfail: {self.xfailed(r)}")
+            elif r.status in ("failed", "error"):
+                node = ET.SubElement(case, "failure" if r.status == "failed" else "error", message=r.message)
+                node.text = failure_report(self._target(r.target), r, self.config)
+        return ET.tostring(suite, encoding="unicode")
+
+
+class Progress:
+    """Progress on a stream (stderr): a live line on a terminal, one line per finished run in a
+    log. ``done(result)`` after each run."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, *, live: bool | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.count = 0
+        self.start = time.perf_counter()
+
+    def done(self, r: Result) -> None:
+        self.count += 1
+        elapsed = time.perf_counter() - self.start
+        line = (
+            f"[{self.count}/{self.total} {elapsed:5.1f} s] {r.target} {r.property} {r.dtype}/{r.device}: "
+            f"{r.status} ({r.examples} examples)"
+        )
+        if self.live:
+            self.stream.write("\r\033[K" + line[:160])
+            if self.count == self.total:
+                self.stream.write("\r\033[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
