@@ -1,7 +1,13 @@
-"""The CLI, run as a subprocess: verdicts, statuses, exit status, formats, reproduction."""
+"""The CLI: verdicts, statuses, exit status, formats, reproduction.
+
+Most tests call ``xattn_ref.cli.main`` in-process (torch is imported once); the ones about the
+process itself (``python -m``, the current folder, parallel workers) run it as a subprocess.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shlex
@@ -12,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from xattn_ref.cli import main
 from xattn_ref.known_bad import CAUGHT_BY
 
 TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
@@ -20,17 +27,30 @@ FAST = ["--profile", "ci", "--max-examples", "25", "--device", "cpu", "--quiet"]
 DTYPE = {"minus_1e9_fill": "float16", "half_precision_math": "float32"}
 
 
-def cli(
-    *args: str, timeout: int = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xattn_ref", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=None if env is None else {**os.environ, **env},
-    )
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``xattn-check ARGS`` in this process: exit status, stdout and stderr. Serial unless
+    ``--jobs`` is given (forking a pytest worker is not safe)."""
+    if "--jobs" not in args and "--list" not in args:
+        args = (*args, "--jobs", "1")
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(list(args))
+            except SystemExit as exc:  # argparse
+                status = int(exc.code or 0)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["xattn-check", *args], status, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m xattn_ref ARGS`` as a subprocess."""
+    command = [sys.executable, "-m", "xattn_ref", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=cwd)
 
 
 def reproduce_lines(text: str) -> list[list[str]]:
@@ -99,9 +119,7 @@ def test_a_target_that_misbehaves_on_a_drawn_case_is_a_finding_with_a_minimal_ca
 
 
 def test_the_printed_reproduce_commands_reproduce(tmp_path):
-    r = cli(
-        "xattn_ref.known_bad:neg_inf_softmax", *FAST, "--dtype", "float32", "--property", "finite_output"
-    )
+    r = cli("xattn_ref.known_bad:neg_inf_softmax", *FAST, "--dtype", "float32", "--property", "finite_output")
     commands = reproduce_lines(r.stdout)
     assert r.returncode == 1 and len(commands) == 1
     cmd = commands[0]
@@ -161,7 +179,7 @@ def test_the_same_seed_gives_the_same_verdicts_serially_and_in_parallel():
         "--quiet",
     ]
     args += ["--max-examples", "30", "--property", "batch_independence,finite_output,reference_agreement"]
-    serial, parallel = cli(*args, "--jobs", "1"), cli(*args, "--jobs", "2")
+    serial, parallel = cli_process(*args, "--jobs", "1"), cli_process(*args, "--jobs", "2")
     assert serial.returncode == parallel.returncode == 1
     keys = ("property", "dtype", "status", "case", "message")
     strip = lambda out: [tuple(x[k] for k in keys) for x in json.loads(out)["results"]]  # noqa: E731
@@ -183,23 +201,8 @@ def test_a_file_target_can_import_the_modules_beside_it(tmp_path):
 
 def test_a_module_target_is_looked_up_from_the_current_folder(tmp_path):
     (tmp_path / "localattn.py").write_text("from xattn_ref.targets import sdpa_kernel as attend\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xattn_ref",
-            "localattn:attend",
-            *FAST,
-            "--dtype",
-            "float32",
-            "--property",
-            "finite_output",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=300,
+    r = cli_process(
+        "localattn:attend", *FAST, "--dtype", "float32", "--property", "finite_output", cwd=tmp_path
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -255,7 +258,7 @@ def test_multihead_attention_as_most_code_calls_it_is_flagged():
     ],
 )
 def test_bad_targets_exit_2_with_a_one_line_reason(target, reason):
-    r = cli(target, *FAST)
+    r = cli_process(target, *FAST) if target == "no-colon" else cli(target, *FAST)
     assert r.returncode == 2
     assert reason in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert "Traceback" not in r.stderr

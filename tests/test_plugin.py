@@ -131,3 +131,32 @@ def test_the_plugin_is_inert_in_projects_that_do_not_use_it(pytester, monkeypatc
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK
     assert "xattn_ref:" not in result.stdout.str() and "torch" not in result.stdout.str()
+
+
+def test_importing_the_plugin_imports_neither_torch_nor_hypothesis():
+    import subprocess
+    import sys
+
+    code = "import sys, xattn_ref.plugin; print('torch' in sys.modules, 'hypothesis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_xdist_workers_share_the_controllers_seed(run):
+    result = run(
+        "-n", "2", "--xattn-target", "xattn_ref.known_bad:neg_inf_softmax", "-k", "finite_output and cpu"
+    )
+    assert result.parseoutcomes()["failed"] == 4
+    seeds = {
+        line.split("--seed ")[1].split()[0]
+        for line in result.stdout.lines
+        if "reproduce: xattn-check" in line
+    }
+    assert len(seeds) == 1, seeds
+
+
+def test_kind_options_come_from_the_registry(run):
+    from xattn_ref.kinds import KINDS
+    from xattn_ref.plugin import OPTIONS
+
+    assert {o.name for k in KINDS.values() for o in k.options} <= set(OPTIONS)

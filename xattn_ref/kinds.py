@@ -14,20 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from hypothesis import strategies as st
+# Nothing heavy at import: the pytest plugin reads the kinds' options in every project that has
+# xattn_ref installed, so torch, Hypothesis and the cases are imported where they are used.
+if TYPE_CHECKING:
+    import torch
+    from hypothesis import strategies as st
 
-from xattn_ref._calls import check_output, invoke
-from xattn_ref.cases import AttentionCase, CaseSpec, LayerCase, LayerCaseSpec, MaskSpec, SlicePattern
-from xattn_ref.tolerance import Budget, kernel_budget, layer_budget
+    from xattn_ref.cases import AttentionCase, LayerCase
+    from xattn_ref.tolerance import Budget
 
 __all__ = ["KINDS", "Kind", "KernelCall", "LayerCall", "Option", "kernel_call", "layer_call"]
 
 #: ``fn_for(dtype, device)``: the target's callable for one dtype and device (a module copy, or
 #: the product of a factory that takes them).
-FnFor = Callable[[torch.dtype, str], Callable[..., Any]]
+FnFor = Callable[["torch.dtype", str], Callable[..., Any]]
 
 
 class KernelCall:
@@ -39,6 +41,8 @@ class KernelCall:
         self.differentiable = differentiable
 
     def __call__(self, case: AttentionCase) -> torch.Tensor:
+        from xattn_ref._calls import check_output, invoke
+
         out = invoke(self.fn_for(case.dtype, str(case.device)), case.arguments())
         expected = (case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1])
         return check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
@@ -47,6 +51,8 @@ class KernelCall:
         return {}
 
     def budget(self, case: AttentionCase, g: torch.Tensor, *, grads: bool) -> Budget:
+        from xattn_ref.tolerance import kernel_budget
+
         return kernel_budget(case, g, grads=grads)
 
 
@@ -61,6 +67,8 @@ class LayerCall:
         self.differentiable = differentiable
 
     def __call__(self, case: LayerCase) -> torch.Tensor:
+        from xattn_ref._calls import check_output, invoke
+
         y = invoke(self.fn_for(case.dtype, str(case.device)), case.arguments())
         if isinstance(y, tuple) and y:
             y = y[0]
@@ -73,12 +81,16 @@ class LayerCall:
         )
 
     def parameters(self, case: LayerCase) -> dict[str, torch.Tensor]:
+        import torch
+
         fn = self.fn_for(case.dtype, str(case.device))
         if not isinstance(fn, torch.nn.Module):
             return {}
         return {n: p for n, p in fn.named_parameters() if p.requires_grad}
 
     def budget(self, case: LayerCase, g: torch.Tensor, *, grads: bool) -> Budget:
+        from xattn_ref.tolerance import layer_budget
+
         return layer_budget(self, case, self.dim + self.context_dim + case.context.shape[1])
 
 
@@ -111,7 +123,10 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-_KEY_PADDING = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
+def _key_padding() -> Any:
+    from xattn_ref.cases import MaskSpec, SlicePattern
+
+    return MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
 
 
 def _kernel_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
@@ -121,7 +136,9 @@ def _kernel_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> s
 
 
 def _kernel_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> AttentionCase:
-    return CaseSpec(2, 2, 3, 5, 8, 8, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), _KEY_PADDING).build()
+    from xattn_ref.cases import CaseSpec
+
+    return CaseSpec(2, 2, 3, 5, 8, 8, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), _key_padding()).build()
 
 
 def _layer_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
@@ -133,8 +150,10 @@ def _layer_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st
 
 
 def _layer_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> LayerCase:
+    from xattn_ref.cases import LayerCaseSpec
+
     dims = options["dim"], options["context_dim"]
-    return LayerCaseSpec(2, 3, 5, *dims, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), _KEY_PADDING).build()
+    return LayerCaseSpec(2, 3, 5, *dims, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), _key_padding()).build()
 
 
 @dataclass(frozen=True)

@@ -27,21 +27,33 @@ if TYPE_CHECKING:
 __all__ = ["XattnRun", "XattnState"]
 
 PREFIX = "--xattn-"
-#: option name -> (help, environment variable)
+#: option name -> (help, environment variable); each kind's own options are added from the
+#: registry (:data:`xattn_ref.kinds.KINDS`, which imports nothing heavy).
 OPTIONS = {
     "target": (
         "attention under test, 'package.module:name' or 'file.py:name' ('name()': a factory)",
         "XATTN_TARGET",
     ),
-    "kind": ("kind of target: kernel (default) or layer", "XATTN_KIND"),
-    "dim": ("E, a layer target's model dim", "XATTN_DIM"),
-    "context_dim": ("E_ctx, a layer target's context dim (default E)", "XATTN_CONTEXT_DIM"),
+    "kind": ("kind of target (default kernel; see xattn-check --list)", "XATTN_KIND"),
     "profile": ("Hypothesis profile: dev (default), ci or thorough", "XATTN_PROFILE"),
     "seed": ("base seed (default random; ci: 0)", "XATTN_SEED"),
     "database": ("directory that keeps failing examples and replays them", "XATTN_DATABASE"),
     "threads": ("torch intra-op threads (default 1)", "XATTN_THREADS"),
     "xfail": ("file of expected failures: property or property[dtype-device], '#' comments", "XATTN_XFAIL"),
 }
+
+
+def _kind_options() -> dict[str, tuple[str, str]]:
+    from xattn_ref.kinds import KINDS
+
+    return {
+        o.name: (f"{o.help} [{kind.name}]", "XATTN_" + o.name.upper())
+        for kind in KINDS.values()
+        for o in kind.options
+    }
+
+
+OPTIONS.update(_kind_options())
 
 
 def _dest(name: str) -> str:
@@ -134,7 +146,7 @@ class XattnState:
                 self.spec = "the built-in correct targets"
             else:
                 kind, _src = _value(config, "kind")
-                options = {n: _value(config, n)[0] for n in ("dim", "context_dim")}
+                options = {n: _value(config, n)[0] for n in _kind_options()}
                 self.targets = [
                     plan.load(spec, kind or "kernel", options, flag_prefix=PREFIX, source=f"{source}: ")
                 ]
