@@ -1,5 +1,6 @@
-"""Sweep: run every kernel property × dtype on the correct built-in kernels over many seeds and
-count failures. Correct kernels must never fail (no false failures).
+"""Sweep: run every property × dtype of the correct built-in targets (kernels and layers) and of a
+second correct kernel written differently (chunked online softmax in float32) over many seeds,
+and count failures. Correct targets must never fail (no false failures).
 
     python scripts/false_failures.py --seeds 20 --examples 50
 """
@@ -7,34 +8,38 @@ count failures. Correct kernels must never fail (no false failures).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
+import torch
+
+from xattn_ref import plan
 from xattn_ref._devices import ALL_DTYPES
-from xattn_ref.kinds import KINDS
 from xattn_ref.profiles import profile_settings
-from xattn_ref.runner import run_property
-from xattn_ref.targets import BUILTINS
+from xattn_ref.runner import run_tasks
+from xattn_ref.targets import BUILTINS, load_target
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--examples", type=int, default=50, help="examples per property, dtype and seed")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
+    torch.set_num_threads(1)
     settings = profile_settings("dev", max_examples=args.examples)
     targets = [b.load() for b in BUILTINS if b.should_pass]
+    targets.append(load_target("xattn_ref.targets:online_softmax_kernel"))
+    properties = {t.name: plan.select_properties(t.kind, None, None) for t in targets}
+    tasks = plan.tasks(targets, properties, ALL_DTYPES, ["cpu"])
     start, runs, examples, failures = time.perf_counter(), 0, 0, 0
     for seed in range(args.seeds):
-        for target in targets:
-            for prop in KINDS[target.kind].properties:
-                for dtype in ALL_DTYPES:
-                    r = run_property(target, prop, dtype=dtype, device="cpu", seed=seed, settings=settings)
-                    runs, examples = runs + 1, examples + r.examples
-                    if r.status in ("failed", "error"):
-                        failures += 1
-                        print(f"FALSE FAILURE seed={seed} {target.name} {r.id}: {r.message}")
-                        print(f"  {r.case}")
+        for r in run_tasks(targets, tasks, settings=settings, seed=seed, jobs=args.jobs):
+            runs, examples = runs + r.tested, examples + r.examples
+            if r.status in ("failed", "error"):
+                failures += 1
+                print(f"FALSE FAILURE seed={seed} {r.target} {r.id}: {r.message}\n  {r.case}", flush=True)
     elapsed = time.perf_counter() - start
     print(
         f"{failures} false failures in {runs} runs ({examples} examples, {args.seeds} seeds, "

@@ -24,7 +24,7 @@ from xattn_ref.known_bad import CAUGHT_BY
 TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
 FAST = ["--profile", "ci", "--max-examples", "25", "--device", "cpu", "--quiet"]
 # The dtype in which each known-bad kernel's defect shows.
-DTYPE = {"minus_1e9_fill": "float16", "half_precision_math": "float32"}
+DTYPE = {"minus_1e9_fill": "float16", "half_precision_math": "float32", "wrong_scale_in_bfloat16": "bfloat16"}
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -354,3 +354,11 @@ def test_list_kinds_and_properties():
         and "padding_invariance" in r.stdout
         and "layer: fn(x, context, context_mask)" in r.stdout
     )
+
+
+def test_progress_in_a_log_is_one_line_per_finished_run():
+    r = cli(f"{TARGETS}:good_kernel", "--profile", "ci", "--max-examples", "3", "--device", "cpu",
+            "--dtype", "float32,float16", "--property", "finite_output,no_input_mutation")  # fmt: skip
+    lines = [line for line in r.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == 4, r.stderr
+    assert lines[-1].startswith("[4/4") and "passed (3 examples)" in lines[-1]

@@ -9,16 +9,17 @@ from _support import SETTINGS, run, run_all_dtypes
 
 from xattn_ref.checks import PROPERTIES
 from xattn_ref.kinds import KINDS
-from xattn_ref.known_bad import CAUGHT_BY, KNOWN_BAD, neg_inf_softmax
+from xattn_ref.known_bad import CAUGHT_BY, FINITE_DEFECTS, KNOWN_BAD, neg_inf_softmax
 from xattn_ref.runner import run_property
-from xattn_ref.targets import BUILTINS, as_target, safe_sdpa_kernel, sdpa_kernel
+from xattn_ref.targets import BUILTINS, Builtin, as_target, safe_sdpa_kernel, sdpa_kernel
 
 CORRECT_KERNELS = [b for b in BUILTINS if b.kind == "kernel" and b.should_pass]
+CORRECT_KERNELS.append(Builtin("xattn_ref.targets:online_softmax_kernel"))
 
 
 def test_every_kernel_property_has_a_known_bad_kernel_that_it_catches():
     uncovered = set(KINDS["kernel"].properties) - set(CAUGHT_BY.values())
-    assert uncovered == {"reference_agreement", "device_consistency"}, sorted(uncovered)
+    assert uncovered == {"device_consistency"}, sorted(uncovered)
 
 
 @pytest.mark.parametrize("name", list(KNOWN_BAD))
@@ -170,3 +171,35 @@ def test_two_keys_draw_different_first_examples():
 def test_every_property_is_declared_by_some_kind():
     declared = {p for k in KINDS.values() for p in k.properties}
     assert declared == set(PROPERTIES)
+
+
+# --- finite defects: the tolerance model is tight enough to catch wrong values ---------------
+
+
+FINITE_CASES = [
+    (name, dtype, std)
+    for name, (dtypes, stds) in FINITE_DEFECTS.items()
+    for dtype in dtypes
+    for std in stds
+]
+
+
+@pytest.mark.parametrize(("name", "dtype", "std"), FINITE_CASES, ids=lambda x: str(x))
+def test_each_finite_defect_is_caught_in_every_dtype_and_logit_scale_where_it_exists(name, dtype, std):
+    from xattn_ref._devices import parse_dtype
+    from xattn_ref.strategies import attention_cases
+
+    dt = parse_dtype(dtype)
+    cases = attention_cases(dtypes=[dt], logit_stds=[std])
+    target = as_target(KNOWN_BAD[name])
+    r = run_property(target, CAUGHT_BY[name], dtype=dt, device="cpu", settings=SETTINGS, cases=cases)
+    assert r.status == "failed" and r.root is None, (r.status, r.message)
+
+
+@pytest.mark.parametrize("name", ["wrong_scale_in_bfloat16"])
+def test_finite_defects_of_one_precision_pass_where_they_do_not_exist(name):
+    dtypes, _ = FINITE_DEFECTS[name]
+    for dt in ("float64", "float32"):
+        if dt not in dtypes:
+            r = run("reference_agreement", KNOWN_BAD[name], getattr(torch, dt))
+            assert r.status == "passed", (dt, r.message)

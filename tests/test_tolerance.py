@@ -1,113 +1,137 @@
-"""The tolerance model: it admits the plain same-dtype result and rejects errors beyond it."""
+"""The tolerance model, tested against measured errors: correct implementations written in
+different ways stay within it in every dtype and at every logit scale, wrong values beyond a
+few roundings do not, and it is tight (a stated multiple of a plain implementation's error)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from xattn_ref._calls import cotangent
-from xattn_ref._kernel import guarded_attention
+from xattn_ref._kernel import plain_attention
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
-from xattn_ref.reference import attention
-from xattn_ref.tolerance import allowed_error, compare, format_pair, kernel_budget, magnitudes
+from xattn_ref.targets import online_softmax_kernel
+from xattn_ref.tolerance import TF32_EPS, format_pair, kernel_budget, matmul_eps
 
 LOW = [torch.float32, torch.float16, torch.bfloat16]
+STDS = [1.0, 10.0, 100.0]
+GRADS = ("dq", "dk", "dv")
 
 
-def make_case(dtype, logit_std=10.0):
-    mask = MaskSpec("key_padding", (SlicePattern("right_padding", 5), SlicePattern("all_false")))
-    return CaseSpec(2, 2, 3, 7, 8, 8, dtype, "cpu", 11, (logit_std, 1.0), (1.0, 1e-3), mask).build()
+def make_case(dtype, logit_std=10.0, seed=11, kv_len=40):
+    mask = MaskSpec("key_padding", (SlicePattern("right_padding", 30), SlicePattern("all_false")))
+    spec = CaseSpec(2, 2, 5, kv_len, 16, 16, dtype, "cpu", seed, (logit_std, logit_std), (1.0, 1e-3), mask)
+    return spec.build()
 
 
-def budget_parts(case):
-    g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
-    truth = attention(case.q.double(), case.k.double(), case.v.double(), case.mask)
-    plain = guarded_attention(case.q, case.k, case.v, case.mask, case.q.shape[-1] ** -0.5, case.dtype)
-    mag = magnitudes(case.q, case.k, case.v, g, case.q.shape[-1] ** -0.5)["out"]
-    return truth, plain, mag
+def results(fn, case, g):
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (case.q, case.k, case.v))
+    out = fn(q, k, v, case.mask)
+    return dict(zip(("out", *GRADS), (out, *torch.autograd.grad(out, (q, k, v), g))))
+
+
+def sdpa(q, k, v, mask):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).nan_to_num(0.0)
+
+
+def plain(q, k, v, mask):
+    return plain_attention(q, k, v, mask, q.shape[-1] ** -0.5)
+
+
+@pytest.mark.parametrize("std", STDS)
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("fn", [sdpa, plain, online_softmax_kernel], ids=lambda f: f.__name__)
+def test_correct_implementations_are_within_the_budget(fn, dtype, std):
+    for seed in range(3):
+        case = make_case(dtype, std, seed)
+        g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
+        budget = kernel_budget(case, g, grads=True)
+        for name, value in results(fn, case, g).items():
+            c = budget.compare(name, value)
+            assert c.ok, c.explain()
 
 
 @pytest.mark.parametrize("dtype", LOW)
-def test_the_plain_result_is_within_its_own_budget(dtype):
-    case = make_case(dtype)
-    truth, plain, mag = budget_parts(case)
-    assert compare("out", plain, truth, truth, plain, mag, dtype).ok
+def test_wrong_values_a_few_roundings_off_are_caught(dtype):
+    """The budget of an output element is a few roundings of it, not a fraction of the output:
+    scaling the output by 1 + 50 eps fails, at every logit scale."""
+    for std in STDS:
+        case = make_case(dtype, std)
+        g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
+        budget = kernel_budget(case, g, grads=False)
+        wrong = budget.truth["out"] * (1 + 50 * torch.finfo(dtype).eps)
+        assert not budget.compare("out", wrong).ok, std
 
 
-def test_an_error_of_one_percent_is_caught_in_float32():
-    case = make_case(torch.float32, logit_std=1.0)
-    truth, plain, mag = budget_parts(case)
-    bad = plain.clone()
-    bad[0, 0, 0, 0] += 0.01 * truth[0].abs().max()
-    result = compare("out", bad, truth, truth, plain, mag, torch.float32)
-    assert not result.ok
-    assert "out[0, 0, 0, 0]" in result.explain() and "batch element 0" in result.explain()
-
-
-@pytest.mark.parametrize("dtype", LOW)
-def test_a_small_batch_element_cannot_hide_behind_a_large_one(dtype):
+def test_a_small_batch_element_cannot_hide_behind_a_large_one():
     mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("all_true")))
-    case = CaseSpec(2, 1, 3, 5, 8, 8, dtype, "cpu", 5, (1.0, 1.0), (1e3, 1e-3), mask).build()
-    truth, plain, mag = budget_parts(case)
-    bad = plain.clone()
-    bad[1, 0, 0, 0] += 0.5 * truth[1].abs().max()  # far below batch element 0's budget
-    result = compare("out", bad, truth, truth, plain, mag, dtype)
-    assert not result.ok and "batch element 1" in result.explain()
+    case = CaseSpec(2, 1, 3, 5, 8, 8, torch.float32, "cpu", 5, (1.0, 1.0), (1e3, 1e-3), mask).build()
+    budget = kernel_budget(case, cotangent(case, (2, 1, 3, 8)), grads=False)
+    wrong = budget.truth["out"].clone()
+    wrong[1, 0, 0, 0] += 1e-3 * wrong[1].abs().max()  # far below batch element 0's values
+    c = budget.compare("out", wrong)
+    assert not c.ok and "batch element 1" in c.explain()
 
 
 @pytest.mark.parametrize("dtype", LOW)
-def test_an_error_just_beyond_the_budget_is_caught_at_any_logits(dtype):
-    case = make_case(dtype, logit_std=100.0)
-    truth, plain, mag = budget_parts(case)
-    budget = allowed_error(truth, plain, mag, dtype)
-    bad = truth.clone()
-    bad[0, 1, 2, 3] += 1.01 * budget[0]
-    assert not compare("out", bad, truth, truth, plain, mag, dtype).ok
+def test_the_budget_is_a_stated_multiple_of_a_plain_implementations_error(dtype):
+    """Median over rows where the plain result is not exact (off by more than a thousandth of a
+    rounding): allowed / plain error <= 300 for the output. The floor is a worst-case sum over
+    keys, a plain kernel's errors mostly cancel: 54 in float32, about 185 in float16 and
+    bfloat16 here (the README gives the figures over default cases)."""
+    ratios = []
+    for seed in range(4):
+        case = make_case(dtype, 1.0, seed)
+        g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
+        budget = kernel_budget(case, g, grads=False)
+        err = (results(plain, case, g)["out"].detach().double() - budget.truth["out"]).abs().amax(-1)
+        size = budget.truth["out"].abs().amax(-1)
+        rows = err > 1e-3 * torch.finfo(dtype).eps * size
+        ratios.append(budget.allowed("out").expand_as(budget.truth["out"]).amax(-1)[rows] / err[rows])
+    assert float(torch.cat(ratios).median()) <= 300
 
 
 def test_nan_is_never_within_budget():
     case = make_case(torch.float32)
-    truth, plain, mag = budget_parts(case)
-    bad = plain.clone()
-    bad[1, 0, 0, 0] = float("nan")
-    assert not compare("out", bad, truth, truth, plain, mag, torch.float32).ok
+    budget = kernel_budget(case, cotangent(case, (2, 2, 5, 16)), grads=False)
+    wrong = budget.truth["out"].clone()
+    wrong[0, 0, 0, 0] = float("nan")
+    assert not budget.compare("out", wrong).ok
 
 
-def test_the_budget_is_per_batch_element_and_scales_with_the_dtype():
-    case = make_case(torch.float16)
-    truth, plain, mag = budget_parts(case)
-    half = allowed_error(truth, plain, mag, torch.float16)
-    single = allowed_error(truth, plain, mag, torch.float32)
-    assert half.shape == (2,) and bool((half > single).all())
-    # batch element 1 has values 1000 times smaller, and so a budget far smaller
-    assert half[1] < half[0] / 100
+def _tf32(t):
+    """Round float32 to TF32's 10 mantissa bits (to nearest), as TF32 matmuls read their inputs."""
+    bits = t.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
-def test_factor_two_doubles_the_budget():
-    case = make_case(torch.bfloat16)
-    truth, plain, mag = budget_parts(case)
-    assert torch.allclose(
-        allowed_error(truth, plain, mag, torch.bfloat16, factor=2),
-        2 * allowed_error(truth, plain, mag, torch.bfloat16),
-    )
+def tf32_kernel(q, k, v, mask):
+    s = _tf32(q) @ _tf32(k).transpose(-2, -1) * q.shape[-1] ** -0.5
+    empty = ~mask.any(-1, keepdim=True)
+    p = s.masked_fill(~(mask | empty), float("-inf")).softmax(-1).masked_fill(empty, 0.0)
+    return _tf32(p) @ _tf32(v)
 
 
-def test_a_non_finite_plain_result_does_not_make_the_budget_infinite():
-    case = make_case(torch.float32, logit_std=1.0)
-    truth, plain, mag = budget_parts(case)
-    broken_plain = plain.clone()
-    broken_plain[0, 0, 0, 0] = float("nan")
-    assert bool(allowed_error(truth, broken_plain, mag, torch.float32).isfinite().all())
+def test_tf32_budgets_admit_a_tf32_kernel_and_float32_budgets_do_not():
+    case = make_case(torch.float32, 1.0)
+    g = cotangent(case, (2, 2, 5, 16))
+    out = tf32_kernel(case.q, case.k, case.v, case.mask)
+    assert kernel_budget(case, g, grads=False, tf32=True).compare("out", out).ok
+    assert not kernel_budget(case, g, grads=False, tf32=False).compare("out", out).ok
 
 
-def test_kernel_budget_is_the_same_model():
-    case = make_case(torch.float16)
-    truth, plain, mag = budget_parts(case)
-    g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
-    budget = kernel_budget(case, g, grads=True)
-    assert torch.equal(budget.truth["out"], truth)
-    assert torch.allclose(budget.allowed("out"), allowed_error(truth, plain, mag, torch.float16))
-    assert set(budget.names) == {"out", "dq", "dk", "dv"}
+def test_tf32_is_used_only_for_float32_on_cuda_below_highest_precision():
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        assert matmul_eps(torch.float32, "cuda") == (TF32_EPS, matmul_eps(torch.float32, "cuda")[1])
+        assert matmul_eps(torch.float32, "cpu")[0] == torch.finfo(torch.float32).eps
+        assert matmul_eps(torch.float16, "cuda")[0] == torch.finfo(torch.float16).eps
+        torch.set_float32_matmul_precision("highest")
+        assert matmul_eps(torch.float32, "cuda")[0] == torch.finfo(torch.float32).eps
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 @pytest.mark.parametrize(
@@ -120,5 +144,3 @@ def test_kernel_budget_is_the_same_model():
 )
 def test_values_show_enough_digits_to_see_the_difference(a, b, shown):
     assert format_pair(a, b) == shown
-    x, y = format_pair(a, b)
-    assert (x != y) == (a != b)

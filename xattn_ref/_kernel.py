@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["guarded_attention"]
+__all__ = ["guarded_attention", "plain_attention"]
 
 
 def guarded_attention(
@@ -39,3 +39,30 @@ def guarded_attention(
         denom = e.sum(-1, keepdim=True)
         p = e / torch.where(denom > 0, denom, 1.0)
     return torch.einsum("bhij,bhje->bhie", p, vc)
+
+
+def plain_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """The plain implementation in the inputs' dtype T, as the tolerance model counts it: each
+    stage (scores, weights, output) accumulated in float32 (float64 for float64 inputs) and
+    rounded once to T; its backward rounds each gradient to T the same way."""
+    dtype = q.dtype
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+
+    def stage(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype).to(acc)
+
+    qa, ka, va = q.to(acc), k.to(acc), v.to(acc)
+    s = stage(torch.einsum("bhid,bhjd->bhij", qa, ka) * scale)
+    if mask is None:
+        p = stage(torch.softmax(s, dim=-1))
+    else:
+        m = mask.to(device=s.device).expand(s.shape)
+        with torch.no_grad():
+            shift = torch.where(m, s, torch.finfo(acc).min).amax(-1, keepdim=True)
+            shift = torch.where(m.any(-1, keepdim=True), shift, 0.0)
+        e = torch.exp(torch.where(m, s - shift, 0.0)) * m
+        denom = e.sum(-1, keepdim=True)
+        p = stage(e / torch.where(denom > 0, denom, 1.0))
+    return torch.einsum("bhij,bhje->bhie", p, va).to(dtype)

@@ -72,7 +72,8 @@ def _check(prop: str, case: Any, c: Comparison, against: str, after: str = "", *
     raise PropertyFailure(prop, case, c.explain(against, offset=offset) + after)
 
 
-def _ones_budget(call: Call, case: Any, out_shape: tuple[int, ...]) -> Budget:
+def _output_budget(call: Call, case: Any, out_shape: tuple[int, ...]) -> Budget:
+    """The budget of the output alone (the cotangent only sets the gradients' magnitudes)."""
     return call.budget(case, cotangent(case, out_shape), grads=False)
 
 
@@ -153,7 +154,7 @@ def padding_invariance(call: Call, case: Any) -> bool:
         return False
     other, words = changed
     before = call(case)
-    budget = _ones_budget(call, case, tuple(before.shape))
+    budget = _output_budget(call, case, tuple(before.shape))
     c = budget.compare(case.output_name, call(other), before, factor=2)
     _check("padding_invariance", case, c, "the same call before the change", f", after {words}")
     return True
@@ -169,7 +170,7 @@ def compaction_equivalence(call: Call, case: Any) -> bool:
     if not case.compactable():
         return False
     out = call(case)
-    budget = _ones_budget(call, case, tuple(out.shape))
+    budget = _output_budget(call, case, tuple(out.shape))
     tested = False
     for b in range(case.batch_size):
         alone = case.alone(b)
@@ -200,7 +201,7 @@ def batch_independence(call: Call, case: Any) -> bool:
         return False
     b0 = case.batch_size - 1
     before = call(case)
-    budget = _ones_budget(call, case, tuple(before.shape))
+    budget = _output_budget(call, case, tuple(before.shape))
     for other, words in (case.redrawn(b0), case.emptied(b0)):
         after = call(other)
         c = budget.compare(case.output_name, after[:b0], before[:b0], batch=slice(0, b0), factor=2)

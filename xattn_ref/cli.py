@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=config.threads,
         on_result=None if progress is None else progress.done,
     )
-    report = Report(targets, results, config, xfail, time.perf_counter() - start, expected)
+    elapsed = time.perf_counter() - start
+    report = Report(targets, results, config, xfail, elapsed, expected, plan.notes(dtypes, devices))
     text = {"text": report.text, "json": report.json, "junit": report.junit}[args.format]()
     for entry in report.unused_xfail():
         print(f"xattn-check: warning: xfail entry {entry!r} matches no result", file=sys.stderr)

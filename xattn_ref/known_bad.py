@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "CAUGHT_BY",
+    "FINITE_DEFECTS",
     "KNOWN_BAD",
     "KNOWN_BAD_LAYERS",
     "LAYER_CAUGHT_BY",
@@ -169,6 +170,92 @@ def half_precision_math(
     return _guarded(q.to(h), k.to(h), v.to(h), mask).to(q.dtype)
 
 
+# --- finite defects: no NaN, no inf, only wrong values (caught by the tolerance model) --------
+
+
+def first_tile_only(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Processes the first tile of 4 queries only: the output rows after it are left at zero."""
+    out = _guarded(q, k, v, mask)
+    rows = torch.arange(q.shape[2], device=q.device).view(-1, 1) >= 4
+    return out.masked_fill(rows, 0.0)
+
+
+def ignores_qk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Uniform weights over the allowed keys: the mean of the values, whatever q and k say."""
+    return _guarded_from_scores(_scores(q, k) * 0.0, v, mask)
+
+
+def _guarded_from_scores(s: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return _pv(s.softmax(-1), v)
+    empty = ~mask.any(-1, keepdim=True)
+    safe = mask | (empty & (torch.arange(v.shape[2], device=mask.device) == 0))
+    return _pv(s.masked_fill(~safe, float("-inf")).softmax(-1), v).masked_fill(empty, 0.0)
+
+
+class _WrongGradient(torch.autograd.Function):
+    """A correct forward with a hand-written backward that gets one gradient wrong."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, defect: str) -> Any:
+        ctx.save_for_backward(q, k, v)
+        ctx.mask, ctx.defect = mask, defect
+        return _guarded(q, k, v, mask)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        q, k, v = (t.detach().requires_grad_(True) for t in ctx.saved_tensors)
+        with torch.enable_grad():
+            out = _guarded(q, k, v, ctx.mask)
+            dq, dk, dv = torch.autograd.grad(out, (q, k, v), g)
+        if ctx.defect == "dk_doubled":
+            dk = 2 * dk
+        elif ctx.defect == "dq_unscaled":
+            dq = dq * q.shape[-1] ** 0.5  # the 1/sqrt(D) of the scores forgotten in dq
+        elif ctx.defect == "dv_heads_reversed":
+            dv = dv.flip(1)
+        return dq, dk, dv, None, None
+
+
+def dk_doubled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A custom backward whose dk is twice what it should be."""
+    return _WrongGradient.apply(q, k, v, mask, "dk_doubled")  # type: ignore[no-any-return, no-untyped-call]
+
+
+def dq_unscaled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A custom backward that forgets the softmax scale ``1/sqrt(D)`` in dq."""
+    return _WrongGradient.apply(q, k, v, mask, "dq_unscaled")  # type: ignore[no-any-return, no-untyped-call]
+
+
+def dv_heads_reversed(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A custom backward that writes dv with its heads in reverse order (a transposed layout)."""
+    return _WrongGradient.apply(q, k, v, mask, "dv_heads_reversed")  # type: ignore[no-any-return, no-untyped-call]
+
+
+def wrong_scale_in_bfloat16(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The bfloat16 path scales the scores by ``1/D`` instead of ``1/sqrt(D)``."""
+    if q.dtype == torch.bfloat16:
+        return _guarded(q / q.shape[-1] ** 0.5, k, v, mask)
+    return _guarded(q, k, v, mask)
+
+
+def minus_1e4_fill(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """An additive ``-1e4`` for masked keys instead of ``-inf``: finite everywhere, but a row with
+    no allowed key averages its padding."""
+    s = _scores(q, k)
+    if mask is not None:
+        s = s + (~mask).to(s.dtype) * -1e4
+    return _pv(s.softmax(-1), v)
+
+
 #: name -> kernel.
 KNOWN_BAD = {
     f.__name__: f
@@ -183,6 +270,13 @@ KNOWN_BAD = {
         batch_global_max,
         wrong_scale_without_mask,
         half_precision_math,
+        first_tile_only,
+        ignores_qk,
+        dk_doubled,
+        dq_unscaled,
+        dv_heads_reversed,
+        wrong_scale_in_bfloat16,
+        minus_1e4_fill,
     )
 }
 
@@ -198,6 +292,26 @@ CAUGHT_BY = {
     "batch_global_max": "batch_independence",
     "wrong_scale_without_mask": "compaction_equivalence",
     "half_precision_math": "dtype_consistency",
+    "first_tile_only": "reference_agreement",
+    "ignores_qk": "reference_agreement",
+    "dk_doubled": "reference_agreement",
+    "dq_unscaled": "reference_agreement",
+    "dv_heads_reversed": "reference_agreement",
+    "wrong_scale_in_bfloat16": "reference_agreement",
+    "minus_1e4_fill": "empty_rows_zero",
+}
+
+#: Finite defects: name -> (the dtypes in which the defect exists, the logit standard deviations
+#: at which it shows). At std 100 the weights of a row are one-hot: dS, so dq and dk, vanish, and a
+#: different scale does not change the output.
+FINITE_DEFECTS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "first_tile_only": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
+    "ignores_qk": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
+    "dk_doubled": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0)),
+    "dq_unscaled": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0)),
+    "dv_heads_reversed": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
+    "wrong_scale_in_bfloat16": (("bfloat16",), (1.0, 10.0)),
+    "minus_1e4_fill": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
 }
 
 

@@ -15,7 +15,16 @@ from xattn_ref.kinds import KINDS
 from xattn_ref.runner import Task
 from xattn_ref.targets import BUILTINS, Target, load_target, resolve_options
 
-__all__ = ["builtin_targets", "load", "parse_devices", "parse_dtypes", "probe", "select_properties", "tasks"]
+__all__ = [
+    "builtin_targets",
+    "load",
+    "notes",
+    "parse_devices",
+    "parse_dtypes",
+    "probe",
+    "select_properties",
+    "tasks",
+]
 
 
 def parse_dtypes(names: Sequence[str] | None, source: str = "--dtype") -> list[torch.dtype]:
@@ -97,3 +106,13 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
                     ) from None
                 return f"{dtype_name(dtype)}/{device}"
     return None
+
+
+def notes(dtypes: Sequence[torch.dtype], devices: Sequence[str]) -> tuple[str, ...]:
+    """What the report header should say about the budgets: TF32 float32 matmuls on CUDA."""
+    from xattn_ref.tolerance import matmul_eps
+
+    if torch.float32 not in dtypes:
+        return ()
+    found = (matmul_eps(torch.float32, d)[1] for d in devices if unavailable_reason(d) is None)
+    return tuple(dict.fromkeys(n for n in found if n))

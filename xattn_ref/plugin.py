@@ -140,9 +140,8 @@ class XattnState:
             self.xfail = read_xfail(xfail, source) if xfail else {}
             spec, source = _value(config, "target")
             if spec is None:
-                self.targets, _ = plan.builtin_targets()
-                expected = dict(_)
-                self.targets = [t for t in self.targets if expected[t.name]]
+                builtins, should_pass = plan.builtin_targets()
+                self.targets = [t for t in builtins if should_pass[t.name]]
                 self.spec = "the built-in correct targets"
             else:
                 kind, _src = _value(config, "kind")
@@ -157,7 +156,11 @@ class XattnState:
         self.xfail_used: set[str] = set()
 
     def describe(self) -> str:
-        return f"xattn_ref: targets {self.spec}; {self.config.describe()}"
+        from xattn_ref import plan
+        from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES
+
+        notes = "".join(f"; {n}" for n in plan.notes(ALL_DTYPES, ALL_DEVICES))
+        return f"xattn_ref: targets {self.spec}; {self.config.describe()}{notes}"
 
     def runs(self) -> list[tuple[Target, str, Any, str]]:
         from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES
@@ -204,16 +207,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class _XdistHooks:
-    """Hands the controller's seed to every pytest-xdist worker (as pytest-randomly does)."""
+    """Hands the controller's seed to every pytest-xdist worker (as pytest-randomly does), so
+    that every worker draws the same examples for the same run."""
 
     def pytest_configure_node(self, node: Any) -> None:
-        if _KEY in node.config.stash or node.config.stash.get(_ACTIVE, False):
-            node.workerinput["xattn_seed"] = _state(node.config).config.seed
-        elif os.environ.get("XATTN_SEED") is None:
-            # the suite may be collected later in the workers: fix one seed for all of them now
+        config = node.config
+        if _KEY in config.stash or config.stash.get(_ACTIVE, False):
+            node.workerinput["xattn_seed"] = _state(config).config.seed
+        elif os.environ.get("XATTN_SEED") is None:  # the workers may collect the suite later
             import random
 
-            node.workerinput["xattn_seed"] = node.config.stash.setdefault(_SEED, random.randrange(2**32))
+            node.workerinput["xattn_seed"] = config.stash.setdefault(_SEED, random.randrange(2**32))
 
 
 _SEED = pytest.StashKey[int]()

@@ -110,6 +110,7 @@ class Report:
     xfail: dict[str, str]
     elapsed: float
     expected: dict[str, bool] | None = None
+    notes: tuple[str, ...] = ()  # e.g. TF32 budgets
 
     def _target(self, name: str) -> Any:
         return next(t for t in self.targets if t.name == name)
@@ -174,7 +175,7 @@ class Report:
         return CELL[r.status]
 
     def text(self) -> str:
-        lines = [f"xattn-check: {self.config.describe()}", ""]
+        lines = [f"xattn-check: {self.config.describe()}", *(f"xattn-check: {n}" for n in self.notes), ""]
         for target in self.targets:
             mine = [r for r in self.results if r.target == target.name]
             props = list(dict.fromkeys(r.property for r in mine))
@@ -190,11 +191,10 @@ class Report:
                 lines.append(f"  {prop:<{width}}" + "  ".join(f"{c:>15}" for c in cells))
             for reason in dict.fromkeys(r.message for r in mine if r.status == "skipped"):
                 lines.append(f"  skipped: {reason}")
-            for r in mine:
-                if r.status == "not-applicable" and (r.property, r.message) not in (
-                    (o.property, o.message) for o in mine[: mine.index(r)]
-                ):
-                    lines.append(f"  n/a: {r.property}: {r.message}")
+            for prop, reason in dict.fromkeys(
+                (r.property, r.message) for r in mine if r.status == "not-applicable"
+            ):
+                lines.append(f"  n/a: {prop}: {reason}")
             if any(r.status == "failed" and self.follows(r) for r in mine):
                 lines.append("  (follows): fails only through the non-finite value that finite_output or")
                 lines.append("             finite_grad reports; see that property's report")
@@ -252,6 +252,7 @@ class Report:
                 "ok": self.exit_status() == 0,
                 "exit_status": self.exit_status(),
                 "config": self.config.describe(),
+                "notes": list(self.notes),
                 "seed": self.config.seed,
                 "results": [entry(r) for r in self.results],
             },

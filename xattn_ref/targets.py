@@ -37,6 +37,7 @@ __all__ = [
     "as_target",
     "load_target",
     "mha_layer_need_weights_false",
+    "online_softmax_kernel",
     "reference_kernel",
     "resolve_options",
     "safe_sdpa_kernel",
@@ -63,6 +64,34 @@ def safe_sdpa_kernel(
     from xattn_ref.guard import safe_sdpa
 
     return safe_sdpa(q, k, v, attn_mask=mask)
+
+
+def online_softmax_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A second correct kernel, written differently: flash-style online softmax over chunks of 16
+    keys, accumulated in float32 (float64 for float64 inputs), rows with no allowed key exactly
+    0. The no-false-failure sweep runs it beside SDPA and the reference."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qa, ka, va = (t.to(acc) for t in (q, k, v))
+    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    allowed = torch.ones(b, h, lq, lk, dtype=torch.bool, device=q.device) if mask is None else mask
+    allowed = allowed.expand(b, h, lq, lk)
+    top = torch.full((b, h, lq, 1), -torch.inf, dtype=acc, device=q.device)
+    total = torch.zeros(b, h, lq, 1, dtype=acc, device=q.device)
+    out = torch.zeros(b, h, lq, v.shape[-1], dtype=acc, device=q.device)
+    for j in range(0, lk, 16):
+        s = qa @ ka[:, :, j : j + 16].transpose(-2, -1) * q.shape[-1] ** -0.5
+        m = allowed[..., j : j + 16]
+        s = torch.where(m, s, -torch.inf)
+        new_top = torch.maximum(top, s.amax(-1, keepdim=True))
+        safe_top = torch.where(new_top.isfinite(), new_top, 0.0)
+        e = torch.where(m, torch.exp(s - safe_top), 0.0)
+        rescale = torch.where(top.isfinite(), torch.exp(top - safe_top), 0.0)
+        total = total * rescale + e.sum(-1, keepdim=True)
+        out = out * rescale + e @ va[:, :, j : j + 16]
+        top = new_top
+    return (out / torch.where(total > 0, total, 1.0)).to(q.dtype)
 
 
 def mha_layer_need_weights_false() -> torch.nn.Module:

@@ -1,43 +1,67 @@
-"""The tolerance model: how far a result may be from the float64 truth.
+"""The tolerance model: how far a result may be from the float64 truth, and why.
 
-The rule (flash-attention's): a result computed in dtype T is compared with the float64 truth
-on *the same inputs* (the T-valued inputs, upcast exactly). The budget is set by the error
-that a plain implementation makes in T on those inputs::
+A result computed in dtype T is compared with the float64 truth on *the same inputs* (the
+T-valued inputs, upcast exactly), element by element::
 
-    allowed[b] = 2 * plain_error[b] + eps(T) * magnitude[b]
-    plain_error[b] = max|plain[b] - truth[b]|
+    allowed = rule * plain_error + floor          (rule: 2 for out, 3 for dq, dk, dv)
 
-per batch element ``b`` (batch elements are drawn with different scales, so one budget per
-element keeps a large element from hiding an error in a small one). ``plain`` is the guarded
-attention of :mod:`xattn_ref.reference` run in T instead of float64: scores, a max-shifted
-softmax and ``p @ v``, each rounded to T, which is what a straightforward kernel does.
+- ``plain_error``: the error of the plain implementation in T on these inputs, per row (per
+  key for dk and dv): scores, weights and output each accumulated in float32 and rounded once
+  to T (:func:`xattn_ref._kernel.plain_attention`). ``rule * plain_error`` is
+  flash-attention's test rule: a kernel may be twice (three times for gradients) as far from
+  the truth as a straightforward implementation.
+- ``floor``: a first-order bound of the error of *any* implementation that rounds each stage
+  once in T, computed per element from the float64 truth. It covers the rows a plain
+  implementation happens to get exactly right while another correct kernel does not.
 
-The floor ``eps(T) * magnitude[b]`` is one rounding of the terms summed to form the
-quantity, for results that a plain kernel happens to get exactly right (one key: ``out = v``
-and ``dq = 0``) while another correct kernel is a few roundings away. Each attention weight
-``P_ij = exp(s_ij - max_j s_ij) / sum`` carries a relative error of about ``eps * A``, where
-``A = 1 + max_ij scale * sum_d |q_id| |k_jd|`` is the absolute size of the logits (rounding the
-logit is an absolute error, and ``exp`` turns it into a relative one). With ``s`` the scale,
-``g = d loss / d out`` and ``|dP| = max_ij sum_e |g_ie| |v_je|`` (the terms of ``dP = g v^T``,
-which may cancel to almost nothing while their rounding errors do not):
+Derivation of the floor. Notation: ``s`` the scale, ``S_ij = s q_i·k_j``, ``P`` the guarded
+softmax over allowed keys, ``out = P v``, ``g = d loss / d out``, ``eps`` the rounding unit of T
+(TF32's for float32 matmuls on CUDA below "highest" precision), ``eps_acc`` that of the
+accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
 
-    out = P v        magnitude = A * max|v|
-    dv  = P^T g      magnitude = A * Lq * max|g|
-    dq  = s dS k     magnitude = A * 2 s |dP| max|k|          (|dS_ij| <= 2 P_ij |dP|)
-    dk  = s dS^T q   magnitude = A * 2 s |dP| max|q| * Lq
+1. Each weight before normalization, ``exp(S_ij - max)``, carries a relative error
+   ``r_ij = eps (2 a_ij + 1)``, ``a_ij = |s| sum_d |q_id||k_jd|``: rounding ``q·s`` and ``S_ij``
+   are absolute errors of size ``eps a_ij`` each (``exp`` makes them relative), and ``exp``
+   rounds once. Normalizing cancels the common part: the normalized weight is off by
+   ``pi_ij = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one key takes
+   all the weight. A weight that underflows into T's subnormals is off by ``eta`` (the
+   subnormal spacing) instead.
+2. ``out_i = sum_j P_ij v_j``: to first order ``d out_i = sum_j P_ij r_ij (v_j - out_i)``, plus the
+   sum's accumulation (``eps_acc n sum_j P_ij |v_j|``, true of any summation order) and two
+   roundings of the result (normalization and output)::
+
+       floor_out = sum_j P_ij r_ij |v_j - out_i| + 2 eps |out_i| + eps_acc n sum_j P_ij |v_j|
+
+3. Backward passes recompute ``P = exp(S - lse)`` from a stored logsumexp, whose error does not
+   cancel: ``pg_ij = P_ij eps_acc (2 L_i + 2)``, ``L_i = max_j a_ij + log(n + 1) >= |lse_i|``
+   (its own rounding, and that of the largest logit it was shifted by). Then, with
+   ``dP = g v^T`` (terms ``c_ij = sum_e |g_ie||v_je|``), ``delta_i = sum_j P_ij dP_ij`` and
+   ``dS = P (dP - delta)``: the error of ``delta`` is ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i|
+   + eps sum_j P_ij c_ij + eps sum_e |g_ie||out_ie|``, and that of ``dS_ij`` is
+   ``f_ij = (pi + pg)_ij |dP_ij - delta_i| + eps P_ij c_ij + P_ij d_i (+ eta)``. So (each result
+   also ``+ eta``, its own rounding near the subnormals)::
+
+       floor_dv = (pi + pg)^T |g| + eps_acc n P^T |g| + eps |dv|
+       floor_dq = |s| f |k| + eps_acc n |s| |dS| |k| + eps |dq|
+       floor_dk = |s| f^T |q| + eps_acc n |s| |dS|^T |q| + eps |dk|
 
 Two results in T that should both equal the same truth (the output before and after changing
-the padding, say) may differ by the sum of their budgets: ``factor=2``. In float64 the plain
-implementation *is* the reference, so only the floor remains.
-Nothing here is tuned per test; the factor 2 and the one-rounding floor are the whole model.
+the padding, say) may differ by the sum of their budgets: ``factor=2``. Nothing here is tuned:
+the rule and the first-order terms are the whole model. ``scripts/tightness.py`` measures how
+tight it is and ``scripts/false_failures.py`` that correct kernels never exceed it.
 
 Layers (``fn(x, context, context_mask)``) have no reference: the layer's own float64 result on
 the same (exactly upcast) inputs and parameters is the truth. A layer is a chain of sums no
 longer than ``n = E + E_ctx + Lk`` terms (projections, then attention), and a sum of ``n``
-terms rounded in T is off by at most about ``n * eps(T)`` times its magnitude, so per batch
-element ``allowed[b] = n * eps(T) * max|y_float64[b]|`` (``plain_error`` is 0). Deliberately
-loose: it catches NaN, padding that leaks into the output and outputs that depend on a fully
-padded context, not ulps.
+terms rounded in T is off by at most about ``n * eps(T)`` times its magnitude; and rounded
+logits are amplified by ``exp`` as for kernels, which the layer's internals do not let us
+compute. So the plain error is measured instead (:func:`layer_budget`): ``S[b]``, how far one
+rounding of every input moves the float64 output, once per stage of the layer::
+
+    allowed[b] = 2 * LAYER_STAGES * S[b] + n * eps(T) * max|y_float64[b]|
+
+Deliberately loose: it catches NaN, padding that leaks into the output and outputs that depend
+on a fully padded context, not ulps.
 
 :class:`Budget` holds all of it for one case; :meth:`Budget.compare` is the one comparison
 that every property of every kind of target goes through.
@@ -45,6 +69,7 @@ that every property of every kind of target goes through.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,14 +78,14 @@ from typing import Any
 import torch
 
 __all__ = [
+    "LAYER_STAGES",
+    "TF32_EPS",
     "Budget",
     "Comparison",
-    "allowed_error",
-    "compare",
     "format_pair",
     "kernel_budget",
     "layer_budget",
-    "magnitudes",
+    "matmul_eps",
     "per_batch_max_error",
 ]
 
@@ -77,10 +102,14 @@ def format_pair(a: float, b: float) -> tuple[str, str]:
 
 def per_batch_max_error(actual: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """``max |actual - truth|`` per batch element (dim 0), in float64 on the CPU; NaN counts as inf."""
-    a = actual.detach().to(device="cpu", dtype=torch.float64)
-    t = truth.detach().to(device="cpu", dtype=torch.float64)
-    err = (a - t).abs().nan_to_num(nan=float("inf"))
+    err = _error(actual, truth)
     return err.reshape(err.shape[0], -1).amax(-1) if err[0].numel() else err.new_zeros(err.shape[0])
+
+
+def _error(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    a = actual.detach().to(device="cpu", dtype=torch.float64)
+    e = expected.detach().to(device="cpu", dtype=torch.float64)
+    return (a - e).abs().nan_to_num(nan=float("inf"))
 
 
 def _per_batch_max(t: torch.Tensor) -> torch.Tensor:
@@ -88,107 +117,55 @@ def _per_batch_max(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).amax(-1) if t[0].numel() else t.new_zeros(t.shape[0])
 
 
-def magnitudes(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float
-) -> dict[str, torch.Tensor]:
-    """The magnitude of each quantity per batch element: ``out``, ``dq``, ``dk``, ``dv``."""
-    dp = _per_batch_max(
-        torch.einsum("bhie,bhje->bhij", g.to("cpu", torch.float64).abs(), v.to("cpu", torch.float64).abs())
-    )
-    logits = 1 + abs(scale) * _per_batch_max(
-        torch.einsum("bhid,bhjd->bhij", q.to("cpu", torch.float64).abs(), k.to("cpu", torch.float64).abs())
-    )
-    lq = q.shape[2]
-    return {
-        "out": logits * _per_batch_max(v),
-        "dv": logits * lq * _per_batch_max(g),
-        "dq": logits * 2 * abs(scale) * dp * _per_batch_max(k),
-        "dk": logits * 2 * abs(scale) * dp * _per_batch_max(q) * lq,
-    }
-
-
-def allowed_error(
-    truth: torch.Tensor,
-    plain: torch.Tensor,
-    magnitude: torch.Tensor,
-    dtype: torch.dtype,
-    *,
-    factor: float = 1.0,
-) -> torch.Tensor:
-    """The budget per batch element (see the module docstring), times ``factor``."""
-    floor = torch.finfo(dtype).eps * magnitude + torch.finfo(torch.float64).tiny
-    plain_error = per_batch_max_error(plain, truth)
-    # A non-finite plain result would make the budget infinite and the check vacuous.
-    plain_error = torch.where(plain_error.isfinite(), plain_error, 0.0)
-    return factor * (2 * plain_error + floor)
-
-
 @dataclass(frozen=True)
 class Comparison:
-    """The outcome of :func:`compare`: errors and budgets per batch element."""
+    """The outcome of :meth:`Budget.compare`: the error and the allowance of every element."""
 
     what: str
-    error: torch.Tensor
-    allowed: torch.Tensor
     actual: torch.Tensor
     expected: torch.Tensor
+    allowed: torch.Tensor  # float64 on the CPU, broadcastable to the error
+
+    @functools.cached_property
+    def error(self) -> torch.Tensor:
+        return _error(self.actual, self.expected)
 
     @property
     def ok(self) -> bool:
         return bool((self.error <= self.allowed).all())
 
     def explain(self, expected_name: str = "the float64 reference", *, offset: int = 0) -> str:
-        """Where the worst violation is, with the values (``offset``: the batch index of the first
-        element compared)."""
-        excess = self.error - self.allowed
-        b = int(excess.argmax())
-        a = self.actual[b].detach().to(device="cpu", dtype=torch.float64)
-        t = self.expected[b].detach().to(device="cpu", dtype=torch.float64)
-        diff = (a - t).abs().nan_to_num(nan=float("inf"))
-        flat = int(diff.reshape(-1).argmax())
-        index = (b + offset, *(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)))
-        where = f"{self.what}[{', '.join(str(i) for i in index)}]"
-        got, want = format_pair(a.reshape(-1)[flat].item(), t.reshape(-1)[flat].item())
+        """The worst element (the largest excess over its allowance), with the values (``offset``:
+        the batch index of the first element compared)."""
+        allowed = self.allowed.expand_as(self.error)
+        excess = (self.error - allowed).reshape(-1)
+        flat = int(excess.argmax())
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), self.error.shape))
+        a = self.actual.detach().reshape(-1)[flat].item()
+        e = self.expected.detach().reshape(-1)[flat].item()
+        got, want = format_pair(a, e)
+        where = f"{self.what}[{', '.join(str(i) for i in (index[0] + offset, *index[1:]))}]"
+        error = self.error.reshape(-1)[flat].item()
         return (
-            f"{where} = {got} but {expected_name} gives {want}: error {self.error[b].item():.3g} "
-            f"> allowed {self.allowed[b].item():.3g} in batch element {b + offset}"
+            f"{where} = {got} but {expected_name} gives {want}: error {error:.3g} "
+            f"> allowed {allowed.reshape(-1)[flat].item():.3g} in batch element {index[0] + offset}"
         )
-
-
-def compare(
-    what: str,
-    actual: torch.Tensor,
-    expected: torch.Tensor,
-    truth: torch.Tensor,
-    plain: torch.Tensor,
-    magnitude: torch.Tensor,
-    dtype: torch.dtype,
-    *,
-    factor: float = 1.0,
-) -> Comparison:
-    """Compare ``actual`` with ``expected`` under the budget set by ``plain`` against ``truth``
-    and the ``magnitude`` of the quantity (from :func:`magnitudes`).
-
-    ``expected`` is usually ``truth`` itself; it differs when comparing two results in the same
-    dtype (then pass ``factor=2``).
-    """
-    return Comparison(
-        what=what,
-        error=per_batch_max_error(actual, expected),
-        allowed=allowed_error(truth, plain, magnitude, dtype, factor=factor),
-        actual=actual,
-        expected=expected,
-    )
 
 
 @dataclass(frozen=True)
 class Budget:
-    """The tolerance model for one case: per quantity (``out`` or ``y``, and gradients), the
-    float64 truth, the plain same-dtype error and the magnitude, all per batch element."""
+    """The tolerance model for one case, per quantity (``out`` or ``y``, and the gradients):
+    the float64 truth, the plain same-dtype error (per row, or per batch element for layers),
+    the first-order floor (per element), and the rule (2 for outputs, 3 for gradients, as
+    flash-attention's tests)::
+
+        allowed = factor * (rule * plain_error + floor)
+    """
 
     truth: dict[str, torch.Tensor]
     plain_error: dict[str, torch.Tensor]
-    magnitude: dict[str, torch.Tensor]
+    floor: dict[str, torch.Tensor]
+    rule: dict[str, float]
     dtype: torch.dtype
 
     @property
@@ -196,9 +173,8 @@ class Budget:
         return tuple(self.truth)
 
     def allowed(self, name: str, *, batch: slice = slice(None), factor: float = 1.0) -> torch.Tensor:
-        """``factor * (2 * plain_error + eps * magnitude)`` per batch element."""
-        floor = torch.finfo(self.dtype).eps * self.magnitude[name][batch] + torch.finfo(torch.float64).tiny
-        return factor * (2 * self.plain_error[name][batch] + floor)
+        """The allowance of every element of ``name`` (batch elements ``batch``), float64 on the CPU."""
+        return factor * (self.rule[name] * self.plain_error[name][batch] + self.floor[name][batch])
 
     def compare(
         self,
@@ -209,60 +185,148 @@ class Budget:
         batch: slice = slice(None),
         factor: float = 1.0,
     ) -> Comparison:
-        """``actual`` against ``expected`` (default: the truth) for the batch elements ``batch``."""
+        """``actual`` against ``expected`` (default: the truth) for the batch elements ``batch``.
+        ``factor=2`` when both sides are results in the case's dtype that should equal the truth."""
         exp = self.truth[name][batch] if expected is None else expected
-        return Comparison(
-            what=name,
-            error=per_batch_max_error(actual, exp),
-            allowed=self.allowed(name, batch=batch, factor=factor),
-            actual=actual,
-            expected=exp,
-        )
+        return Comparison(name, actual, exp, self.allowed(name, batch=batch, factor=factor))
 
 
-def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool) -> Budget:
+#: Unit of one rounding in TF32 (10 mantissa bits), what float32 matmuls round to on a CUDA
+#: device whose float32 matmul precision is not "highest".
+TF32_EPS = 2.0**-10
+
+
+def matmul_eps(dtype: torch.dtype, device: str | torch.device) -> tuple[float, str | None]:
+    """The rounding unit of matmuls in ``dtype`` on ``device``, and a note when it is TF32."""
+    tf32 = torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32
+    if dtype == torch.float32 and torch.device(device).type == "cuda" and tf32:
+        return TF32_EPS, "float32 matmuls run in TF32 on cuda: float32 budgets use TF32 rounding"
+    return torch.finfo(dtype).eps, None
+
+
+def _terms(n: torch.Tensor) -> torch.Tensor:
+    # A sum of n terms, in any order (a plain loop included), rounds each term at most n times.
+    return n.to(torch.float64)
+
+
+def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None = None) -> Budget:
     """The budget of a kernel case (:class:`~xattn_ref.cases.AttentionCase`) for the cotangent
-    ``g``: truth from :func:`xattn_ref.reference.attention` on the exactly upcast inputs, the plain
-    result from the same guarded attention run in the case's dtype."""
-    from xattn_ref._kernel import guarded_attention
+    ``g``: the truth and the first-order floor from the float64 computation on the exactly upcast
+    inputs (see the module docstring), the plain error from the same guarded attention run in
+    the case's dtype. ``tf32``: whether float32 matmuls round to TF32 (default: as this device
+    and torch's settings say)."""
+    from xattn_ref._kernel import plain_attention
     from xattn_ref.reference import default_scale
 
+    f64, cpu = torch.float64, "cpu"
     scale = default_scale(case.q.shape[-1])
-    names = ("out", "dq", "dk", "dv") if grads else ("out",)
+    q, k, v = (t.detach().to(device=cpu, dtype=f64) for t in (case.q, case.k, case.v))
+    m = case.full_mask.to(cpu)
+    eps = matmul_eps(case.dtype, case.device)[0] if tf32 is None else (TF32_EPS if tf32 else None)
+    eps = torch.finfo(case.dtype).eps if eps is None else eps
+    # sums are accumulated in float32 by every kernel worth the name, also for half inputs
+    eps_acc = max(torch.finfo(torch.float32).eps, eps) if case.dtype != f64 else eps
 
-    def run(dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        device = "cpu" if case.device.type == "mps" else case.device
-        q, k, v = (
-            t.detach().to(device=device, dtype=dtype).requires_grad_(grads) for t in case.inputs().values()
+    s = scale * q @ k.transpose(-2, -1)
+    shift = torch.where(m, s, -torch.inf).amax(-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
+    e = torch.exp(torch.where(m, s - shift, 0.0)) * m
+    total = e.sum(-1, keepdim=True)
+    p = e / torch.where(total > 0, total, 1.0)
+    out = p @ v
+    a = abs(scale) * q.abs() @ k.abs().transpose(-2, -1)
+    # r: bound on the relative error of each unnormalized weight (q·scale and s rounded, then exp);
+    # pi: bound on the error of each normalized weight, P_ij (r_ij - sum_k P_ik r_ik) to first
+    # order, which vanishes when one key takes all the weight
+    # eta: the absolute error of a weight that underflows into T's subnormals
+    eta = torch.finfo(case.dtype).smallest_normal * torch.finfo(case.dtype).eps
+    r = eps * (2 * a + 1) * m
+    pr = p * r + eta * m
+    pi = p * ((1 - p) * r + (pr.sum(-1, keepdim=True) - pr)) + eta * m
+    rows = _terms(m.sum(-1, keepdim=True))  # (B, H, Lq, 1)
+    cols = _terms(m.sum(-2).unsqueeze(-1))  # (B, H, Lk, 1)
+    truth = {"out": out}
+    # d out_i = sum_j P_ij r_ij (v_j - out_i): the weights' errors, then the sum and its rounding
+    spread = (pr.unsqueeze(-1) * (v.unsqueeze(-3) - out.unsqueeze(-2)).abs()).sum(-2)
+    floor = {"out": spread + 2 * eps * out.abs() + eps_acc * rows * (p @ v.abs()) + eta}
+    rule = {"out": 2.0}
+    if grads:
+        g64 = g.detach().to(device=cpu, dtype=f64)
+        dp = g64 @ v.transpose(-2, -1)
+        c = g64.abs() @ v.abs().transpose(-2, -1)  # |terms| of dP = g·v
+        delta = (g64 * out).sum(-1, keepdim=True)
+        ds = p * (dp - delta)
+        truth.update(dq=scale * ds @ k, dk=scale * ds.transpose(-2, -1) @ q, dv=p.transpose(-2, -1) @ g64)
+        # Backward passes recompute the weights as exp(s - lse) from a stored logsumexp, whose
+        # error does not cancel: its own rounding (eps_acc |lse|, |lse| <= max_j a_ij + log n) and
+        # that of the largest logit it was shifted by (eps_acc max_j a_ij).
+        lse = torch.where(m, a, 0.0).amax(-1, keepdim=True) + torch.log(m.sum(-1, keepdim=True) + 1.0)
+        pg = p * eps_acc * (2 * lse + 2)
+        pi, pr = pi + pg, pr + pg
+        # delta = sum_j P_ij dP_ij: the weights' errors (against dP - delta), dP's and its own rounding
+        d_delta = (pr * (dp - delta).abs()).sum(-1, keepdim=True) + eps * (p * c).sum(-1, keepdim=True)
+        d_delta = d_delta + eps * (g64.abs() * out.abs()).sum(-1, keepdim=True)
+        f = pi * (dp - delta).abs() + eps * p * c + p * d_delta  # |error of dS_ij|
+        ads, sc = ds.abs(), abs(scale)
+        f = f + eta * m  # a dS_ij that underflows into the subnormals
+        floor.update(
+            dq=sc * f @ k.abs() + eps_acc * rows * sc * (ads @ k.abs()) + eps * truth["dq"].abs() + eta,
+            dk=sc * f.transpose(-2, -1) @ q.abs()
+            + eps_acc * cols * sc * (ads.transpose(-2, -1) @ q.abs())
+            + eps * truth["dk"].abs()
+            + eta,
+            dv=pi.transpose(-2, -1) @ g64.abs()
+            + eps_acc * cols * (p.transpose(-2, -1) @ g64.abs())
+            + eps * truth["dv"].abs()
+            + eta,
         )
-        mask = None if case.mask is None else case.mask.to(device)
-        out = guarded_attention(q, k, v, mask, scale, dtype)
-        values = [out]
-        if grads:
-            values += torch.autograd.grad(out, (q, k, v), grad_outputs=g.to(device=device, dtype=dtype))
-        return {n: t.detach() for n, t in zip(names, values)}
+        rule.update(dq=3.0, dk=3.0, dv=3.0)
 
-    truth, plain = run(torch.float64), run(case.dtype)
-    mags = magnitudes(case.q, case.k, case.v, g, scale)
-    return Budget(
-        truth=truth,
-        plain_error={n: _finite_or_zero(per_batch_max_error(plain[n], truth[n])) for n in names},
-        magnitude={n: mags[n] for n in names},
-        dtype=case.dtype,
-    )
+    # the plain same-dtype result, and its error per row (per key for dk, dv)
+    device = "cpu" if case.device.type == "mps" else case.device
+    leaves = [t.detach().to(device=device).requires_grad_(grads) for t in (case.q, case.k, case.v)]
+    mask = None if case.mask is None else case.mask.to(device)
+    plain_out = plain_attention(leaves[0], leaves[1], leaves[2], mask, scale)
+    plain = {"out": plain_out}
+    if grads:
+        gp = torch.autograd.grad(plain_out, leaves, grad_outputs=g.to(device=device, dtype=case.dtype))
+        plain.update(zip(("dq", "dk", "dv"), gp))
+    plain_error = {n: _finite_or_zero(_error(plain[n], truth[n]).amax(-1, keepdim=True)) for n in truth}
+    return Budget(truth, plain_error, floor, rule, case.dtype)
+
+
+#: Rounding stages of an attention layer: input projections, logits, the weighted sum of values,
+#: the output projection. Each rounds its results once in T.
+LAYER_STAGES = 4
 
 
 def layer_budget(call: Callable[[Any], torch.Tensor], case: Any, terms: int) -> Budget:
-    """The budget of a layer case: the layer's own float64 result is the truth, and
-    ``allowed[b] = terms * eps * max|truth[b]|`` (``terms = E + E_ctx + Lk``)."""
+    """The budget of a layer case. The layer's own float64 result is the truth, and per batch
+    element ``allowed[b] = 2 * plain[b] + terms * eps * max|truth[b]|`` (``terms = E + E_ctx +
+    Lk``), where ``plain[b] = LAYER_STAGES * S[b]`` stands for the error a plain run in T makes:
+    ``S[b]`` is how far one rounding of every input to T moves the float64 output (measured: the
+    inputs multiplied by ``1 ± eps``, random signs, seeded), and each of the layer's stages
+    rounds once. ``S`` carries what the sum bound cannot: the amplification of rounded logits by
+    ``exp`` when the inputs are large."""
     device = "cpu" if case.device.type == "mps" else str(case.device)
+    exact = case.to(dtype=torch.float64, device=device)
+    eps = torch.finfo(case.dtype).eps
+    gen = torch.Generator().manual_seed(case.seed + 4)
+    nudged = {
+        n: t * (1 + eps * torch.randint(0, 2, t.shape, generator=gen).mul(2).sub(1).to(t))
+        for n, t in exact.inputs().items()
+    }
     with torch.no_grad():
-        truth = call(case.to(dtype=torch.float64, device=device)).detach().double().cpu()
+        truth = call(exact).detach().double().cpu()
+        moved = call(exact.replace(**nudged)).detach().double().cpu()
     finite = truth.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # a NaN truth must not make it vacuous
+    per_batch = (truth.shape[0],) + (1,) * (truth.ndim - 1)
+    plain = LAYER_STAGES * _finite_or_zero(per_batch_max_error(moved, truth))
+    floor = terms * eps * _per_batch_max(finite) + torch.finfo(torch.float64).tiny
     return Budget(
         truth={"y": truth},
-        plain_error={"y": torch.zeros(truth.shape[0], dtype=torch.float64)},
-        magnitude={"y": terms * _per_batch_max(finite)},
+        plain_error={"y": plain.reshape(per_batch)},
+        floor={"y": floor.reshape(per_batch)},
+        rule={"y": 2.0},
         dtype=case.dtype,
     )
 

@@ -1,0 +1,70 @@
+"""Tightness of the tolerance model: over default cases, per row (per key for dk and dv), the
+distribution of ``allowed / plain error`` (how much more than a plain same-dtype
+implementation's own error the budget allows) and of ``allowed / max|truth|``, per dtype and
+logit scale, for the output and each gradient.
+
+    python scripts/tightness.py --cases 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from hypothesis import HealthCheck, given, settings
+
+from xattn_ref._calls import cotangent
+from xattn_ref._kernel import plain_attention
+from xattn_ref.strategies import attention_cases
+from xattn_ref.tolerance import kernel_budget
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+STDS = (1.0, 10.0, 100.0)
+
+
+def measure(dtype: torch.dtype, std: float, cases: int) -> dict[str, tuple[list[float], list[float]]]:
+    ratios: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in ("out", "dq", "dk", "dv")}
+
+    @settings(max_examples=cases, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(attention_cases(dtypes=[dtype], logit_stds=[std]))
+    def one(case):  # type: ignore[no-untyped-def]
+        g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
+        budget = kernel_budget(case, g, grads=True)
+        q, k, v = (t.detach().clone().requires_grad_(True) for t in (case.q, case.k, case.v))
+        out = plain_attention(q, k, v, case.mask, case.q.shape[-1] ** -0.5)
+        plain = dict(zip(("out", "dq", "dk", "dv"), (out, *torch.autograd.grad(out, (q, k, v), g))))
+        for name in ratios:
+            truth = budget.truth[name]
+            err = (plain[name].detach().double() - truth).abs().amax(-1)  # per row (per key: dk, dv)
+            allowed = budget.allowed(name).expand_as(truth).amax(-1)
+            rows = err > 1e-3 * torch.finfo(dtype).eps * truth.abs().amax(-1)  # the plain is not exact
+            ratios[name][0].extend((allowed[rows] / err[rows]).tolist())
+            size = truth.abs().amax(-1)
+            ratios[name][1].extend((allowed[size > 0] / size[size > 0]).tolist())
+
+    one()
+    return ratios
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--cases", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print("dtype     logit std  quantity  allowed/plain error: median    p99   allowed/|truth|: median")
+    for dtype in DTYPES:
+        for std in STDS:
+            for name, (r, m) in measure(dtype, std, args.cases).items():
+                rt, mt = torch.tensor(r or [float("nan")]), torch.tensor(m or [float("nan")])
+                print(
+                    f"{str(dtype).removeprefix('torch.'):9s} {std:9g}  {name:8s}  "
+                    f"{rt.nanmedian():10.3g} {rt.nanquantile(0.99):10.3g}"
+                    f"               {mt.nanmedian():10.3g}",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
