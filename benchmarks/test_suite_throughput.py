@@ -8,14 +8,14 @@ import time
 import pytest
 import torch
 
-from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import CAUGHT_BY, KNOWN_BAD
+from xattn_ref.plan import select_properties
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
 from xattn_ref.targets import as_target, sdpa_kernel
 
 
-@pytest.mark.parametrize("prop", list(KINDS["kernel"].properties))
+@pytest.mark.parametrize("prop", select_properties("kernel", None, None))
 def test_examples_per_second(benchmark, figure, prop):
     benchmark.group = "examples per second (float32, 30 examples, sdpa)"
     settings = profile_settings("ci")

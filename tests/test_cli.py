@@ -362,3 +362,10 @@ def test_progress_in_a_log_is_one_line_per_finished_run():
     lines = [line for line in r.stderr.splitlines() if line.startswith("[")]
     assert len(lines) == 4, r.stderr
     assert lines[-1].startswith("[4/4") and "passed (3 examples)" in lines[-1]
+
+
+def test_strict_adds_the_opt_in_properties():
+    base = ["xattn_ref.targets:sdpa_kernel", *FAST, "--dtype", "float32", "--property"]
+    assert "nan_padding_invariance" not in cli(*base[:-1]).stdout
+    r = cli(*base[:-1], "--strict", "--skip", "reference_agreement,finite_grad,dtype_consistency")
+    assert r.returncode == 1 and "nan_padding_invariance failed" in r.stdout, r.stdout

@@ -9,8 +9,8 @@ from _support import run
 
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.guard import guard, safe_sdpa
-from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import KNOWN_BAD, finfo_min_fill, neg_inf_softmax
+from xattn_ref.plan import select_properties
 
 FIXED_BY_THE_GUARD = [
     "neg_inf_softmax",
@@ -24,7 +24,10 @@ OK = ("passed", "not-applicable")
 
 # Correct (guarded) kernels run every property in every dtype: 10 examples each keep this fast;
 # the no-false-failure sweep (scripts/false_failures.py) runs thousands.
-def verdicts(kernel, key, props=KINDS["kernel"].properties, max_examples=10):
+DEFAULT_PROPERTIES = tuple(select_properties("kernel", None, None))  # no opt-in
+
+
+def verdicts(kernel, key, props=DEFAULT_PROPERTIES, max_examples=10):
     return {
         (prop, d): run(prop, kernel, d, name=key, max_examples=max_examples)
         for prop in props

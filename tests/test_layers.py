@@ -7,10 +7,10 @@ from _support import run
 
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.adapters import cross_attention_layer, decoder_layer, multihead_attention_layer
-from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import KNOWN_BAD_LAYERS, LAYER_CAUGHT_BY
+from xattn_ref.plan import select_properties
 
-LAYER_PROPERTIES = KINDS["layer"].properties
+LAYER_PROPERTIES = select_properties("layer", None, None)  # the default set (no opt-in)
 
 
 def verdicts(name, module, props, max_examples=20):

@@ -10,6 +10,7 @@ from _support import SETTINGS, run, run_all_dtypes
 from xattn_ref.checks import PROPERTIES
 from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import CAUGHT_BY, FINITE_DEFECTS, KNOWN_BAD, neg_inf_softmax
+from xattn_ref.plan import select_properties
 from xattn_ref.runner import run_property
 from xattn_ref.targets import BUILTINS, Builtin, as_target, safe_sdpa_kernel, sdpa_kernel
 
@@ -19,7 +20,9 @@ CORRECT_KERNELS.append(Builtin("xattn_ref.targets:online_softmax_kernel"))
 
 def test_every_kernel_property_has_a_known_bad_kernel_that_it_catches():
     uncovered = set(KINDS["kernel"].properties) - set(CAUGHT_BY.values())
-    assert uncovered == {"device_consistency"}, sorted(uncovered)
+    # device_consistency needs an accelerator; nan_padding_invariance catches torch's own SDPA
+    # math path (test_nan_padding_invariance_catches_torchs_math_path_and_passes_a_nan_safe_kernel)
+    assert uncovered == {"device_consistency", "nan_padding_invariance"}, sorted(uncovered)
 
 
 @pytest.mark.parametrize("name", list(KNOWN_BAD))
@@ -57,7 +60,7 @@ def test_failures_name_the_row_that_allows_no_key():
 @pytest.mark.parametrize("builtin", CORRECT_KERNELS, ids=lambda b: b.spec)
 def test_correct_kernels_pass_every_property_that_applies(builtin):
     target = builtin.load()
-    for prop in KINDS["kernel"].properties:
+    for prop in select_properties("kernel", None, None):  # the default set (no opt-in)
         for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
             r = run_property(target, prop, dtype=dtype, device="cpu", settings=SETTINGS)
             assert r.status in ("passed", "not-applicable"), (prop, r.dtype, r.message)
@@ -203,3 +206,29 @@ def test_finite_defects_of_one_precision_pass_where_they_do_not_exist(name):
         if dt not in dtypes:
             r = run("reference_agreement", KNOWN_BAD[name], getattr(torch, dt))
             assert r.status == "passed", (dt, r.message)
+
+
+# --- the opt-in nan_padding_invariance ---------------------------------------------------------
+
+
+def nan_safe_kernel(q, k, v, mask):
+    """Zeroes the keys and values no query may attend to before attending (what a tiled kernel
+    that never loads padding achieves)."""
+    if mask is not None:
+        dead = ~mask.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2]).any(-2).unsqueeze(-1)
+        k, v = k.masked_fill(dead, 0.0), v.masked_fill(dead, 0.0)
+    return safe_sdpa_kernel(q, k, v, mask)
+
+
+def test_nan_padding_invariance_catches_torchs_math_path_and_passes_a_nan_safe_kernel():
+    r = run("nan_padding_invariance", sdpa_kernel)
+    assert r.status == "failed" and "after writing NaN, inf and -inf" in r.message, r.message
+    assert run("nan_padding_invariance", nan_safe_kernel).status == "passed"
+
+
+def test_nan_padding_invariance_is_opt_in():
+    from xattn_ref.plan import select_properties
+
+    assert "nan_padding_invariance" not in select_properties("kernel", None, None)
+    assert "nan_padding_invariance" in select_properties("kernel", None, None, strict=True)
+    assert select_properties("kernel", ["nan_padding_invariance"], None) == ["nan_padding_invariance"]

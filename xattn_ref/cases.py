@@ -220,6 +220,7 @@ class Case(Protocol):
     def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> Any: ...
     def where(self, name: str, index: tuple[int, ...]) -> str: ...
     def with_padding_replaced(self) -> tuple[Any, str] | None: ...
+    def with_padding_poisoned(self) -> tuple[Any, str] | None: ...
     def compactable(self) -> bool: ...
     def alone(self, b: int) -> tuple[Any, str] | None: ...
     def redrawn(self, b: int) -> tuple[Any, str]: ...
@@ -360,6 +361,23 @@ class AttentionCase:
             f"size {k_mag:.3g} (k) and {v_mag:.3g} (v)"
         )
         return self.replace(k=k, v=v), words
+
+    def with_padding_poisoned(self) -> tuple[AttentionCase, str] | None:
+        """k and v with the keys no query may attend to set to NaN, inf and -inf (in turn); None
+        when every key is allowed somewhere."""
+        dead = ~self.full_mask.any(-2)
+        if not bool(dead.any()):
+            return None
+        bad = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=self.dtype, device=self.device)
+        k = torch.where(
+            dead.unsqueeze(-1), bad[torch.arange(self.k.shape[-1], device=self.device) % 3], self.k
+        )
+        v = torch.where(
+            dead.unsqueeze(-1), bad[torch.arange(self.v.shape[-1], device=self.device) % 3], self.v
+        )
+        return self.replace(
+            k=k, v=v
+        ), f"writing NaN, inf and -inf into the {int(dead.sum())} keys/values no query may attend to"
 
     def _key_padding(self) -> torch.Tensor | None:
         if self.mask is None:
@@ -539,6 +557,18 @@ class LayerCase:
         context = torch.where(pad.unsqueeze(-1).to(self.device), noise, self.context)
         return self.replace(context=context), (
             f"replacing the {int(pad.sum())} padded context positions by random values of std {top:.3g}"
+        )
+
+    def with_padding_poisoned(self) -> tuple[LayerCase, str] | None:
+        """The padded context positions set to NaN, inf and -inf (in turn); None without padding."""
+        pad = ~self.context_mask
+        if not bool(pad.any()):
+            return None
+        bad = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=self.dtype, device=self.device)
+        fill = bad[torch.arange(self.context.shape[-1], device=self.device) % 3]
+        context = torch.where(pad.unsqueeze(-1), fill, self.context)
+        return self.replace(context=context), (
+            f"writing NaN, inf and -inf into the {int(pad.sum())} padded context positions"
         )
 
     def compactable(self) -> bool:

@@ -43,6 +43,7 @@ __all__ = [
     "finite_grad",
     "finite_output",
     "no_input_mutation",
+    "nan_padding_invariance",
     "padding_invariance",
     "reference_agreement",
 ]
@@ -157,6 +158,30 @@ def padding_invariance(call: Call, case: Any) -> bool:
     budget = _output_budget(call, case, tuple(before.shape))
     c = budget.compare(case.output_name, call(other), before, factor=2)
     _check("padding_invariance", case, c, "the same call before the change", f", after {words}")
+    return True
+
+
+def nan_padding_invariance(call: Call, case: Any) -> bool:
+    """NaN and inf stored at keys (context positions) that no query may attend to change nothing:
+    the output stays finite and equal (tiled kernels that load padding and multiply it by a zero
+    weight get NaN). Opt-in (``--strict``): torch's own math path fails it."""
+    changed = case.with_padding_poisoned()
+    if changed is None:
+        return False
+    other, words = changed
+    before = call(case)
+    after = call(other)
+    index = first_nonfinite(after)
+    if index is not None and first_nonfinite(before) is None:
+        raise PropertyFailure(
+            "nan_padding_invariance",
+            case,
+            f"{after[index].item()} in {index_str(case.output_name, index)} after {words} "
+            f"(finite before); {case.where(case.output_name, index)}",
+        )
+    budget = _output_budget(call, case, tuple(before.shape))
+    c = budget.compare(case.output_name, after, before, factor=2)
+    _check("nan_padding_invariance", case, c, "the same call before the change", f", after {words}")
     return True
 
 
@@ -314,13 +339,15 @@ class Property:
 
     - ``gradients``: the check needs gradients (skipped for forward-only targets);
     - ``not_applicable``: why the property cannot apply to a dtype and device at all (then it
-      is not run), or None.
+      is not run), or None;
+    - ``opt_in``: run only when asked for (``--strict``, or by name).
     """
 
     name: str
     check: Callable[[Call, Any], bool]
     gradients: bool = False
     not_applicable: Callable[[torch.dtype, str], str | None] = _always
+    opt_in: bool = False
 
     @property
     def summary(self) -> str:
@@ -336,6 +363,7 @@ PROPERTIES: dict[str, Property] = {
         Property("finite_grad", finite_grad, gradients=True),
         Property("empty_rows_zero", empty_rows_zero, gradients=True),
         Property("padding_invariance", padding_invariance),
+        Property("nan_padding_invariance", nan_padding_invariance, opt_in=True),
         Property("compaction_equivalence", compaction_equivalence),
         Property("reference_agreement", reference_agreement, gradients=True),
         Property("batch_independence", batch_independence),

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--property", type=_csv, dest="properties", help="only these properties (comma list)")
     p.add_argument("--skip", type=_csv, default=[], help="skip these properties (comma list)")
     p.add_argument(
+        "--strict", action="store_true", help="also run the opt-in properties (nan_padding_invariance)"
+    )
+    p.add_argument(
         "--max-examples", help="examples per run (default: the profile's) [env XATTN_MAX_EXAMPLES]"
     )
     p.add_argument("--seed", help="base seed (default random; 0 with the ci profile) [env XATTN_SEED]")
@@ -92,7 +95,8 @@ def _list() -> None:
     for kind in KINDS.values():
         print(f"{kind.name}: {kind.signature}")
         for name in kind.properties:
-            print(f"  {name:24s} {PROPERTIES[name].summary}")
+            opt_in = " (opt-in: --strict)" if PROPERTIES[name].opt_in else ""
+            print(f"  {name:24s} {PROPERTIES[name].summary}{opt_in}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             given = {o.name: getattr(args, o.name) for k in KINDS.values() for o in k.options}
             targets = [plan.load(args.target, args.kind, given)]
-        properties = {t.name: plan.select_properties(t.kind, args.properties, args.skip) for t in targets}
+        properties = {
+            t.name: plan.select_properties(t.kind, args.properties, args.skip, strict=args.strict)
+            for t in targets
+        }
         for target in targets:
             plan.probe(target, dtypes, devices)
     except UsageError as exc:

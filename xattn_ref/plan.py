@@ -62,15 +62,23 @@ def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
 
 
 def select_properties(
-    kind: str, only: Sequence[str] | None, skip: Sequence[str] | None, prefix: str = "--"
+    kind: str,
+    only: Sequence[str] | None,
+    skip: Sequence[str] | None,
+    prefix: str = "--",
+    *,
+    strict: bool = False,
 ) -> list[str]:
-    """The kind's properties, restricted to ``only`` and without ``skip`` (names checked)."""
+    """The kind's properties, restricted to ``only`` and without ``skip`` (names checked);
+    opt-in properties only with ``strict`` or when named in ``only``."""
+    from xattn_ref.checks import PROPERTIES
+
     known = sorted({p for k in KINDS.values() for p in k.properties})
     for option, chosen in ((f"{prefix}property", only), (f"{prefix}skip", skip)):
         for name in chosen or []:
             if name not in known:
                 raise UsageError(f"{option}: unknown property {name!r}; expected one of {', '.join(known)}")
-    names = [p for p in KINDS[kind].properties if not only or p in only]
+    names = [p for p in KINDS[kind].properties if (p in only if only else strict or not PROPERTIES[p].opt_in)]
     return [p for p in names if p not in (skip or [])]
 
 

@@ -39,6 +39,7 @@ OPTIONS = {
     "seed": ("base seed (default random; ci: 0)", "XATTN_SEED"),
     "database": ("directory that keeps failing examples and replays them", "XATTN_DATABASE"),
     "threads": ("torch intra-op threads (default 1)", "XATTN_THREADS"),
+    "strict": ("1: also run the opt-in properties (nan_padding_invariance)", "XATTN_STRICT"),
     "xfail": ("file of expected failures: property or property[dtype-device], '#' comments", "XATTN_XFAIL"),
 }
 
@@ -136,6 +137,8 @@ class XattnState:
             import torch
 
             torch.set_num_threads(self.config.threads)
+            strict, _src = _value(config, "strict")
+            self.strict = strict not in (None, "", "0", "false", "no")
             xfail, source = _value(config, "xfail")
             self.xfail = read_xfail(xfail, source) if xfail else {}
             spec, source = _value(config, "target")
@@ -163,13 +166,13 @@ class XattnState:
         return f"xattn_ref: targets {self.spec}; {self.config.describe()}{notes}"
 
     def runs(self) -> list[tuple[Target, str, Any, str]]:
+        from xattn_ref import plan
         from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES
-        from xattn_ref.kinds import KINDS
 
         return [
             (t, p, dtype, device)
             for t in self.targets
-            for p in KINDS[t.kind].properties
+            for p in plan.select_properties(t.kind, None, None, strict=self.strict)
             for dtype in ALL_DTYPES
             for device in ALL_DEVICES
         ]

@@ -291,7 +291,6 @@ def _attention_cases(
     return spec.build()
 
 
-
 def _check_devices(devices: object) -> tuple[str, ...]:
     if isinstance(devices, str) or not isinstance(devices, Sequence) or not devices:
         raise InvalidArgument(f"devices must be a non-empty sequence of str, but was {devices!r}")

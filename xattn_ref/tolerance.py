@@ -36,12 +36,14 @@ accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
    cancel: ``pg_ij = P_ij eps_acc (2 L_i + 2)``, ``L_i = max_j a_ij + log(n + 1) >= |lse_i|``
    (its own rounding, and that of the largest logit it was shifted by). Then, with
    ``dP = g v^T`` (terms ``c_ij = sum_e |g_ie||v_je|``), ``delta_i = sum_j P_ij dP_ij`` and
-   ``dS = P (dP - delta)``: the error of ``delta`` is ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i|
-   + eps sum_j P_ij c_ij + eps sum_e |g_ie||out_ie|``, and that of ``dS_ij`` is
-   ``f_ij = (pi + pg)_ij |dP_ij - delta_i| + eps P_ij c_ij + P_ij d_i (+ eta)``. So (each result
-   also ``+ eta``, its own rounding near the subnormals)::
+   ``dS = P (dP - delta)``: ``dP_ij`` is off by ``e_ij = (eps + eps_acc Dv) c_ij`` (one rounding,
+   Dv accumulated terms); ``delta_i`` by ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i| + sum_j
+   P_ij e_ij + eps_acc n sum_j P_ij |dP_ij| + (eps + eps_acc Dv) sum_e |g_ie||out_ie|``; and
+   ``dS_ij`` by ``f_ij = (pi + pg)_ij |dP_ij - delta_i| + P_ij e_ij + P_ij d_i (+ eta)``. So (each
+   result also ``+ eta (n + 4)``: near the subnormals, the rounding of its n terms and of the
+   at most 4 operations before them)::
 
-       floor_dv = (pi + pg)^T |g| + eps_acc n P^T |g| + eps |dv|
+       floor_dv = (pi + pg)^T |g| + eps_acc n P^T |g| + eps |dv|           (n: queries of key j)
        floor_dq = |s| f |k| + eps_acc n |s| |dS| |k| + eps |dq|
        floor_dk = |s| f^T |q| + eps_acc n |s| |dS|^T |q| + eps |dk|
 
@@ -240,14 +242,17 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     # eta: the absolute error of a weight that underflows into T's subnormals
     eta = torch.finfo(case.dtype).smallest_normal * torch.finfo(case.dtype).eps
     r = eps * (2 * a + 1) * m
-    pr = p * r + eta * m
-    pi = p * ((1 - p) * r + (pr.sum(-1, keepdim=True) - pr)) + eta * m
+    pr = p * r
+    pi = p * ((1 - p) * r + (pr.sum(-1, keepdim=True) - pr))
+    mf = m.to(f64)  # a weight that underflows is off by eta: those terms are counted in units of
+    # eta and multiplied by it last (eta times a scale would itself round away in float64)
     rows = _terms(m.sum(-1, keepdim=True))  # (B, H, Lq, 1)
     cols = _terms(m.sum(-2).unsqueeze(-1))  # (B, H, Lk, 1)
     truth = {"out": out}
     # d out_i = sum_j P_ij r_ij (v_j - out_i): the weights' errors, then the sum and its rounding
     spread = (pr.unsqueeze(-1) * (v.unsqueeze(-3) - out.unsqueeze(-2)).abs()).sum(-2)
-    floor = {"out": spread + 2 * eps * out.abs() + eps_acc * rows * (p @ v.abs()) + eta}
+    spread_eta = (mf.unsqueeze(-1) * (v.unsqueeze(-3) - out.unsqueeze(-2)).abs()).sum(-2) + rows + 2
+    floor = {"out": spread + 2 * eps * out.abs() + eps_acc * rows * (p @ v.abs()) + eta * spread_eta}
     rule = {"out": 2.0}
     if grads:
         g64 = g.detach().to(device=cpu, dtype=f64)
@@ -262,22 +267,30 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         lse = torch.where(m, a, 0.0).amax(-1, keepdim=True) + torch.log(m.sum(-1, keepdim=True) + 1.0)
         pg = p * eps_acc * (2 * lse + 2)
         pi, pr = pi + pg, pr + pg
-        # delta = sum_j P_ij dP_ij: the weights' errors (against dP - delta), dP's and its own rounding
-        d_delta = (pr * (dp - delta).abs()).sum(-1, keepdim=True) + eps * (p * c).sum(-1, keepdim=True)
-        d_delta = d_delta + eps * (g64.abs() * out.abs()).sum(-1, keepdim=True)
-        f = pi * (dp - delta).abs() + eps * p * c + p * d_delta  # |error of dS_ij|
+        # dP_ij = g_i·v_j sums Dv terms; delta = sum_j P_ij dP_ij sums n of them (or Dv, as
+        # g_i·out_i): the weights' errors (against dP - delta), dP's, and both accumulations
+        dv_terms = float(v.shape[-1])
+        dp_err = (eps + eps_acc * dv_terms) * c
+        d_delta = (pr * (dp - delta).abs()).sum(-1, keepdim=True) + (p * dp_err).sum(-1, keepdim=True)
+        d_delta = d_delta + eps_acc * rows * (p * dp.abs()).sum(-1, keepdim=True)
+        d_delta = d_delta + (eps + eps_acc * dv_terms) * (g64.abs() * out.abs()).sum(-1, keepdim=True)
+        f = pi * (dp - delta).abs() + p * dp_err + p * d_delta  # |error of dS_ij|
         ads, sc = ds.abs(), abs(scale)
-        f = f + eta * m  # a dS_ij that underflows into the subnormals
+        # in units of eta: the underflowed weights against dP - delta, dS's own, through delta
+        f_eta = mf * ((dp - delta).abs() + 1) + p * (mf * (dp - delta).abs()).sum(-1, keepdim=True)
         floor.update(
-            dq=sc * f @ k.abs() + eps_acc * rows * sc * (ads @ k.abs()) + eps * truth["dq"].abs() + eta,
+            dq=sc * f @ k.abs()
+            + eps_acc * rows * sc * (ads @ k.abs())
+            + eps * truth["dq"].abs()
+            + eta * (sc * f_eta @ k.abs() + rows + 4),
             dk=sc * f.transpose(-2, -1) @ q.abs()
             + eps_acc * cols * sc * (ads.transpose(-2, -1) @ q.abs())
             + eps * truth["dk"].abs()
-            + eta,
+            + eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4),
             dv=pi.transpose(-2, -1) @ g64.abs()
             + eps_acc * cols * (p.transpose(-2, -1) @ g64.abs())
             + eps * truth["dv"].abs()
-            + eta,
+            + eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
         )
         rule.update(dq=3.0, dk=3.0, dv=3.0)
 
