@@ -1,7 +1,8 @@
-"""Tightness of the tolerance model: over default cases, per row (per key for dk and dv), the
-distribution of ``allowed / plain error`` (how much more than a plain same-dtype
-implementation's own error the budget allows) and of ``allowed / max|truth|``, per dtype and
-logit scale, for the output and each gradient.
+"""Tightness of the tolerance model: over default cases, per row (per key for dk and dv) of the
+rows that carry signal (at least 1% of the quantity's largest row), the distribution of
+``allowed / plain error`` (how much more than a plain same-dtype implementation's own error the
+budget allows, where the plain result is not exact) and of ``allowed / max|truth|`` (the
+allowance relative to the row), per dtype and logit scale, for the output and each gradient.
 
     python scripts/tightness.py --cases 300
 """
@@ -38,10 +39,12 @@ def measure(dtype: torch.dtype, std: float, cases: int) -> dict[str, tuple[list[
             truth = budget.truth[name]
             err = (plain[name].detach().double() - truth).abs().amax(-1)  # per row (per key: dk, dv)
             allowed = budget.allowed(name).expand_as(truth).amax(-1)
-            rows = err > 1e-3 * torch.finfo(dtype).eps * truth.abs().amax(-1)  # the plain is not exact
-            ratios[name][0].extend((allowed[rows] / err[rows]).tolist())
             size = truth.abs().amax(-1)
-            ratios[name][1].extend((allowed[size > 0] / size[size > 0]).tolist())
+            # rows that carry signal (at least 1% of the largest row: not saturated, not underflowed)
+            signal = size >= 1e-2 * size.max()
+            rows = signal & (err > 1e-3 * torch.finfo(dtype).eps * size)  # where the plain is not exact
+            ratios[name][0].extend((allowed[rows] / err[rows]).tolist())
+            ratios[name][1].extend((allowed[signal] / size[signal]).tolist())
 
     one()
     return ratios

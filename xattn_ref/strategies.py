@@ -20,6 +20,7 @@ examples fast at any size and makes every example reproducible from ``repr(case.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -59,22 +60,30 @@ DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
 
 
 # Plain functions that draw (no strategy is built per draw: building ``st.composite`` inside a
-# draw makes Hypothesis re-read the source each time, which once cost two thirds of a run).
+# draw makes Hypothesis re-read the source each time, which once cost two thirds of a run), and
+# the same strategy object for the same arguments (a new one is validated again at every draw).
+_ints = functools.lru_cache(maxsize=4096)(st.integers)
+_choice = functools.lru_cache(maxsize=1024)(st.sampled_from)
+
+
+@functools.lru_cache(maxsize=256)
+def _kv_len_strategy(low: int, split: int, high: int) -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(low, split), st.integers(split, high))
 
 
 def _draw_slice(draw: st.DrawFn, patterns: tuple[str, ...], q_len: int, kv_len: int) -> SlicePattern:
-    name = draw(st.sampled_from(patterns))
+    name = draw(_choice(patterns))
     if name in ("all_false", "all_true", "causal"):
         return SlicePattern(name)
     if name == "one_key":
-        return SlicePattern(name, arg=draw(st.integers(0, kv_len - 1)))
+        return SlicePattern(name, arg=draw(_ints(0, kv_len - 1)))
     if name in ("right_padding", "left_padding"):
-        return SlicePattern(name, arg=draw(st.integers(0, kv_len)))
+        return SlicePattern(name, arg=draw(_ints(0, kv_len)))
     return SlicePattern(
         name,
-        arg=draw(st.integers(1, 7)),
-        seed=draw(st.integers(0, 2**16)),
-        empty_rows=draw(st.integers(0, q_len)),
+        arg=draw(_ints(1, 7)),
+        seed=draw(_ints(0, 2**16)),
+        empty_rows=draw(_ints(0, q_len)),
     )
 
 
@@ -263,17 +272,17 @@ def _attention_cases(
     logit_stds: tuple[float, ...],
     value_stds: tuple[float, ...],
 ) -> AttentionCase:
-    b = draw(st.integers(1, b_max))
-    h = draw(st.integers(1, h_max))
-    lq = draw(st.integers(*q_lens))
+    b = draw(_ints(1, b_max))
+    h = draw(_ints(1, h_max))
+    lq = draw(_ints(*q_lens))
     low, split, high = kv_lens
-    lk = draw(st.one_of(st.integers(low, split), st.integers(split, high)))
-    d = draw(st.sampled_from(dims))
-    dv = draw(st.sampled_from(dims))
-    dtype = draw(st.sampled_from(dtypes))
-    device = draw(st.sampled_from(devices))
-    no_mask = allow_no_mask and draw(st.integers(0, 7)) == 7
-    mask = None if no_mask else _draw_mask(draw, draw(st.sampled_from(layouts)), b, h, lq, lk, patterns)
+    lk = draw(_kv_len_strategy(low, split, high))
+    d = draw(_choice(dims))
+    dv = draw(_choice(dims))
+    dtype = draw(_choice(dtypes))
+    device = draw(_choice(devices))
+    no_mask = allow_no_mask and draw(_ints(0, 7)) == 7
+    mask = None if no_mask else _draw_mask(draw, draw(_choice(layouts)), b, h, lq, lk, patterns)
     spec = CaseSpec(
         batch_size=b,
         num_heads=h,
@@ -283,9 +292,9 @@ def _attention_cases(
         value_dim=dv,
         dtype=dtype,
         device=device,
-        seed=draw(st.integers(0, 2**32 - 1)),
-        logit_std=tuple(draw(st.sampled_from(logit_stds)) for _ in range(b)),
-        value_std=tuple(draw(st.sampled_from(value_stds)) for _ in range(b)),
+        seed=draw(_ints(0, 2**32 - 1)),
+        logit_std=tuple(draw(_choice(logit_stds)) for _ in range(b)),
+        value_std=tuple(draw(_choice(value_stds)) for _ in range(b)),
         mask=mask,
     )
     return spec.build()
@@ -372,20 +381,20 @@ def _layer_cases(
     kv_lens: tuple[int, int],
     stds: tuple[float, ...],
 ) -> LayerCase:
-    b = d(st.integers(1, b_max))
+    b = d(_ints(1, b_max))
     split, high = kv_lens
-    lk = d(st.one_of(st.integers(1, split), st.integers(split, high)))
+    lk = d(_kv_len_strategy(1, split, high))
     spec = LayerCaseSpec(
         batch_size=b,
-        q_len=d(st.integers(1, lq_max)),
+        q_len=d(_ints(1, lq_max)),
         kv_len=lk,
         dim=dim,
         context_dim=context_dim,
-        dtype=d(st.sampled_from(dtypes)),
-        device=d(st.sampled_from(devices)),
-        seed=d(st.integers(0, 2**32 - 1)),
-        x_std=tuple(d(st.sampled_from(stds)) for _ in range(b)),
-        context_std=tuple(d(st.sampled_from(stds)) for _ in range(b)),
+        dtype=d(_choice(dtypes)),
+        device=d(_choice(devices)),
+        seed=d(_ints(0, 2**32 - 1)),
+        x_std=tuple(d(_choice(stds)) for _ in range(b)),
+        context_std=tuple(d(_choice(stds)) for _ in range(b)),
         mask=_draw_mask(d, "key_padding", b, 1, 1, lk, LAYER_PATTERNS),
     )
     return spec.build()
