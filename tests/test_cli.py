@@ -24,7 +24,12 @@ from xattn_ref.known_bad import CAUGHT_BY
 TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
 FAST = ["--profile", "ci", "--max-examples", "25", "--device", "cpu", "--quiet"]
 # The dtype in which each known-bad kernel's defect shows.
-DTYPE = {"minus_1e9_fill": "float16", "half_precision_math": "float32", "wrong_scale_in_bfloat16": "bfloat16"}
+DTYPE = {
+    "minus_1e9_fill": "float16",
+    "half_precision_math": "float32",
+    "wrong_scale_in_bfloat16": "bfloat16",
+    "finfo_min_additive": "float16",
+}
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -59,9 +64,14 @@ def reproduce_lines(text: str) -> list[list[str]]:
     ]
 
 
+# batch_global_max needs two batch elements of very different scales: ~100 examples.
+EXAMPLES = {"batch_global_max": "150"}
+
+
 @pytest.mark.parametrize("name", list(CAUGHT_BY))
 def test_each_known_bad_kernel_exits_1_naming_its_property(name):
-    r = cli(f"xattn_ref.known_bad:{name}", *FAST, "--dtype", DTYPE.get(name, "float64"))
+    args = [*FAST, "--max-examples", EXAMPLES.get(name, "25"), "--dtype", DTYPE.get(name, "float64")]
+    r = cli(f"xattn_ref.known_bad:{name}", *args)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"{CAUGHT_BY[name]} failed for xattn_ref.known_bad:{name}" in r.stdout
     assert "reproduce: xattn-check xattn_ref.known_bad:" in r.stdout

@@ -180,10 +180,7 @@ def test_every_property_is_declared_by_some_kind():
 
 
 FINITE_CASES = [
-    (name, dtype, std)
-    for name, (dtypes, stds) in FINITE_DEFECTS.items()
-    for dtype in dtypes
-    for std in stds
+    (name, dtype, std) for name, (dtypes, stds) in FINITE_DEFECTS.items() for dtype in dtypes for std in stds
 ]
 
 
@@ -232,3 +229,31 @@ def test_nan_padding_invariance_is_opt_in():
     assert "nan_padding_invariance" not in select_properties("kernel", None, None)
     assert "nan_padding_invariance" in select_properties("kernel", None, None, strict=True)
     assert select_properties("kernel", ["nan_padding_invariance"], None) == ["nan_padding_invariance"]
+
+
+# --- adversarial inputs ------------------------------------------------------------------------
+
+
+def test_the_dev_profile_finds_the_float16_finfo_min_overflow():
+    """An all-padding float16 row whose logits are below -16: ``-65504 + logit`` is ``-inf``. The
+    default strategies shift whole rows of logits (``logit_shifts``), so the dev profile's 40
+    examples find it (20 of 20 base seeds when this was written, 8 without the shifts; seeds
+    0 to 2 here)."""
+    from xattn_ref.profiles import profile_settings
+
+    target = as_target(KNOWN_BAD["finfo_min_additive"])
+    for seed in range(3):
+        r = run_property(
+            target,
+            "finite_output",
+            dtype=torch.float16,
+            device="cpu",
+            settings=profile_settings("dev"),
+            seed=seed,
+        )
+        assert r.status == "failed" and "allows no key" in r.message, (seed, r.message)
+
+
+def test_finfo_min_additive_is_finite_in_float32_but_averages_the_padding():
+    assert run("finite_output", KNOWN_BAD["finfo_min_additive"]).status == "passed"
+    assert run("empty_rows_zero", KNOWN_BAD["finfo_min_additive"]).status == "failed"

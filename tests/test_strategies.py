@@ -103,6 +103,7 @@ def test_defaults_draw_all_four_dtypes():
         (lambda: attention_cases(devices="cpu"), "devices must be a non-empty sequence of str"),
         (lambda: attention_cases(logit_stds=[0.0]), "logit_stds must hold positive finite numbers"),
         (lambda: attention_cases(head_dims=[2.5]), "head_dims must be an int, but was 2.5"),
+        (lambda: attention_cases(logit_shifts=[float("nan")]), "logit_shifts must hold finite numbers"),
     ],
 )
 def test_bad_arguments_raise_invalid_argument_naming_them(strategy, message):
@@ -145,3 +146,21 @@ def test_layer_case_arguments_are_validated_with_invalid_argument(kwargs, messag
 
     with pytest.raises(InvalidArgument, match=message):
         check()
+
+
+def test_logit_shifts_make_rows_whose_allowed_logits_are_all_far_from_zero():
+    seen = {"below": 0, "above": 0}
+
+    @settings(max_examples=200, database=None, suppress_health_check=list(HealthCheck))
+    @given(attention_cases(dtypes=[torch.float64]))
+    def count(case):
+        s = (case.q @ case.k.transpose(-2, -1)) * case.q.shape[-1] ** -0.5
+        allowed = case.full_mask
+        rows = allowed.any(-1)
+        below = (torch.where(allowed, s, -torch.inf).amax(-1) < -16) & rows
+        above = (torch.where(allowed, s, torch.inf).amin(-1) > 16) & rows
+        seen["below"] += bool(below.any())
+        seen["above"] += bool(above.any())
+
+    count()
+    assert seen["below"] >= 20 and seen["above"] >= 10, seen

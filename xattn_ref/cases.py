@@ -156,6 +156,12 @@ class CaseSpec:
     Values are standard normal from ``torch.Generator().manual_seed(seed)`` in float64, scaled per
     batch element (``q`` and ``k`` by ``sqrt(logit_std)`` so logits ``q.k/sqrt(D)`` have standard
     deviation ``logit_std``, ``v`` by ``value_std``), then rounded to ``dtype`` and moved to ``device``.
+
+    ``logit_shift`` (per batch element, default none) moves every logit of that element by about
+    the shift: ``alpha = sqrt(|shift| sqrt(D))`` is added to ``q[..., 0]`` and ``sign(shift) alpha``
+    to ``k[..., 0]``, so ``q.k/sqrt(D)`` gains ``shift`` plus ``(q_0 sign + k_0) alpha / sqrt(D)``.
+    Rows whose allowed logits are all far below 0 (a very negative logsumexp, logits under a
+    masking sentinel) or far above come from it.
     """
 
     batch_size: int
@@ -170,6 +176,7 @@ class CaseSpec:
     logit_std: tuple[float, ...]
     value_std: tuple[float, ...]
     mask: MaskSpec | None
+    logit_shift: tuple[float, ...] = ()
 
     def build(self) -> AttentionCase:
         gen = torch.Generator().manual_seed(self.seed)
@@ -180,6 +187,11 @@ class CaseSpec:
         v = torch.randn(b, h, self.kv_len, self.value_dim, generator=gen, dtype=f64)
         qk = torch.tensor(self.logit_std, dtype=f64).sqrt().view(b, 1, 1, 1)
         q, k = q * qk, k * qk
+        for n, shift in enumerate(self.logit_shift):
+            if shift:
+                alpha = (abs(shift) * self.head_dim**0.5) ** 0.5
+                q[n, ..., 0] += alpha
+                k[n, ..., 0] += alpha if shift > 0 else -alpha
         v = v * torch.tensor(self.value_std, dtype=f64).view(b, 1, 1, 1)
         mask = None
         if self.mask is not None:
@@ -195,9 +207,10 @@ class CaseSpec:
     def describe(self) -> str:
         mask = "mask None" if self.mask is None else "mask " + self.mask.describe()
         dtype = str(self.dtype).removeprefix("torch.")
+        shifts = f"; logits shifted by {list(self.logit_shift)}" if any(self.logit_shift) else ""
         return (
             f"B={self.batch_size} H={self.num_heads} Lq={self.q_len} Lk={self.kv_len} "
-            f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}"
+            f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}"
         )
 
 

@@ -72,7 +72,8 @@ class RunConfig:
             args += ["--database", self.database]
         return args
 
-    def describe(self) -> str:
+    def describe(self, *, jobs: bool = True) -> str:
+        """One line for a report header (``jobs=False`` where another runner parallelizes)."""
         examples = self.max_examples or self.settings().max_examples
         seed = f"seed {self.seed}" + (
             "" if self.seed_given or self.profile in FIXED_SEED_PROFILES else " (random)"
@@ -81,7 +82,8 @@ class RunConfig:
         if self.database is not None:
             parts.append(f"database {self.database}")
         parts.append(f"torch threads {self.threads}")
-        parts.append(f"jobs {self.jobs}")
+        if jobs:
+            parts.append(f"jobs {self.jobs}")
         return ", ".join(parts)
 
 

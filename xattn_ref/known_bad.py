@@ -22,6 +22,7 @@ __all__ = [
     "KNOWN_BAD_LAYERS",
     "LAYER_CAUGHT_BY",
     "batch_global_max",
+    "finfo_min_additive",
     "finfo_min_fill",
     "half_precision_math",
     "minus_1e9_fill",
@@ -256,6 +257,18 @@ def minus_1e4_fill(
     return _pv(s.softmax(-1), v)
 
 
+def finfo_min_additive(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Hugging Face eager attention's pattern: ``finfo(dtype).min`` added to the logits of masked
+    keys. In float16 ``-65504 + logit`` overflows to ``-inf`` once the logit is below -16, so an
+    all-padding row with such logits is NaN (in every dtype, such a row averages its padding)."""
+    s = _scores(q, k)
+    if mask is not None:
+        s = s + (~mask).to(s.dtype) * torch.finfo(s.dtype).min
+    return _pv(s.softmax(-1), v)
+
+
 #: name -> kernel.
 KNOWN_BAD = {
     f.__name__: f
@@ -277,6 +290,7 @@ KNOWN_BAD = {
         dv_heads_reversed,
         wrong_scale_in_bfloat16,
         minus_1e4_fill,
+        finfo_min_additive,
     )
 }
 
@@ -299,6 +313,7 @@ CAUGHT_BY = {
     "dv_heads_reversed": "reference_agreement",
     "wrong_scale_in_bfloat16": "reference_agreement",
     "minus_1e4_fill": "empty_rows_zero",
+    "finfo_min_additive": "finite_output",
 }
 
 #: Finite defects: name -> (the dtypes in which the defect exists, the logit standard deviations

@@ -163,7 +163,7 @@ class XattnState:
         from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES
 
         notes = "".join(f"; {n}" for n in plan.notes(ALL_DTYPES, ALL_DEVICES))
-        return f"xattn_ref: targets {self.spec}; {self.config.describe()}{notes}"
+        return f"xattn_ref: targets {self.spec}; {self.config.describe(jobs=False)}{notes}"
 
     def runs(self) -> list[tuple[Target, str, Any, str]]:
         from xattn_ref import plan

@@ -44,6 +44,7 @@ from xattn_ref.cases import (
 )
 
 __all__ = [
+    "DEFAULT_LOGIT_SHIFTS",
     "DEFAULT_LOGIT_STDS",
     "DEFAULT_VALUE_STDS",
     "attention_cases",
@@ -57,6 +58,14 @@ __all__ = [
 DEFAULT_LOGIT_STDS: tuple[float, ...] = (1.0, 0.01, 10.0, 100.0)
 #: Standard deviations of ``v`` drawn per batch element.
 DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
+#: Shifts of every logit of a batch element (see ``CaseSpec``), drawn per batch element; 0 (no
+#: shift) in half the draws and first, so shrinking removes the shift. -30 (a third) puts a row's
+#: logits below -16, where ``finfo(float16).min + logit`` overflows to -inf; +30 puts them far
+#: above 0, where an unshifted exp overflows in float16. Larger shifts (-1000: a very negative
+#: logsumexp; -20000: logits under a -1e4 sentinel) are available through ``logit_shifts`` but not
+#: drawn by default: in float16 they reach the dtype's range, where SDPA's own backward returns
+#: inf (not yet shown to be a defect rather than a true overflow).
+DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (0.0, 0.0, 0.0, -30.0, -30.0, 30.0)
 
 
 # Plain functions that draw (no strategy is built per draw: building ``st.composite`` inside a
@@ -199,6 +208,7 @@ def attention_cases(
     allow_no_mask: bool = True,
     logit_stds: Sequence[float] = DEFAULT_LOGIT_STDS,
     value_stds: Sequence[float] = DEFAULT_VALUE_STDS,
+    logit_shifts: Sequence[float] = DEFAULT_LOGIT_SHIFTS,
 ) -> st.SearchStrategy[AttentionCase]:
     """Inputs for ``attention(q, k, v, mask)`` in SDPA's layout, as :class:`AttentionCase`.
 
@@ -214,6 +224,8 @@ def attention_cases(
     - ``allow_no_mask``: whether ``mask=None`` is drawn (one case in eight).
     - ``logit_stds``: standard deviations of ``q.k/sqrt(D)``, drawn per batch element.
     - ``value_stds``: standard deviations of ``v``, drawn per batch element.
+    - ``logit_shifts``: shifts of all the logits of a batch element, drawn per batch element
+      (``[0.0]`` for none): rows whose allowed logits are all very negative or far above 0.
 
     Example::
 
@@ -246,11 +258,12 @@ def attention_cases(
             raise InvalidArgument(f"allow_no_mask must be a bool, but was {allow_no_mask!r}")
         l_stds = _check_stds("logit_stds", logit_stds)
         v_stds = _check_stds("value_stds", value_stds)
+        shifts = _check_shifts(logit_shifts)
         # Half the examples stay short; the rest reach long, size-dispatched contexts.
         split = min(max(lk_min, 8), lk_max)
         return _attention_cases(
             dts, devs, b_max, h_max, (lq_min, lq_max), (lk_min, split, lk_max), dims, layouts, patterns,
-            allow_no_mask, l_stds, v_stds,
+            allow_no_mask, l_stds, v_stds, shifts,
         )  # fmt: skip
 
     return _lazy(build)
@@ -271,6 +284,7 @@ def _attention_cases(
     allow_no_mask: bool,
     logit_stds: tuple[float, ...],
     value_stds: tuple[float, ...],
+    logit_shifts: tuple[float, ...],
 ) -> AttentionCase:
     b = draw(_ints(1, b_max))
     h = draw(_ints(1, h_max))
@@ -296,6 +310,7 @@ def _attention_cases(
         logit_std=tuple(draw(_choice(logit_stds)) for _ in range(b)),
         value_std=tuple(draw(_choice(value_stds)) for _ in range(b)),
         mask=mask,
+        logit_shift=tuple(draw(_choice(logit_shifts)) for _ in range(b)),
     )
     return spec.build()
 
@@ -309,6 +324,15 @@ def _check_devices(devices: object) -> tuple[str, ...]:
         except (RuntimeError, TypeError):
             raise InvalidArgument(f"devices contains {dev!r}, which is not a torch device") from None
     return tuple(devices)
+
+
+def _check_shifts(shifts: object) -> tuple[float, ...]:
+    if isinstance(shifts, (str, bytes)) or not isinstance(shifts, Sequence) or not shifts:
+        raise InvalidArgument(f"logit_shifts must be a non-empty sequence of numbers, but was {shifts!r}")
+    for s in shifts:
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not abs(s) < float("inf"):
+            raise InvalidArgument(f"logit_shifts must hold finite numbers, but held {s!r}")
+    return tuple(float(s) for s in shifts)
 
 
 def _check_stds(name: str, stds: object) -> tuple[float, ...]:
