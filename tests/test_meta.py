@@ -257,3 +257,13 @@ def test_the_dev_profile_finds_the_float16_finfo_min_overflow():
 def test_finfo_min_additive_is_finite_in_float32_but_averages_the_padding():
     assert run("finite_output", KNOWN_BAD["finfo_min_additive"]).status == "passed"
     assert run("empty_rows_zero", KNOWN_BAD["finfo_min_additive"]).status == "failed"
+
+
+def test_profiles_do_not_inherit_the_processs_default_profile():
+    """The root conftest loads a derandomized default profile; the runs must not inherit it."""
+    from hypothesis import settings
+
+    from xattn_ref.profiles import PROFILES
+
+    assert settings.default is not None and settings.default.derandomize  # the tests' own profile
+    assert not any(s.derandomize for s, _ in PROFILES.values())

@@ -16,8 +16,11 @@ __all__ = ["DEFAULT_PROFILE", "ENV_VAR", "FIXED_SEED_PROFILES", "PROFILES", "pro
 ENV_VAR = "XATTN_PROFILE"
 DEFAULT_PROFILE = "dev"
 
+# Every field that matters is set here: the profiles must not inherit whatever default profile
+# the user's process loaded (a derandomized test profile once changed what "dev" draws).
 _COMMON = settings(
     deadline=None,
+    derandomize=False,
     database=None,
     report_multiple_bugs=False,
     phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
