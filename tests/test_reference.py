@@ -79,7 +79,7 @@ def test_returns_the_input_dtype_and_leaves_inputs_alone(dtype):
         ),
         (lambda t: attention(t, t, t, "all"), "mask must be None or a bool torch.Tensor"),
         (lambda t: attention(t, t, t[..., :2, :]), "v must have the length Lk=3 of k"),
-        (lambda t: attention(t, t, t, scale="x"), "scale must be None or a number"),
+        (lambda t: attention(t, t, t, scale="x"), "scale must be None or a finite number"),
     ],
 )
 def test_bad_arguments_get_one_line_errors_naming_them(call, message):

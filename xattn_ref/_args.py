@@ -19,6 +19,7 @@ from xattn_ref.errors import XattnArgumentError
 __all__ = [
     "broadcast_mask_shape",
     "check_bool_mask",
+    "check_case_extras",
     "check_choices",
     "check_int",
     "check_range",
@@ -34,7 +35,8 @@ def _shape(t: torch.Tensor) -> str:
 
 
 def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check the SDPA layout: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv)."""
+    """Check the SDPA layout: q (B, H, Lq, D), k (B, H_kv, Lk, D), v (B, H_kv, Lk, Dv), with
+    H_kv dividing H (grouped-query attention, SDPA's ``enable_gqa`` semantics)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise XattnArgumentError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -51,9 +53,14 @@ def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tens
         raise XattnArgumentError(
             f"q, k and v must share one device, got q {q.device}, k {k.device}, v {v.device}"
         )
-    if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
+    if k.shape[0] != q.shape[0] or v.shape[:2] != k.shape[:2]:
         raise XattnArgumentError(
-            f"q, k and v must share (B, H), got q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
+            f"q, k and v must share B, and k and v H_kv, got q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
+        )
+    if q.shape[1] % k.shape[1]:
+        raise XattnArgumentError(
+            f"the kv heads H_kv={k.shape[1]} must divide the query heads H={q.shape[1]} (grouped-query "
+            f"attention), got q {_shape(q)}, k {_shape(k)}"
         )
     if k.shape[-1] != q.shape[-1]:
         raise XattnArgumentError(f"k must have the head dim D={q.shape[-1]} of q, got k {_shape(k)}")
@@ -87,6 +94,32 @@ def check_bool_mask(mask: object, shape: tuple[int, int, int, int], *, name: str
             f"{name} of shape {_shape(mask)} does not broadcast to (B, H, Lq, Lk) = {shape}"
         )
     return mask
+
+
+def check_case_extras(
+    scale: object, bias: object, causal: object, shape: tuple[int, int, int, int], q: torch.Tensor
+) -> None:
+    """Check a case's scale (None or a finite number), bias (None or a finite float tensor
+    broadcastable to ``shape``, on q's device) and causal alignment (None or one of them)."""
+    if scale is not None and (
+        not isinstance(scale, (int, float)) or isinstance(scale, bool) or not abs(scale) < float("inf")
+    ):
+        raise XattnArgumentError(f"scale must be None or a finite number, got {scale!r}")
+    if causal is not None and causal not in ("top_left", "bottom_right"):
+        raise XattnArgumentError(f"causal must be None, 'top_left' or 'bottom_right', got {causal!r}")
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
+        raise XattnArgumentError(f"bias must be None or a float torch.Tensor, got {type(bias).__name__}")
+    sizes = (1,) * (4 - bias.ndim) + tuple(bias.shape) if bias.ndim <= 4 else ()
+    if not sizes or not all(m in (1, s) for m, s in zip(sizes, shape)):
+        raise XattnArgumentError(
+            f"bias of shape {_shape(bias)} does not broadcast to (B, H, Lq, Lk) = {shape}"
+        )
+    if bias.device != q.device:
+        raise XattnArgumentError(f"bias must be on q's device {q.device}, got {bias.device}")
+    if not bool(bias.isfinite().all()):
+        raise XattnArgumentError("bias must be finite: mask keys with the mask, not with -inf in the bias")
 
 
 def lazy(build: Callable[[], st.SearchStrategy[T]]) -> st.SearchStrategy[T]:

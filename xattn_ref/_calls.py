@@ -32,6 +32,8 @@ class Call(Protocol):
     differentiable: bool
 
     def __call__(self, case: Any) -> torch.Tensor: ...
+    def arguments(self, case: Any) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    def run(self, case: Any, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor: ...
     def parameters(self, case: Any) -> dict[str, torch.Tensor]: ...
     def budget(self, case: Any, g: torch.Tensor, *, grads: bool) -> Budget: ...
 
@@ -47,14 +49,19 @@ def first_nonfinite(t: torch.Tensor) -> tuple[int, ...] | None:
     return tuple(int(i) for i in bad.nonzero()[0])
 
 
-def invoke(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
-    """``fn(*args.values())``; anything it raises becomes a :class:`TargetError` naming the inputs."""
+def invoke(fn: Callable[..., Any], args: dict[str, Any], kwargs: dict[str, Any] | None = None) -> Any:
+    """``fn(*args.values(), **kwargs)``; anything it raises becomes a :class:`TargetError` naming
+    the inputs."""
+    kwargs = kwargs or {}
     try:
-        return fn(*args.values())
+        return fn(*args.values(), **kwargs)
     except Exception as exc:  # the target's own failure, reported as such
         shapes = ", ".join(
-            f"{n} {tuple(t.shape) if isinstance(t, torch.Tensor) else t}" for n, t in args.items()
+            f"{n} {tuple(t.shape) if isinstance(t, torch.Tensor) else t}"
+            + (f" {t.dtype}" if isinstance(t, torch.Tensor) and n == "mask" else "")
+            for n, t in args.items()
         )
+        shapes += "".join(f", {n}={t!r}" for n, t in kwargs.items())
         first = next(t for t in args.values() if isinstance(t, torch.Tensor))
         raise TargetError(
             f"the target raised {type(exc).__name__}: {exc} (on {shapes}, {first.dtype}, {first.device})"

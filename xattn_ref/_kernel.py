@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["guarded_attention", "plain_attention"]
+__all__ = ["expand_kv", "guarded_attention", "plain_attention"]
+
+
+def expand_kv(t: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """k or v ``(B, H_kv, L, D)`` repeated to ``num_heads`` heads: query head h uses kv head
+    ``h // (H // H_kv)`` (``repeat_interleave``, SDPA's ``enable_gqa`` semantics)."""
+    groups = num_heads // t.shape[1]
+    return t if groups == 1 else t.repeat_interleave(groups, dim=1)
 
 
 def guarded_attention(
@@ -20,14 +27,18 @@ def guarded_attention(
     mask: torch.Tensor | None,
     scale: float,
     compute_dtype: torch.dtype,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax attention over allowed keys; rows with no allowed key give exactly zero.
 
     No ``-inf`` is ever formed, so every intermediate stays finite for finite inputs and the
     backward pass gives exactly zero (not NaN) to and through the empty rows.
     """
-    qc, kc, vc = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
+    h = q.shape[1]
+    qc, kc, vc = q.to(compute_dtype), expand_kv(k.to(compute_dtype), h), expand_kv(v.to(compute_dtype), h)
     s = torch.einsum("bhid,bhjd->bhij", qc, kc) * scale
+    if bias is not None:
+        s = s + bias.to(compute_dtype)
     if mask is None:
         p = torch.softmax(s, dim=-1)
     else:
@@ -42,7 +53,12 @@ def guarded_attention(
 
 
 def plain_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The plain implementation in the inputs' dtype T, as the tolerance model counts it: each
     stage (scores, weights, output) accumulated in float32 (float64 for float64 inputs) and
@@ -53,8 +69,10 @@ def plain_attention(
     def stage(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype).to(acc)
 
-    qa, ka, va = q.to(acc), k.to(acc), v.to(acc)
-    s = stage(torch.einsum("bhid,bhjd->bhij", qa, ka) * scale)
+    h = q.shape[1]
+    qa, ka, va = q.to(acc), expand_kv(k.to(acc), h), expand_kv(v.to(acc), h)
+    s = torch.einsum("bhid,bhjd->bhij", qa, ka) * scale
+    s = stage(s if bias is None else stage(s) + bias.to(acc))
     if mask is None:
         p = stage(torch.softmax(s, dim=-1))
     else:

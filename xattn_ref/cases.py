@@ -23,19 +23,79 @@ from typing import Any, Protocol
 
 import torch
 
-from xattn_ref._args import check_bool_mask, check_qkv
+from xattn_ref._args import check_bool_mask, check_case_extras, check_qkv
 
 __all__ = [
+    "BIAS_KINDS",
+    "CAUSAL_ALIGNMENTS",
     "MASK_LAYOUTS",
     "MASK_PATTERNS",
     "AttentionCase",
+    "BiasSpec",
     "Case",
     "CaseSpec",
     "LayerCase",
     "LayerCaseSpec",
     "MaskSpec",
     "SlicePattern",
+    "causal_mask",
 ]
+
+#: Alignments of a causal mask, for q ``(.., Lq, D)`` and k ``(.., Lk, D)``: ``top_left``, query
+#: i may attend to keys ``j <= i`` (SDPA's ``is_causal=True``); ``bottom_right``, keys
+#: ``j <= i + Lk - Lq`` (flash-attention >= 2.1, ``causal_lower_right``: the last query sees every
+#: key, as when decoding with a cache; when Lq > Lk the first Lq - Lk rows are empty).
+CAUSAL_ALIGNMENTS: tuple[str, ...] = ("top_left", "bottom_right")
+
+#: Kinds of finite additive bias on the logits: ``alibi`` (minus a per-head slope times the
+#: distance), ``random`` (a learned or relative-position bias: normal, per head and position).
+BIAS_KINDS: tuple[str, ...] = ("alibi", "random")
+
+
+def causal_mask(alignment: str, q_len: int, kv_len: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Bool ``(Lq, Lk)``, True = may attend, for an alignment of :data:`CAUSAL_ALIGNMENTS`::
+
+    >>> causal_mask("top_left", 2, 3)
+    tensor([[ True, False, False],
+            [ True,  True, False]])
+    >>> causal_mask("bottom_right", 2, 3)
+    tensor([[ True,  True, False],
+            [ True,  True,  True]])
+    """
+    if alignment not in CAUSAL_ALIGNMENTS:
+        raise ValueError(f"causal alignment must be one of {CAUSAL_ALIGNMENTS}, got {alignment!r}")
+    i = torch.arange(q_len, device=device).unsqueeze(-1)
+    j = torch.arange(kv_len, device=device)
+    return j <= i + (kv_len - q_len if alignment == "bottom_right" else 0)
+
+
+@dataclass(frozen=True)
+class BiasSpec:
+    """A finite additive bias on the logits, ``(1, H, Lq, Lk)``; it matters on allowed keys only.
+
+    - ``alibi``: ``-size * slope_h * |j - (i + Lk - Lq)|`` with ALiBi's slopes ``2^(-8 (h+1) / H)``;
+    - ``random``: standard normal times ``size`` (seeded), as a learned or relative-position bias.
+    """
+
+    kind: str
+    size: float = 1.0
+    seed: int = 0
+
+    def build(self, num_heads: int, q_len: int, kv_len: int) -> torch.Tensor:
+        f64 = torch.float64
+        if self.kind == "alibi":
+            slopes = 2.0 ** (-8.0 * torch.arange(1, num_heads + 1, dtype=f64) / num_heads)
+            i = torch.arange(q_len, dtype=f64).unsqueeze(-1) + (kv_len - q_len)
+            dist = (torch.arange(kv_len, dtype=f64) - i).abs()
+            return (-self.size * slopes.view(-1, 1, 1) * dist).unsqueeze(0)
+        if self.kind == "random":
+            gen = torch.Generator().manual_seed(self.seed)
+            return torch.randn(1, num_heads, q_len, kv_len, generator=gen, dtype=f64) * self.size
+        raise ValueError(f"unknown bias kind {self.kind!r}; expected one of {BIAS_KINDS}")
+
+    def describe(self) -> str:
+        return f"{self.kind} bias of size {self.size:g}"
+
 
 #: Mask layouts and the shape each gives, for q ``(B, H, Lq, D)`` and k ``(B, H, Lk, D)``.
 MASK_LAYOUTS: tuple[str, ...] = ("key_padding", "query_key", "full", "shared")
@@ -162,6 +222,13 @@ class CaseSpec:
     to ``k[..., 0]``, so ``q.k/sqrt(D)`` gains ``shift`` plus ``(q_0 sign + k_0) alpha / sqrt(D)``.
     Rows whose allowed logits are all far below 0 (a very negative logsumexp, logits under a
     masking sentinel) or far above come from it.
+
+    The dialect fields (defaults: none of them):
+
+    - ``num_kv_heads``: k and v have this many heads (grouped-query attention; 0 = ``num_heads``);
+    - ``scale``: the scale the kernel is called with (None = the default ``D ** -0.5``);
+    - ``bias``: a finite additive bias on the logits (:class:`BiasSpec`);
+    - ``causal``: an alignment of :data:`CAUSAL_ALIGNMENTS`, applied on top of ``mask``.
     """
 
     batch_size: int
@@ -177,14 +244,18 @@ class CaseSpec:
     value_std: tuple[float, ...]
     mask: MaskSpec | None
     logit_shift: tuple[float, ...] = ()
+    num_kv_heads: int = 0
+    scale: float | None = None
+    bias: BiasSpec | None = None
+    causal: str | None = None
 
     def build(self) -> AttentionCase:
         gen = torch.Generator().manual_seed(self.seed)
-        b, h = self.batch_size, self.num_heads
+        b, h, hkv = self.batch_size, self.num_heads, self.num_kv_heads or self.num_heads
         f64 = torch.float64
         q = torch.randn(b, h, self.q_len, self.head_dim, generator=gen, dtype=f64)
-        k = torch.randn(b, h, self.kv_len, self.head_dim, generator=gen, dtype=f64)
-        v = torch.randn(b, h, self.kv_len, self.value_dim, generator=gen, dtype=f64)
+        k = torch.randn(b, hkv, self.kv_len, self.head_dim, generator=gen, dtype=f64)
+        v = torch.randn(b, hkv, self.kv_len, self.value_dim, generator=gen, dtype=f64)
         qk = torch.tensor(self.logit_std, dtype=f64).sqrt().view(b, 1, 1, 1)
         q, k = q * qk, k * qk
         for n, shift in enumerate(self.logit_shift):
@@ -196,20 +267,35 @@ class CaseSpec:
         mask = None
         if self.mask is not None:
             mask = self.mask.build(b, h, self.q_len, self.kv_len).to(self.device)
+        bias = None
+        if self.bias is not None:
+            bias = self.bias.build(h, self.q_len, self.kv_len).to(self.dtype).to(self.device)
         return AttentionCase(
             q=q.to(self.dtype).to(self.device),
             k=k.to(self.dtype).to(self.device),
             v=v.to(self.dtype).to(self.device),
             mask=mask,
             spec=self,
+            scale=self.scale,
+            bias=bias,
+            causal=self.causal,
         )
 
     def describe(self) -> str:
         mask = "mask None" if self.mask is None else "mask " + self.mask.describe()
         dtype = str(self.dtype).removeprefix("torch.")
+        extra = ""
+        if self.num_kv_heads and self.num_kv_heads != self.num_heads:
+            extra += f" H_kv={self.num_kv_heads}"
+        if self.scale is not None:
+            extra += f" scale={self.scale:g}"
+        if self.causal:
+            mask = f"causal ({self.causal}) and {mask}"
+        if self.bias is not None:
+            mask += f"; {self.bias.describe()}"
         shifts = f"; logits shifted by {list(self.logit_shift)}" if any(self.logit_shift) else ""
         return (
-            f"B={self.batch_size} H={self.num_heads} Lq={self.q_len} Lk={self.kv_len} "
+            f"B={self.batch_size} H={self.num_heads}{extra} Lq={self.q_len} Lk={self.kv_len} "
             f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}"
         )
 
@@ -250,10 +336,16 @@ def _signs(shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
 class AttentionCase:
     """Inputs for one kernel call, in the layout of ``scaled_dot_product_attention``.
 
-    - ``q`` ``(B, H, Lq, D)``, ``k`` ``(B, H, Lk, D)``, ``v`` ``(B, H, Lk, Dv)``;
+    - ``q`` ``(B, H, Lq, D)``, ``k`` ``(B, H_kv, Lk, D)``, ``v`` ``(B, H_kv, Lk, Dv)``; H_kv
+      divides H and query head h uses kv head ``h // (H // H_kv)`` (SDPA's ``enable_gqa``);
     - ``mask``: ``None`` or bool broadcastable to ``(B, H, Lq, Lk)``, **True = may attend**;
     - ``spec``: the :class:`CaseSpec` it was built from (``repr(case.spec)`` rebuilds it), or
-      None for a case made with :meth:`from_tensors`.
+      None for a case made with :meth:`from_tensors`;
+    - ``scale``: the kernel's scale (None: ``D ** -0.5``, and the kernel is not told);
+    - ``bias``: None or a finite float bias broadcastable to ``(B, H, Lq, Lk)``, added to the
+      logits of allowed keys (masked keys stay masked);
+    - ``causal``: None or an alignment of :data:`CAUSAL_ALIGNMENTS`; a key is allowed when the
+      mask *and* the causal mask allow it.
     """
 
     q: torch.Tensor
@@ -261,19 +353,32 @@ class AttentionCase:
     v: torch.Tensor
     mask: torch.Tensor | None
     spec: CaseSpec | None
+    scale: float | None = None
+    bias: torch.Tensor | None = None
+    causal: str | None = None
 
     output_name = "out"
 
     @classmethod
     def from_tensors(
-        cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+        cls,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        scale: float | None = None,
+        bias: torch.Tensor | None = None,
+        causal: str | None = None,
     ) -> AttentionCase:
         """A case of your own tensors (checked: SDPA's layout, mask bool, True = may attend), so
         any check runs on them: ``checks.finite_output(kernel, AttentionCase.from_tensors(...))``."""
         q, k, v = check_qkv(q, k, v)
+        shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
         if mask is not None:
-            mask = check_bool_mask(mask, (q.shape[0], q.shape[1], q.shape[2], k.shape[2]))
-        return cls(q, k, v, mask, None)
+            mask = check_bool_mask(mask, shape)
+        check_case_extras(scale, bias, causal, shape, q)
+        return cls(q, k, v, mask, None, scale, bias, causal)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -293,18 +398,38 @@ class AttentionCase:
         return int(self.q.shape[0])
 
     @property
+    def groups(self) -> int:
+        """Query heads per kv head, ``H // H_kv`` (1 without grouped-query attention)."""
+        return int(self.q.shape[1] // self.k.shape[1])
+
+    @property
+    def effective_scale(self) -> float:
+        """The scale the reference uses: ``scale``, or ``D ** -0.5``."""
+        return float(self.q.shape[-1] ** -0.5) if self.scale is None else float(self.scale)
+
+    @property
     def full_mask(self) -> torch.Tensor:
-        """The mask broadcast to ``(B, H, Lq, Lk)`` (all True when ``mask`` is None)."""
+        """Every key each query may attend to, ``(B, H, Lq, Lk)``: the mask and the causal mask
+        (all True when there are neither)."""
         b, h, lq, _ = self.q.shape
         shape = (b, h, lq, self.k.shape[2])
         if self.mask is None:
-            return torch.ones(shape, dtype=torch.bool, device=self.q.device)
-        return self.mask.expand(shape)
+            full = torch.ones(shape, dtype=torch.bool, device=self.q.device)
+        else:
+            full = self.mask.expand(shape)
+        if self.causal is not None:
+            full = full & causal_mask(self.causal, lq, shape[-1], self.q.device)
+        return full
 
     @property
     def empty_rows(self) -> torch.Tensor:
         """Bool ``(B, H, Lq)``: True where the query row may attend to no key."""
         return ~self.full_mask.any(-1)
+
+    def dead_keys(self) -> torch.Tensor:
+        """Bool ``(B, H_kv, Lk)``: keys that no query (of any head of their group) may attend to."""
+        b, hkv, lk = self.k.shape[0], self.k.shape[1], self.k.shape[2]
+        return (~self.full_mask.any(-2)).reshape(b, hkv, self.groups, lk).all(2)
 
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"q": self.q, "k": self.k, "v": self.v, "mask": self.mask}
@@ -318,16 +443,20 @@ class AttentionCase:
         device = str(self.device) if device is None else device
         spec = None if self.spec is None else dataclasses.replace(self.spec, dtype=dtype, device=device)
         mask = None if self.mask is None else self.mask.to(device)
+        bias = None if self.bias is None else self.bias.to(device=device, dtype=dtype)
         return AttentionCase(
             q=self.q.to(device=device, dtype=dtype),
             k=self.k.to(device=device, dtype=dtype),
             v=self.v.to(device=device, dtype=dtype),
             mask=mask,
             spec=spec,
+            scale=self.scale,
+            bias=bias,
+            causal=self.causal,
         )
 
     def replace(self, **tensors: torch.Tensor | None) -> AttentionCase:
-        """A copy with some of q, k, v, mask replaced (the spec is kept for the record)."""
+        """A copy with some of q, k, v, mask, bias replaced (the spec is kept for the record)."""
         return dataclasses.replace(self, **tensors)  # type: ignore[arg-type]
 
     # --- words for positions ---------------------------------------------------------------
@@ -343,7 +472,8 @@ class AttentionCase:
             if n == 0:
                 return f"mask row [{b}, {h}, {pos}] allows no key"
             return f"mask row [{b}, {h}, {pos}] allows {n} of {total} keys"
-        column = self.full_mask[b, h, :, pos]
+        g = self.groups
+        column = self.full_mask[b, h * g : (h + 1) * g, :, pos]
         n = int(column.sum())
         if n == 0:
             return f"key [{b}, {h}, {pos}] is masked for every query"
@@ -358,7 +488,7 @@ class AttentionCase:
         Huge, but finite once multiplied: ``|k| = min(1e6, max / (8 max_i ||q_i||_1))`` keeps every
         score finite, ``|v| = min(1e6, max / (8 Lk))`` every weighted sum.
         """
-        dead = ~self.full_mask.any(-2)  # (B, H, Lk): keys masked for every query row
+        dead = self.dead_keys()
         if not bool(dead.any()):
             return None
         top = torch.finfo(self.dtype).max
@@ -378,7 +508,7 @@ class AttentionCase:
     def with_padding_poisoned(self) -> tuple[AttentionCase, str] | None:
         """k and v with the keys no query may attend to set to NaN, inf and -inf (in turn); None
         when every key is allowed somewhere."""
-        dead = ~self.full_mask.any(-2)
+        dead = self.dead_keys()
         if not bool(dead.any()):
             return None
         bad = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=self.dtype, device=self.device)
@@ -393,14 +523,15 @@ class AttentionCase:
         ), f"writing NaN, inf and -inf into the {int(dead.sum())} keys/values no query may attend to"
 
     def _key_padding(self) -> torch.Tensor | None:
-        if self.mask is None:
+        if self.mask is None or self.causal is not None:
             return None
         full = self.full_mask
         rows = full[:, 0, 0, :]
         return rows if bool((full == rows[:, None, None, :]).all()) else None
 
     def compactable(self) -> bool:
-        """True when the mask is a key-padding mask: the same for every head and query."""
+        """True when the mask is a key-padding mask (the same for every head and query) and there
+        is no causal mask (removing keys would move its diagonal)."""
         return self._key_padding() is not None
 
     def alone(self, b: int) -> tuple[AttentionCase, str] | None:
@@ -411,8 +542,15 @@ class AttentionCase:
         keep = rows[b].nonzero().squeeze(-1)
         if keep.numel() == 0:
             return None
+        bias = None
+        if self.bias is not None:
+            bias = self.bias.expand(*self.full_mask.shape)[b : b + 1, ..., keep]
         case = self.replace(
-            q=self.q[b : b + 1], k=self.k[b : b + 1, :, keep], v=self.v[b : b + 1, :, keep], mask=None
+            q=self.q[b : b + 1],
+            k=self.k[b : b + 1, :, keep],
+            v=self.v[b : b + 1, :, keep],
+            mask=None,
+            bias=bias,
         )
         return case, (
             f"the kernel on batch element {b} alone, padding removed, mask=None: kernel(q[{b}:{b + 1}], "
@@ -430,7 +568,7 @@ class AttentionCase:
     def emptied(self, b: int) -> tuple[AttentionCase, str]:
         """Batch element ``b``'s context made all padding (the mask expanded over the batch)."""
         full = self.full_mask
-        mask = self.mask if self.mask is not None else full[:, :1, :1, :]
+        mask = self.mask if self.mask is not None else torch.ones_like(full[:, :1, :1, :])
         mask = mask if mask.ndim == 4 else mask.reshape(1, 1, *mask.shape)
         mask = mask.expand(full.shape[0], *mask.shape[1:]).clone()
         mask[b] = False
@@ -440,9 +578,12 @@ class AttentionCase:
         if self.spec is not None:
             return self.spec.describe()
         mask = "None" if self.mask is None else f"bool {tuple(self.mask.shape)}"
+        extra = "" if self.scale is None else f" scale={self.scale:g}"
+        extra += "" if self.causal is None else f" causal ({self.causal})"
+        extra += "" if self.bias is None else f" bias {tuple(self.bias.shape)}"
         return (
             f"q {tuple(self.q.shape)} k {tuple(self.k.shape)} v {tuple(self.v.shape)} "
-            f"{str(self.dtype).removeprefix('torch.')} {self.device}; mask {mask} (your own tensors)"
+            f"{str(self.dtype).removeprefix('torch.')} {self.device}; mask {mask}{extra} (your own tensors)"
         )
 
     def snippet(self) -> str:
@@ -451,9 +592,9 @@ class AttentionCase:
             return "case = AttentionCase.from_tensors(q, k, v, mask)  # your own tensors"
         return (
             "import torch\n"
-            "from xattn_ref.cases import AttentionCase, CaseSpec, MaskSpec, SlicePattern\n"
+            "from xattn_ref.cases import AttentionCase, BiasSpec, CaseSpec, MaskSpec, SlicePattern\n"
             f"case = {self.spec!r}.build()\n"
-            "q, k, v, mask = case.q, case.k, case.v, case.mask"
+            "q, k, v, mask = case.q, case.k, case.v, case.mask  # mask: True = may attend"
         )
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -56,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         for option in kind.options:
             if option.name not in seen:
                 seen.add(option.name)
-                p.add_argument(option.flag, dest=option.name, type=int, help=f"{option.help} [{kind.name}]")
+                extra: dict[str, Any] = {"nargs": "?", "const": "1"} if option.type == "switch" else {}
+                if option.choices:
+                    extra["metavar"] = "{" + ",".join(option.choices) + "}"
+                p.add_argument(option.flag, dest=option.name, help=f"{option.help} [{kind.name}]", **extra)
     p.add_argument(
         "--dtype", type=_csv, help="comma list from float64,float32,float16,bfloat16 (default all)"
     )

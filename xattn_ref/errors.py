@@ -6,7 +6,9 @@
 - :class:`TargetError`: the target misbehaved on a valid input (raised, or returned the wrong
   type, shape, dtype or device, or an output that is not differentiable);
 - :class:`PropertyFailure`: a property does not hold on a case;
-- :class:`UsageError`: bad options to ``xattn-check`` or the pytest plugin.
+- :class:`UsageError`: bad options to ``xattn-check`` or the pytest plugin;
+- :class:`Inexpressible`: a case cannot be said in a kernel's dialect (padding to a kernel
+  that takes no mask); the property leaves that variant out.
 
 Strategies raise Hypothesis's own ``InvalidArgument`` for bad arguments, as Hypothesis does.
 """
@@ -15,7 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PropertyFailure", "TargetError", "TargetLoadError", "UsageError", "XattnArgumentError"]
+__all__ = [
+    "Inexpressible",
+    "PropertyFailure",
+    "TargetError",
+    "TargetLoadError",
+    "UsageError",
+    "XattnArgumentError",
+]
 
 
 class XattnArgumentError(ValueError):
@@ -29,6 +38,10 @@ class TargetLoadError(Exception):
 class TargetError(Exception):
     """The target misbehaved on a valid input: it raised, returned the wrong type, shape, dtype or
     device, or an output that is not differentiable. A finding, like a failed property."""
+
+
+class Inexpressible(ValueError):
+    """A case cannot be handed to a kernel in its dialect (a mask to a kernel that takes none)."""
 
 
 class UsageError(Exception):

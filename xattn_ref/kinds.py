@@ -4,7 +4,9 @@ probe and its options. The runner, the CLI, the pytest plugin and the suite iter
 
 - ``kernel``: ``fn(q, k, v, mask) -> out`` in SDPA's layout: q ``(B, H, Lq, D)``, k
   ``(B, H, Lk, D)``, v ``(B, H, Lk, Dv)``, out ``(B, H, Lq, Dv)``; mask None or bool
-  broadcastable to ``(B, H, Lq, Lk)``, **True = may attend**.
+  broadcastable to ``(B, H, Lq, Lk)``, **True = may attend**. Its dialect options (grouped kv
+  heads, float and sentinel masks, biases, ``scale=``, ``is_causal=True``, ``(B, Lk)`` masks,
+  self-attention, the empty-row policy, forward-only) are :class:`xattn_ref.dialects.Dialect`.
 - ``layer``: ``fn(x, context, context_mask) -> y`` (x-transformers' cross-attention call):
   x ``(B, Lq, E)``, context ``(B, Lk, E_ctx)``, context_mask ``(B, Lk)`` bool,
   **True = a real context token**; y ``(B, Lq, E_out)`` or a tuple whose first element is it.
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from hypothesis import strategies as st
 
     from xattn_ref.cases import AttentionCase, LayerCase
+    from xattn_ref.dialects import Dialect
     from xattn_ref.tolerance import Budget
 
 __all__ = ["KINDS", "Kind", "KernelCall", "LayerCall", "Option", "kernel_call", "layer_call"]
@@ -33,17 +36,30 @@ FnFor = Callable[["torch.dtype", str], Callable[..., Any]]
 
 
 class KernelCall:
-    """A kernel bound to its kind: ``call(case)`` runs ``fn(q, k, v, mask)`` and checks that the
-    output is ``(B, H, Lq, Dv)`` in the inputs' dtype and device."""
+    """A kernel bound to its kind: ``call(case)`` runs ``fn(q, k, v, mask, **kw)`` as its
+    dialect says and checks that the output is ``(B, H, Lq, Dv)`` in the inputs' dtype and
+    device."""
 
-    def __init__(self, fn_for: FnFor, *, differentiable: bool = True) -> None:
+    def __init__(self, fn_for: FnFor, *, dialect: Dialect | None = None, differentiable: bool = True) -> None:
+        from xattn_ref.dialects import Dialect
+
         self.fn_for = fn_for
-        self.differentiable = differentiable
+        self.dialect = Dialect() if dialect is None else dialect
+        self.differentiable = differentiable and not self.dialect.forward_only
+        self.empty_rows = self.dialect.empty_rows
+
+    def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The positional (by name) and keyword arguments of the call, in the kernel's dialect."""
+        return self.dialect.arguments(case)
 
     def __call__(self, case: AttentionCase) -> torch.Tensor:
+        return self.run(case, *self.arguments(case))
+
+    def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        """The kernel on these arguments (made from ``case``), its output checked."""
         from xattn_ref._calls import check_output, invoke
 
-        out = invoke(self.fn_for(case.dtype, str(case.device)), case.arguments())
+        out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
         expected = (case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1])
         return check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
 
@@ -65,11 +81,18 @@ class LayerCall:
         self.dim = dim
         self.context_dim = context_dim
         self.differentiable = differentiable
+        self.empty_rows = "zero"
+
+    def arguments(self, case: LayerCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        return dict(case.arguments()), {}
 
     def __call__(self, case: LayerCase) -> torch.Tensor:
+        return self.run(case, *self.arguments(case))
+
+    def run(self, case: LayerCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         from xattn_ref._calls import check_output, invoke
 
-        y = invoke(self.fn_for(case.dtype, str(case.device)), case.arguments())
+        y = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
         if isinstance(y, tuple) and y:
             y = y[0]
         lead = tuple(case.x.shape[:2])
@@ -98,9 +121,11 @@ def _fixed(fn: Callable[..., Any]) -> FnFor:
     return lambda dtype, device: fn
 
 
-def kernel_call(fn: Callable[..., Any], *, differentiable: bool = True) -> KernelCall:
+def kernel_call(
+    fn: Callable[..., Any], *, dialect: Dialect | None = None, differentiable: bool = True
+) -> KernelCall:
     """A kernel function as a call, to run the checks of :mod:`xattn_ref.checks` directly."""
-    return KernelCall(_fixed(fn), differentiable=differentiable)
+    return KernelCall(_fixed(fn), dialect=dialect, differentiable=differentiable)
 
 
 def layer_call(fn: Callable[..., Any], dim: int, context_dim: int | None = None) -> LayerCall:
@@ -108,19 +133,93 @@ def layer_call(fn: Callable[..., Any], dim: int, context_dim: int | None = None)
     return LayerCall(_fixed(fn), dim, context_dim or dim)
 
 
+_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Option:
     """An option of a kind: ``--NAME`` in the CLI, ``--xattn-NAME`` and ``$XATTN_NAME`` in the
-    plugin. ``default_from``: another option whose value is the default."""
+    plugin.
+
+    - ``type``: ``int`` (at least 1), ``choice`` (one of ``choices``), ``switch`` (on when given
+      alone, or 1/0, true/false, yes/no, on/off) or ``text``;
+    - ``default``: the value when not given; ``default_from``: another option whose value is the
+      default; ``required``: no default at all.
+    """
 
     name: str
     help: str
     required: bool = False
     default_from: str | None = None
+    type: str = "int"
+    choices: tuple[str, ...] = ()
+    default: Any = None
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def parse(self, value: Any, flag: str) -> Any:
+        """The value, checked; :class:`ValueError` with a one-line message naming ``flag``."""
+        if self.type == "switch":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _ON or text in _OFF:
+                return text in _ON
+            raise ValueError(
+                f"{flag} takes no value, or one of 1/0, true/false, yes/no, on/off; got {value!r}"
+            )
+        if self.type == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{flag} must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        if self.type == "text":
+            return str(value)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{flag} must be an integer, got {value!r}") from None
+        if number < 1:
+            raise ValueError(f"{flag} must be at least 1, got {number}")
+        return number
+
+    def cli_args(self, value: Any) -> list[str]:
+        """The command-line arguments that give ``value`` (none for a default choice or switch)."""
+        if self.type == "switch":
+            return [self.flag] if value else []
+        if self.type in ("choice", "text") and value == self.default:
+            return []
+        return [self.flag, str(value)]
+
+
+#: The dialect options of kernels (:class:`xattn_ref.dialects.Dialect`), and forward-only.
+_FORWARD_ONLY = Option(
+    "forward_only",
+    "the target is not differentiable: gradient properties are skipped",
+    type="switch",
+    default=False,
+)
+_DIALECT_OPTIONS = (
+    Option("heads", "equal: k, v with H heads; gqa: H_kv heads dividing H (enable_gqa)", type="choice",
+           choices=("equal", "gqa"), default="equal"),
+    Option("mask", "the mask argument: bool (True = may attend), additive (0/-inf float), sentinel "
+           "(masked = --sentinel) or none", type="choice", choices=("bool", "additive", "sentinel", "none"),
+           default="bool"),
+    Option("sentinel", "masked value of sentinel masks: min (finfo(dtype).min) or a number", type="text",
+           default="min"),
+    Option("bias", "finite biases (ALiBi, learned) in the float mask's allowed entries", type="switch",
+           default=False),
+    Option("scale", "the kernel takes scale= (drawn, not the default)", type="switch", default=False),
+    Option("causal", "is_causal=True with this alignment: none, top_left (SDPA), bottom_right", type="choice",
+           choices=("none", "top_left", "bottom_right"), default="none"),
+    Option("key_padding", "the mask is (B, Lk), one row of keys per batch element", type="switch",
+           default=False),
+    Option("self_attention", "Lq == Lk", type="switch", default=False),
+    Option("empty_rows", "policy for rows with no allowed key: zero (exact) or finite (e.g. the mean of v)",
+           type="choice", choices=("zero", "finite"), default="zero"),
+    _FORWARD_ONLY,
+)  # fmt: skip
 
 
 def _key_padding() -> Any:
@@ -129,16 +228,18 @@ def _key_padding() -> Any:
     return MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
 
 
-def _kernel_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
-    from xattn_ref.strategies import attention_cases
+def _dialect(options: dict[str, Any]) -> Dialect:
+    from xattn_ref.dialects import Dialect
 
-    return attention_cases(dtypes=[dtype], devices=[device])
+    return Dialect.from_options(options)
+
+
+def _kernel_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
+    return _dialect(options).cases(dtype, device)
 
 
 def _kernel_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> AttentionCase:
-    from xattn_ref.cases import CaseSpec
-
-    return CaseSpec(2, 2, 3, 5, 8, 8, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), _key_padding()).build()
+    return _dialect(options).probe(dtype, device)
 
 
 def _layer_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
@@ -165,7 +266,9 @@ class Kind:
     - ``options``: what the kind needs to know about a target (a layer's dims);
     - ``make_call(fn_for, options, differentiable)``: the target bound to the kind;
     - ``cases(options, dtype, device)``: the Hypothesis strategy of its cases;
-    - ``probe(options, dtype, device)``: one plain valid case, to tell an unusable target early.
+    - ``probe(options, dtype, device)``: one plain valid case, to tell an unusable target early;
+    - ``validate(options)``: raises :class:`ValueError` for options that do not go together;
+    - ``describe(options)``: how a target with these options is called (its dialect), one line.
     """
 
     name: str
@@ -175,6 +278,23 @@ class Kind:
     make_call: Callable[[FnFor, dict[str, Any], bool], Any]
     cases: Callable[[dict[str, Any], torch.dtype, str], st.SearchStrategy[Any]]
     probe: Callable[[dict[str, Any], torch.dtype, str], Any]
+    validate: Callable[[dict[str, Any]], None] = lambda options: None
+    describe: Callable[[dict[str, Any]], str] = lambda options: ""  # "" means the signature
+
+
+_LAYER_SIGNATURE = "fn(x, context, context_mask) -> y; context_mask (B, Lk) bool, True = real token"
+
+
+def _describe_layer(options: dict[str, Any]) -> str:
+    return _LAYER_SIGNATURE + ("; forward-only" if options.get("forward_only") else "")
+
+
+def _validate_kernel(options: dict[str, Any]) -> None:
+    _dialect(options)  # raises ValueError for options that do not go together
+
+
+def _describe_kernel(options: dict[str, Any]) -> str:
+    return _dialect(options).signature()
 
 
 KINDS: dict[str, Kind] = {
@@ -196,14 +316,18 @@ KINDS: dict[str, Kind] = {
                 "dtype_consistency",
                 "device_consistency",
             ),
-            options=(),
-            make_call=lambda fn_for, options, diff: KernelCall(fn_for, differentiable=diff),
+            options=_DIALECT_OPTIONS,
+            make_call=lambda fn_for, options, diff: KernelCall(
+                fn_for, dialect=_dialect(options), differentiable=diff
+            ),
             cases=_kernel_cases,
             probe=_kernel_probe,
+            validate=_validate_kernel,
+            describe=_describe_kernel,
         ),
         Kind(
             name="layer",
-            signature="fn(x, context, context_mask) -> y; context_mask (B, Lk) bool, True = real token",
+            signature=_LAYER_SIGNATURE,
             properties=(
                 "finite_output",
                 "finite_grad",
@@ -218,10 +342,15 @@ KINDS: dict[str, Kind] = {
             options=(
                 Option("dim", "E, the model dim of x (required with the layer kind)", required=True),
                 Option("context_dim", "E_ctx, the last dim of context (default E)", default_from="dim"),
+                _FORWARD_ONLY,
             ),
             make_call=lambda fn_for, options, diff: LayerCall(
-                fn_for, options["dim"], options["context_dim"], differentiable=diff
+                fn_for,
+                options["dim"],
+                options["context_dim"],
+                differentiable=diff and not options.get("forward_only", False),
             ),
+            describe=_describe_layer,
             cases=_layer_cases,
             probe=_layer_probe,
         ),

@@ -54,6 +54,12 @@ def _kind_options() -> dict[str, tuple[str, str]]:
     }
 
 
+def _switches() -> set[str]:
+    from xattn_ref.kinds import KINDS
+
+    return {o.name for kind in KINDS.values() for o in kind.options if o.type == "switch"}
+
+
 OPTIONS.update(_kind_options())
 
 
@@ -63,9 +69,15 @@ def _dest(name: str) -> str:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xattn_ref", "xattn_ref: masked-attention property suite")
+    switches = _switches()
     for name, (help_, env) in OPTIONS.items():
+        extra: dict[str, Any] = {"nargs": "?", "const": "1"} if name in switches else {}
         group.addoption(
-            PREFIX + name.replace("_", "-"), dest=_dest(name), default=None, help=f"{help_} [env {env}]"
+            PREFIX + name.replace("_", "-"),
+            dest=_dest(name),
+            default=None,
+            help=f"{help_} [env {env}]",
+            **extra,
         )
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from xattn_ref._args import broadcast_mask_shape, check_bool_mask, check_qkv
+from xattn_ref._args import broadcast_mask_shape, check_bool_mask, check_case_extras, check_qkv
 from xattn_ref._kernel import guarded_attention
-from xattn_ref.errors import XattnArgumentError
+from xattn_ref.cases import causal_mask
 
 __all__ = ["attention", "default_scale"]
 
@@ -28,16 +28,23 @@ def attention(
     mask: torch.Tensor | None = None,
     *,
     scale: float | None = None,
+    bias: torch.Tensor | None = None,
+    causal: str | None = None,
 ) -> torch.Tensor:
     """Guarded scaled dot-product attention, computed in float64.
 
     Args:
         q: ``(B, H, Lq, D)``.
-        k: ``(B, H, Lk, D)``; ``Lk`` is independent of ``Lq`` (cross-attention).
-        v: ``(B, H, Lk, Dv)``.
+        k: ``(B, H_kv, Lk, D)``; ``Lk`` is independent of ``Lq`` (cross-attention); H_kv
+            divides H and query head h uses kv head ``h // (H // H_kv)`` (grouped-query).
+        v: ``(B, H_kv, Lk, Dv)``.
         mask: ``None`` or a bool tensor broadcastable to ``(B, H, Lq, Lk)``;
             **True = may attend**. A query row with no allowed key outputs zeros.
         scale: multiplies ``q @ k^T``; default ``D ** -0.5``.
+        bias: ``None`` or a finite float tensor broadcastable to ``(B, H, Lq, Lk)`` added to the
+            logits (relative-position, ALiBi); it never unmasks a key.
+        causal: ``None``, ``"top_left"`` (SDPA's ``is_causal``: key j <= query i) or
+            ``"bottom_right"`` (j <= i + Lk - Lq), combined with ``mask`` (both must allow a key).
 
     Returns:
         ``(B, H, Lq, Dv)`` in the dtype and on the device of ``q``. Differentiable; the
@@ -52,12 +59,15 @@ def attention(
                 [0., 0., 0., 0.]])
     """
     q, k, v = check_qkv(q, k, v)
+    shape = broadcast_mask_shape(q, k)
     if mask is not None:
-        mask = check_bool_mask(mask, broadcast_mask_shape(q, k))
+        mask = check_bool_mask(mask, shape)
+    check_case_extras(scale, bias, causal, shape, q)
     if scale is None:
         scale = default_scale(q.shape[-1])
-    elif not isinstance(scale, (int, float)) or isinstance(scale, bool):
-        raise XattnArgumentError(f"scale must be None or a number, got {type(scale).__name__}")
+    if causal is not None:
+        tri = causal_mask(causal, shape[2], shape[3], q.device)
+        mask = tri if mask is None else mask & tri
     # MPS has no float64: compute on the CPU there and move the result back.
     compute_device = torch.device("cpu") if q.device.type == "mps" else q.device
     out = guarded_attention(
@@ -67,5 +77,6 @@ def attention(
         None if mask is None else mask.to(compute_device),
         float(scale),
         torch.float64,
+        None if bias is None else bias.to(compute_device),
     )
     return out.to(device=q.device, dtype=q.dtype)

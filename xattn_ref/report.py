@@ -16,7 +16,6 @@ from typing import Any, TextIO
 
 from xattn_ref.config import RunConfig
 from xattn_ref.errors import UsageError
-from xattn_ref.kinds import KINDS
 from xattn_ref.runner import Result
 
 __all__ = [
@@ -180,7 +179,7 @@ class Report:
             mine = [r for r in self.results if r.target == target.name]
             props = list(dict.fromkeys(r.property for r in mine))
             columns = list(dict.fromkeys((r.dtype, r.device) for r in mine if r.status != "skipped"))
-            lines.append(f"{target.name} ({target.kind}: {KINDS[target.kind].signature})")
+            lines.append(f"{target.name} ({target.kind}: {target.signature})")
             width = max([len(p) for p in props] + [8])
             lines.append(" " * (width + 2) + "  ".join(f"{dt + '/' + d:>15}" for dt, d in columns))
             for prop in props:

@@ -144,6 +144,9 @@ def run_property(
         return result
 
     call = target.call
+    if prop_.gradients and not call.differentiable:
+        result.status, result.message = "skipped", "not differentiable: the target is declared forward-only"
+        return result
     counts = {"examples": 0, "applied": 0}
     last: list[Any] = [None]
 

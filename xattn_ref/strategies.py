@@ -21,7 +21,10 @@ examples fast at any size and makes every example reproducible from ``repr(case.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from hypothesis import strategies as st
@@ -33,9 +36,12 @@ from xattn_ref._args import check_range as _check_range
 from xattn_ref._args import lazy as _lazy
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.cases import (
+    BIAS_KINDS,
+    CAUSAL_ALIGNMENTS,
     MASK_LAYOUTS,
     MASK_PATTERNS,
     AttentionCase,
+    BiasSpec,
     CaseSpec,
     LayerCase,
     LayerCaseSpec,
@@ -66,6 +72,52 @@ DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
 #: drawn by default: in float16 they reach the dtype's range, where SDPA's own backward returns
 #: inf (not yet shown to be a defect rather than a true overflow).
 DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (0.0, 0.0, 0.0, -30.0, -30.0, 30.0)
+
+
+T = TypeVar("T")
+
+
+class _Named(st.SearchStrategy[T]):  # type: ignore[misc]
+    """A strategy built (and its arguments validated) when first used, whose repr is the call
+    that made it (``attention_cases(dtypes=[torch.float16], causal=True)``)."""
+
+    def __init__(self, build: Callable[[], st.SearchStrategy[T]], text: str) -> None:
+        super().__init__()
+        self._build, self._text = build, text
+        self._inner: st.SearchStrategy[T] | None = None
+
+    @property
+    def wrapped(self) -> st.SearchStrategy[T]:
+        if self._inner is None:
+            self._inner = self._build()
+        return self._inner
+
+    def do_draw(self, data: Any) -> T:
+        return data.draw(self.wrapped)  # type: ignore[no-any-return]
+
+    def calc_is_empty(self, recur: Any) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+def _call_repr(name: str, arguments: dict[str, Any], fn: Callable[..., Any]) -> str:
+    defaults = {n: p.default for n, p in inspect.signature(fn).parameters.items()}
+    shown = []
+    for key, value in arguments.items():
+        if key in defaults and _same(value, defaults[key]):
+            continue
+        text = repr(list(value)) if isinstance(value, tuple) else repr(value)
+        shown.append(f"{key}={text}")
+    return f"{name}({', '.join(shown)})"
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:
+        return False
 
 
 # Plain functions that draw (no strategy is built per draw: building ``st.composite`` inside a
@@ -209,6 +261,18 @@ def attention_cases(
     logit_stds: Sequence[float] = DEFAULT_LOGIT_STDS,
     value_stds: Sequence[float] = DEFAULT_VALUE_STDS,
     logit_shifts: Sequence[float] = DEFAULT_LOGIT_SHIFTS,
+    batch_size: Size = None,
+    num_heads: Size = None,
+    num_kv_heads: Size = None,
+    gqa: bool = False,
+    q_len: Size = None,
+    kv_len: Size = None,
+    head_dim: Size = None,
+    scale: float | st.SearchStrategy[float] | None = None,
+    bias: bool = False,
+    causal: bool | str = False,
+    self_attention: bool = False,
+    allow_mask: bool = True,
 ) -> st.SearchStrategy[AttentionCase]:
     """Inputs for ``attention(q, k, v, mask)`` in SDPA's layout, as :class:`AttentionCase`.
 
@@ -226,17 +290,39 @@ def attention_cases(
     - ``value_stds``: standard deviations of ``v``, drawn per batch element.
     - ``logit_shifts``: shifts of all the logits of a batch element, drawn per batch element
       (``[0.0]`` for none): rows whose allowed logits are all very negative or far above 0.
+    - ``batch_size``, ``num_heads``, ``q_len``, ``kv_len``, ``head_dim``: an int or a strategy of
+      ints, to fix or draw B, H, Lq, Lk, D (and Dv = D) yourself; None (default) draws them
+      from the ranges above.
+    - ``num_kv_heads``: H_kv, an int or a strategy of ints dividing H (grouped-query attention:
+      k and v get H_kv heads); None (default) is H, unless ``gqa``.
+    - ``gqa``: draw H_kv among the divisors of H (H first, so shrinking ends at equal heads).
+    - ``scale``: a number or a strategy of numbers: the scale the kernel is called with
+      (``case.scale``); None (default) is ``D ** -0.5`` and the kernel is not told.
+    - ``bias``: draw finite additive biases on the logits (ALiBi, random) in half the cases.
+    - ``causal``: ``"top_left"`` (SDPA's ``is_causal``; also ``True``) or ``"bottom_right"``:
+      every case is causal with that alignment, combined with a key-padding mask (or none).
+    - ``self_attention``: Lq == Lk.
+    - ``allow_mask``: False draws ``mask=None`` only (a kernel that takes no mask).
 
     Example::
 
-        @given(attention_cases(dtypes=[torch.float16], max_kv_len=16))
+        @given(attention_cases(dtypes=[torch.float16], num_kv_heads=1, causal="top_left"))
         def test_finite(case):
-            out = my_attention(case.q, case.k, case.v, case.mask)
+            out = my_attention(case.q, case.k, case.v, case.mask, is_causal=True)
             assert out.isfinite().all(), case.snippet()
 
     Shrinking goes to one batch element, one head, the shortest lengths, float64 (the first
-    dtype), a ``key_padding`` mask and the ``all_false`` pattern.
+    dtype), a ``key_padding`` mask and the ``all_false`` pattern, no bias, the first scale.
     """
+    arguments = dict(
+        dtypes=dtypes, devices=devices, max_batch_size=max_batch_size, max_num_heads=max_num_heads,
+        min_q_len=min_q_len, max_q_len=max_q_len, min_kv_len=min_kv_len, max_kv_len=max_kv_len,
+        head_dims=head_dims, mask_layouts=mask_layouts, mask_patterns=mask_patterns,
+        allow_no_mask=allow_no_mask, logit_stds=logit_stds, value_stds=value_stds,
+        logit_shifts=logit_shifts, batch_size=batch_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
+        gqa=gqa, q_len=q_len, kv_len=kv_len, head_dim=head_dim, scale=scale, bias=bias, causal=causal,
+        self_attention=self_attention, allow_mask=allow_mask,
+    )  # fmt: skip
 
     def build() -> st.SearchStrategy[AttentionCase]:
         dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
@@ -254,19 +340,90 @@ def attention_cases(
         dims = tuple(_check_int("head_dims", d, 1) for d in head_dims)
         layouts = _check_choices("mask_layouts", mask_layouts, MASK_LAYOUTS)
         patterns = _check_choices("mask_patterns", mask_patterns, MASK_PATTERNS)
-        if not isinstance(allow_no_mask, bool):
-            raise InvalidArgument(f"allow_no_mask must be a bool, but was {allow_no_mask!r}")
+        for name, flag in (
+            ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
+            ("self_attention", self_attention), ("allow_mask", allow_mask),
+        ):  # fmt: skip
+            if not isinstance(flag, bool):
+                raise InvalidArgument(f"{name} must be a bool, but was {flag!r}")
+        if causal is True:
+            alignment: str | None = "top_left"
+        elif causal is False:
+            alignment = None
+        elif causal in CAUSAL_ALIGNMENTS:
+            alignment = str(causal)
+        else:
+            raise InvalidArgument(
+                f"causal must be False, True (top_left), 'top_left' or 'bottom_right', but was {causal!r}"
+            )
         l_stds = _check_stds("logit_stds", logit_stds)
         v_stds = _check_stds("value_stds", value_stds)
         shifts = _check_shifts(logit_shifts)
         # Half the examples stay short; the rest reach long, size-dispatched contexts.
         split = min(max(lk_min, 8), lk_max)
+        sizes = _Sizes(
+            batch=_size("batch_size", batch_size, _ints(1, b_max)),
+            heads=_size("num_heads", num_heads, _ints(1, h_max)),
+            kv_heads=None if num_kv_heads is None else _size("num_kv_heads", num_kv_heads, None),
+            q_len=_size("q_len", q_len, _ints(lq_min, lq_max)),
+            kv_len=_size("kv_len", kv_len, _kv_len_strategy(lk_min, split, lk_max)),
+            head_dim=None if head_dim is None else _size("head_dim", head_dim, None),
+            scale=_scale_strategy(scale),
+        )
         return _attention_cases(
-            dts, devs, b_max, h_max, (lq_min, lq_max), (lk_min, split, lk_max), dims, layouts, patterns,
-            allow_no_mask, l_stds, v_stds, shifts,
+            dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
+            v_stds, shifts, gqa, bias, alignment, self_attention,
         )  # fmt: skip
 
-    return _lazy(build)
+    return _Named(build, _call_repr("attention_cases", arguments, attention_cases))
+
+
+Size = int | st.SearchStrategy[int] | None
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    batch: st.SearchStrategy[int]
+    heads: st.SearchStrategy[int]
+    kv_heads: st.SearchStrategy[int] | None
+    q_len: st.SearchStrategy[int]
+    kv_len: st.SearchStrategy[int]
+    head_dim: st.SearchStrategy[int] | None
+    scale: st.SearchStrategy[float] | None
+
+
+def _size(name: str, value: object, default: st.SearchStrategy[int] | None) -> st.SearchStrategy[int]:
+    if value is None:
+        assert default is not None
+        return default
+    if isinstance(value, st.SearchStrategy):
+        return value.map(functools.partial(_drawn_size, name))
+    return st.just(_check_int(name, value, 1))
+
+
+def _drawn_size(name: str, value: object) -> int:
+    return _check_int(f"{name} (drawn)", value, 1)
+
+
+def _scale_strategy(scale: object) -> st.SearchStrategy[float] | None:
+    if scale is None:
+        return None
+    if isinstance(scale, st.SearchStrategy):
+        return scale.map(_checked_scale)
+    return st.just(_checked_scale(scale))
+
+
+def _checked_scale(value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not abs(value) < float("inf"):
+        raise InvalidArgument(f"scale must be a finite number, but was {value!r}")
+    return float(value)
+
+
+def _divisors(n: int) -> tuple[int, ...]:
+    return (n, *(d for d in range(1, n) if n % d == 0))
+
+
+_BIAS_SIZES = (1.0, 10.0)
 
 
 @st.composite
@@ -274,29 +431,45 @@ def _attention_cases(
     draw: st.DrawFn,
     dtypes: tuple[torch.dtype, ...],
     devices: tuple[str, ...],
-    b_max: int,
-    h_max: int,
-    q_lens: tuple[int, int],
-    kv_lens: tuple[int, int, int],
+    sizes: _Sizes,
     dims: tuple[int, ...],
     layouts: tuple[str, ...],
     patterns: tuple[str, ...],
     allow_no_mask: bool,
+    allow_mask: bool,
     logit_stds: tuple[float, ...],
     value_stds: tuple[float, ...],
     logit_shifts: tuple[float, ...],
+    gqa: bool,
+    bias: bool,
+    causal: str | None,
+    self_attention: bool,
 ) -> AttentionCase:
-    b = draw(_ints(1, b_max))
-    h = draw(_ints(1, h_max))
-    lq = draw(_ints(*q_lens))
-    low, split, high = kv_lens
-    lk = draw(_kv_len_strategy(low, split, high))
-    d = draw(_choice(dims))
-    dv = draw(_choice(dims))
+    b = draw(sizes.batch)
+    h = draw(sizes.heads)
+    if sizes.kv_heads is not None:
+        hkv = draw(sizes.kv_heads)
+        if h % hkv:
+            raise InvalidArgument(f"num_kv_heads drew {hkv}, which does not divide num_heads={h}")
+    else:
+        hkv = draw(_choice(_divisors(h))) if gqa else h
+    lq = draw(sizes.q_len)
+    lk = lq if self_attention else draw(sizes.kv_len)
+    if sizes.head_dim is not None:
+        d = dv = draw(sizes.head_dim)
+    else:
+        d = draw(_choice(dims))
+        dv = draw(_choice(dims))
     dtype = draw(_choice(dtypes))
     device = draw(_choice(devices))
-    no_mask = allow_no_mask and draw(_ints(0, 7)) == 7
+    no_mask = not allow_mask or (allow_no_mask and draw(_ints(0, 7)) == 7)
     mask = None if no_mask else _draw_mask(draw, draw(_choice(layouts)), b, h, lq, lk, patterns)
+    bias_spec = None
+    if bias and draw(_ints(0, 1)):
+        kind = draw(_choice(BIAS_KINDS))
+        bias_spec = BiasSpec(
+            kind, draw(_choice(_BIAS_SIZES)), draw(_ints(0, 2**16)) if kind == "random" else 0
+        )
     spec = CaseSpec(
         batch_size=b,
         num_heads=h,
@@ -311,6 +484,10 @@ def _attention_cases(
         value_std=tuple(draw(_choice(value_stds)) for _ in range(b)),
         mask=mask,
         logit_shift=tuple(draw(_choice(logit_shifts)) for _ in range(b)),
+        num_kv_heads=0 if hkv == h else hkv,
+        scale=None if sizes.scale is None else draw(sizes.scale),
+        bias=bias_spec,
+        causal=causal,
     )
     return spec.build()
 

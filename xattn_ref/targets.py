@@ -41,6 +41,7 @@ __all__ = [
     "reference_kernel",
     "resolve_options",
     "safe_sdpa_kernel",
+    "sdpa_gqa_kernel",
     "sdpa_kernel",
 ]
 
@@ -55,6 +56,14 @@ def reference_kernel(
 def sdpa_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the bool mask as ``attn_mask``."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def sdpa_gqa_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, **kwargs: Any
+) -> torch.Tensor:
+    """``scaled_dot_product_attention(q, k, v, mask, enable_gqa=True, **kwargs)``: k and v may
+    have fewer heads than q (grouped-query attention). Run it with ``--heads gqa``."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True, **kwargs)
 
 
 def safe_sdpa_kernel(
@@ -152,8 +161,15 @@ class Target:
         if self.kind != "kernel":
             args += ["--kind", self.kind]
         for option in KINDS[self.kind].options:
-            args += [option.flag, str(self.options[option.name])]
+            if option.name in self.options:
+                args += option.cli_args(self.options[option.name])
         return tuple(args)
+
+    @property
+    def signature(self) -> str:
+        """How the target is called: its kind's signature in its dialect, one line."""
+        kind = KINDS[self.kind]
+        return kind.describe(self.options) or kind.signature
 
     def command(self) -> str:
         return shlex.join(("xattn-check", *self.cli_args()))
@@ -174,7 +190,7 @@ def as_target(
 
 
 def resolve_options(kind: str, given: dict[str, Any], prefix: str = "--") -> dict[str, Any]:
-    """The kind's options from ``given`` (name -> value or None): ints, at least 1, defaults
+    """The kind's options from ``given`` (name -> value or None), parsed and checked, defaults
     filled in. Raises :class:`UsageError` naming the flag (``prefix`` + name)."""
     options: dict[str, Any] = {}
     for option in KINDS[kind].options:
@@ -185,14 +201,17 @@ def resolve_options(kind: str, given: dict[str, Any], prefix: str = "--") -> dic
         if value is None:
             if option.required:
                 raise UsageError(f"{flag} is required for a {kind} target ({option.help})")
+            if option.default is not None:
+                options[option.name] = option.default
             continue
         try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{flag} must be an integer, got {value!r}") from None
-        if number < 1:
-            raise UsageError(f"{flag} must be at least 1, got {number}")
-        options[option.name] = number
+            options[option.name] = option.parse(value, flag)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        KINDS[kind].validate(options)
+    except ValueError as exc:
+        raise UsageError(f"{kind} options: {exc}") from None
     return options
 
 
@@ -266,11 +285,11 @@ class Builtin:
 
     spec: str
     kind: str = "kernel"
-    options: tuple[tuple[str, int], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
     should_pass: bool = True
 
     def load(self) -> Target:
-        return load_target(self.spec, self.kind, dict(self.options))
+        return load_target(self.spec, self.kind, resolve_options(self.kind, dict(self.options), ""))
 
 
 _LAYER16 = (("dim", 16), ("context_dim", 16))

@@ -47,6 +47,13 @@ accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
        floor_dq = |s| f |k| + eps_acc n |s| |dS| |k| + eps |dq|
        floor_dk = |s| f^T |q| + eps_acc n |s| |dS|^T |q| + eps |dk|
 
+Dialects. A non-default scale is ``s`` itself. A bias ``b_ij`` on the logits (``S + b``, rounded
+once) adds ``eps |b_ij|`` to the rounding of ``S_ij``: ``a_ij`` becomes ``|s| sum_d |q_id||k_jd| +
+|b_ij|``. A causal mask is part of the allowed keys. With grouped-query attention the model runs
+on k and v repeated to every query head, and dk and dv are sums over the G heads of a group: the
+truth is that sum, and the floor the sum of the per-head floors times G (one accumulation over
+all G n terms: each ``n eps sum|terms|`` bound grows at most G-fold).
+
 In float64 the truth is computed in the same precision, so it carries the same first-order
 error as the result: the floor counts both sides (twice). Two results in T that should both
 equal the same truth (the output before and after changing the padding, say) may differ by the
@@ -219,12 +226,16 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     inputs (see the module docstring), the plain error from the same guarded attention run in
     the case's dtype. ``tf32``: whether float32 matmuls round to TF32 (default: as this device
     and torch's settings say)."""
-    from xattn_ref._kernel import plain_attention
-    from xattn_ref.reference import default_scale
+    from xattn_ref._kernel import expand_kv, plain_attention
 
     f64, cpu = torch.float64, "cpu"
-    scale = default_scale(case.q.shape[-1])
-    q, k, v = (t.detach().to(device=cpu, dtype=f64) for t in (case.q, case.k, case.v))
+    scale = case.effective_scale
+    heads, groups = case.q.shape[1], case.groups
+    q = case.q.detach().to(device=cpu, dtype=f64)
+    # grouped-query: the model runs on k and v repeated to every query head; dk and dv are the
+    # sums over each group (and so are their floors)
+    k, v = (expand_kv(t.detach().to(device=cpu, dtype=f64), heads) for t in (case.k, case.v))
+    bias = None if case.bias is None else case.bias.detach().to(device=cpu, dtype=f64)
     m = case.full_mask.to(cpu)
     eps = matmul_eps(case.dtype, case.device)[0] if tf32 is None else (TF32_EPS if tf32 else None)
     eps = torch.finfo(case.dtype).eps if eps is None else eps
@@ -232,12 +243,14 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     eps_acc = max(torch.finfo(torch.float32).eps, eps) if case.dtype != f64 else eps
 
     s = scale * q @ k.transpose(-2, -1)
+    s = s if bias is None else s + bias
     shift = torch.where(m, s, -torch.inf).amax(-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
     e = torch.exp(torch.where(m, s - shift, 0.0)) * m
     total = e.sum(-1, keepdim=True)
     p = e / torch.where(total > 0, total, 1.0)
     out = p @ v
     a = abs(scale) * q.abs() @ k.abs().transpose(-2, -1)
+    a = a if bias is None else a + bias.abs()  # s + bias rounds relative to |s| + |bias|
     # r: bound on the relative error of each unnormalized weight (q·scale and s rounded, then exp);
     # pi: bound on the error of each normalized weight, P_ij (r_ij - sum_k P_ik r_ik) to first
     # order, which vanishes when one key takes all the weight
@@ -295,6 +308,13 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
             + eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
         )
         rule.update(dq=3.0, dk=3.0, dv=3.0)
+        if groups > 1:
+            for n in ("dk", "dv"):
+                b_, _, lk, d_ = truth[n].shape
+                truth[n] = truth[n].reshape(b_, -1, groups, lk, d_).sum(2)
+                # one accumulation over the whole group's G * Lq terms: each per-head sum bound
+                # (n_h eps sum|terms_h|) grows to at most G times itself
+                floor[n] = groups * floor[n].reshape(b_, -1, groups, lk, d_).sum(2)
 
     if case.dtype == f64:  # the truth is computed in float64 too: both sides may be off by the floor
         floor = {n: 2 * f for n, f in floor.items()}
@@ -302,8 +322,9 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     # the plain same-dtype result, and its error per row (per key for dk, dv)
     device = "cpu" if case.device.type == "mps" else case.device
     leaves = [t.detach().to(device=device).requires_grad_(grads) for t in (case.q, case.k, case.v)]
-    mask = None if case.mask is None else case.mask.to(device)
-    plain_out = plain_attention(leaves[0], leaves[1], leaves[2], mask, scale)
+    mask = None if case.mask is None and case.causal is None else case.full_mask.to(device)
+    plain_bias = None if case.bias is None else case.bias.detach().to(device)
+    plain_out = plain_attention(leaves[0], leaves[1], leaves[2], mask, scale, plain_bias)
     plain = {"out": plain_out}
     if grads:
         gp = torch.autograd.grad(plain_out, leaves, grad_outputs=g.to(device=device, dtype=case.dtype))

@@ -1,0 +1,243 @@
+"""Dialects of the kernel interface: how a kernel wants to be called, declared once.
+
+A case (:class:`~xattn_ref.cases.AttentionCase`) holds the meaning: which keys each query may
+attend to (bool, **True = may attend**), the scale, a bias, the grouped kv heads. A
+:class:`Dialect` says how that meaning is handed to the kernel, ``fn(q, k, v, mask, **kw)``:
+
+======================  ==========================================================================
+field (option)          the kernel is called with
+======================  ==========================================================================
+``heads``               ``equal``: k, v with H heads; ``gqa``: with H_kv heads, H_kv dividing H,
+                        query head h using kv head ``h // (H // H_kv)`` (SDPA ``enable_gqa``)
+``mask``                ``bool``: True = may attend; ``additive``: float in the inputs' dtype,
+                        0 = attend, ``-inf`` = masked; ``sentinel``: float, masked keys hold the
+                        ``sentinel`` value (as Hugging Face builds masks); ``none``: ``None``
+                        (no padding: only ``causal`` masks, if any)
+``sentinel``            the masked value of ``sentinel`` masks: ``min`` (``finfo(dtype).min``,
+                        default) or a number such as ``-1e4`` or ``-1e9`` (rounded to the dtype)
+``bias``                finite biases (ALiBi, learned) added to the allowed entries of the float
+                        mask; masked entries stay ``-inf`` or the sentinel
+``scale``               ``scale=`` (a drawn, non-default value); else the default ``D ** -0.5``
+``causal``              ``is_causal=True`` with the alignment ``top_left`` (SDPA) or
+                        ``bottom_right`` (flash-attention >= 2.1); the mask argument carries the
+                        key padding only (or ``None`` with ``mask none``)
+``key_padding``         the mask as ``(B, Lk)``: one row of keys per batch element
+``self_attention``      Lq == Lk (one sequence attending to itself)
+``empty_rows``          the policy for rows with no allowed key: ``zero`` (exact zeros and zero
+                        gradients: PyTorch >= 2.5 SDPA, FlexAttention, flash-attention) or
+                        ``finite`` (any finite output, e.g. the mean of the values as Hugging
+                        Face eager attention gives; NaN and inf are still failures)
+``forward_only``        the kernel is not differentiable: gradient properties are skipped, the
+                        forward halves of the others still run
+======================  ==========================================================================
+
+The reference's meaning of each mask form: a key is masked where the bool mask is False, where
+the additive mask is ``-inf``, where the sentinel mask holds the sentinel; a row is *empty* when
+every key is masked (by the mask, the causal mask or both). Biases never unmask a key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from xattn_ref.errors import Inexpressible
+
+if TYPE_CHECKING:
+    import torch
+    from hypothesis import strategies as st
+
+    from xattn_ref.cases import AttentionCase
+
+__all__ = ["DEFAULT_SCALES", "Dialect"]
+
+#: Scales drawn for kernels that take ``scale=``: none is ``D ** -0.5`` for D in 8..64 (so a kernel
+#: that ignores it is off): 1 (T5, no scaling), 1/8 and 0.3.
+DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.125, 0.3)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a kernel is called (see the module docstring for each field); the default is the
+    plain interface ``fn(q, k, v, mask)`` with a bool mask, equal heads and the default scale."""
+
+    heads: str = "equal"
+    mask: str = "bool"
+    sentinel: str = "min"
+    bias: bool = False
+    scale: bool = False
+    causal: str = "none"
+    key_padding: bool = False
+    self_attention: bool = False
+    empty_rows: str = "zero"
+    forward_only: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {
+            "heads": ("equal", "gqa"),
+            "mask": ("bool", "additive", "sentinel", "none"),
+            "causal": ("none", "top_left", "bottom_right"),
+            "empty_rows": ("zero", "finite"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.sentinel != "min":
+            try:
+                float(self.sentinel)
+            except ValueError:
+                raise ValueError(f"sentinel must be 'min' or a number, got {self.sentinel!r}") from None
+        if self.bias and self.mask not in ("additive", "sentinel"):
+            raise ValueError("bias needs a float mask (mask additive or sentinel): the bias travels in it")
+        if self.sentinel != "min" and self.mask != "sentinel":
+            raise ValueError("sentinel applies to mask sentinel only")
+        if self.key_padding and self.mask == "none":
+            raise ValueError("key_padding describes the mask's shape; with mask none there is no mask")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Dialect:
+        """The dialect of a target's options (the kind's, parsed); absent ones keep their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{n: v for n, v in options.items() if n in names})
+
+    def describe(self) -> str:
+        """The non-default fields, as words for a report (``plain`` when there are none)."""
+        words = []
+        if self.heads == "gqa":
+            words.append("grouped-query heads")
+        if self.mask != "bool":
+            sentinel = f" ({self.sentinel})" if self.mask == "sentinel" else ""
+            words.append(f"{self.mask} mask{sentinel}")
+        if self.bias:
+            words.append("bias")
+        if self.scale:
+            words.append("scale=")
+        if self.causal != "none":
+            words.append(f"is_causal ({self.causal})")
+        if self.key_padding:
+            words.append("(B, Lk) mask")
+        if self.self_attention:
+            words.append("self-attention")
+        if self.empty_rows != "zero":
+            words.append(f"empty rows {self.empty_rows}")
+        if self.forward_only:
+            words.append("forward-only")
+        return ", ".join(words) or "plain"
+
+    def signature(self) -> str:
+        """How the kernel is called, the mask convention included, in one line."""
+        kv = "k, v with H_kv heads (H_kv divides H)" if self.heads == "gqa" else "k, v"
+        shape = "(B, Lk)" if self.key_padding else "broadcastable to (B, H, Lq, Lk)"
+        mask = {
+            "bool": f"mask None or bool {shape}, True = may attend",
+            "additive": f"mask None or float {shape}, 0 = attend, -inf = masked",
+            "sentinel": f"mask None or float {shape}, {self.sentinel} = masked",
+            "none": "mask None",
+        }[self.mask]
+        if self.bias:
+            mask += ", finite biases on allowed entries"
+        kw = (", scale=s" if self.scale else "") + (", is_causal=True" if self.causal != "none" else "")
+        extra = [f"causal {self.causal}"] if self.causal != "none" else []
+        extra += ["Lq == Lk"] if self.self_attention else []
+        extra += [f"empty rows {self.empty_rows}"] if self.empty_rows != "zero" else []
+        extra += ["forward-only"] if self.forward_only else []
+        tail = "; " + ", ".join(extra) if extra else ""
+        return f"fn(q, k, v, mask{kw}) -> out in SDPA's layout; {kv}; {mask}{tail}"
+
+    # --- cases ------------------------------------------------------------------------------
+
+    def cases(self, dtype: torch.dtype, device: str) -> st.SearchStrategy[AttentionCase]:
+        """The cases of this dialect: :func:`xattn_ref.strategies.attention_cases` with its
+        arguments."""
+        from xattn_ref.strategies import attention_cases
+
+        return attention_cases(dtypes=[dtype], devices=[device], **self.case_arguments())
+
+    def case_arguments(self) -> dict[str, Any]:
+        """The arguments of :func:`~xattn_ref.strategies.attention_cases` that draw this dialect."""
+        args: dict[str, Any] = {}
+        if self.heads == "gqa":
+            args.update(gqa=True, max_num_heads=4)
+        if self.mask == "none":
+            args["allow_mask"] = False
+        if self.key_padding or self.causal != "none":
+            args["mask_layouts"] = ["key_padding"]
+        if self.bias:
+            args["bias"] = True
+        if self.scale:
+            from hypothesis import strategies as st
+
+            args["scale"] = st.sampled_from(DEFAULT_SCALES)
+        if self.causal != "none":
+            args["causal"] = self.causal
+        if self.self_attention:
+            args["self_attention"] = True
+        return args
+
+    def probe(self, dtype: torch.dtype, device: str) -> AttentionCase:
+        """One plain valid case of this dialect, to tell an unusable target early."""
+        from xattn_ref.cases import BiasSpec, CaseSpec, MaskSpec, SlicePattern
+
+        mask = None
+        if self.mask != "none":
+            mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
+        lq = 5 if self.self_attention else 3
+        return CaseSpec(
+            2, 2, lq, 5, 8, 8, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), mask,
+            num_kv_heads=1 if self.heads == "gqa" else 0,
+            scale=DEFAULT_SCALES[0] if self.scale else None,
+            bias=BiasSpec("alibi") if self.bias else None,
+            causal=None if self.causal == "none" else self.causal,
+        ).build()  # fmt: skip
+
+    # --- calls ------------------------------------------------------------------------------
+
+    def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The kernel's positional arguments (by name) and keyword arguments for ``case``."""
+        kwargs: dict[str, Any] = {}
+        if self.scale:
+            kwargs["scale"] = case.effective_scale
+        if self.causal != "none":
+            if case.causal != self.causal:
+                raise Inexpressible(
+                    f"a case of causal={case.causal!r} cannot be given to an is_causal kernel"
+                )
+            kwargs["is_causal"] = True
+        return {"q": case.q, "k": case.k, "v": case.v, "mask": self.render_mask(case)}, kwargs
+
+    def masked_value(self, dtype: torch.dtype) -> float:
+        """What a masked key holds in a float mask of this dialect."""
+        import torch
+
+        if self.mask == "sentinel":
+            return float(torch.finfo(dtype).min) if self.sentinel == "min" else float(self.sentinel)
+        return float("-inf")
+
+    def render_mask(self, case: AttentionCase) -> torch.Tensor | None:
+        """The case's mask (without the causal part, which ``is_causal`` carries) in this
+        dialect's form: a new tensor, or None."""
+        import torch
+
+        if self.mask == "none":
+            if case.mask is not None or case.bias is not None:
+                raise Inexpressible("a case with a mask or bias cannot be given to a kernel that takes none")
+            return None
+        explicit = case.mask
+        if self.causal == "none" and case.causal is not None:
+            # no is_causal: the causal part travels in the mask
+            explicit = case.full_mask
+        if self.key_padding and explicit is not None:
+            if explicit.ndim != 4 or explicit.shape[1:3] != (1, 1):
+                raise Inexpressible("a (B, Lk) mask needs a key-padding case: mask (B, 1, 1, Lk)")
+            explicit = explicit[:, 0, 0, :]
+        if self.mask == "bool":
+            return explicit  # the case's own tensor (or a view): mutation shows
+        if explicit is None and case.bias is None:
+            return None
+        values = torch.zeros((), dtype=case.dtype, device=case.device) if case.bias is None else case.bias
+        if self.key_padding and case.bias is not None:
+            raise Inexpressible("a bias needs a (B, H, Lq, Lk) mask, not a (B, Lk) one")
+        allowed = torch.ones((), dtype=torch.bool, device=case.device) if explicit is None else explicit
+        fill = torch.tensor(self.masked_value(case.dtype), dtype=case.dtype, device=case.device)
+        return torch.where(allowed, values, fill)
