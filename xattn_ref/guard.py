@@ -16,8 +16,12 @@ Masks, **True = may attend** for bool masks:
 
 - ``None``: no guard needed; ``fn`` is called as is (no extra work).
 - bool, broadcastable to ``(B, H, Lq, Lk)``;
-- additive float (``0`` = attend, ``-inf`` = masked): a row is empty when all its entries
-  are ``-inf``; large finite negatives count as allowed, as they do in softmax.
+- additive float (``0`` = attend, ``-inf`` = masked, finite values = biases): an entry at or
+  below :data:`MASKED_AT` (``-1e4``) is a *sentinel*, a masked key, as Hugging Face
+  (``finfo(dtype).min``) and older code (``-1e4``, ``-1e9``) write them. The guard hands ``fn``
+  a new mask with every sentinel replaced by ``-inf`` (so no logit below the sentinel and no
+  ``finfo.min + logit`` overflow can make a masked key win), and a row is empty when every
+  entry is masked. Biases above ``-1e4`` stay as they are.
 
 Device-to-host syncs: the default (``sync=False``) never syncs and always applies the
 guard: a few small ops on the mask and one on the output. ``sync=True`` first asks
@@ -37,7 +41,11 @@ import torch.nn.functional as F
 
 from xattn_ref.errors import XattnArgumentError
 
-__all__ = ["guard", "guard_mask", "safe_sdpa"]
+__all__ = ["MASKED_AT", "guard", "guard_mask", "safe_sdpa"]
+
+#: An additive-mask entry at or below this value is a masked key (a sentinel such as
+#: ``finfo(dtype).min``, ``-1e4`` or ``-1e9``), not a bias: ``exp(-1e4)`` is 0 in every dtype.
+MASKED_AT = -1e4
 
 Fn = TypeVar("Fn", bound=Callable[..., torch.Tensor])
 
@@ -58,8 +66,9 @@ def guard_mask(mask: torch.Tensor, *, name: str = "mask") -> tuple[torch.Tensor,
         safe[..., :1] |= empty
         return safe, empty
     if mask.is_floating_point():
-        empty = (mask == float("-inf")).all(-1, keepdim=True)
-        safe = mask.clone()
+        masked = mask <= MASKED_AT
+        empty = masked.all(-1, keepdim=True)
+        safe = mask.masked_fill(masked, float("-inf"))  # a new tensor: sentinels become -inf
         safe[..., :1] = safe[..., :1].masked_fill(empty, 0.0)
         return safe, empty
     raise XattnArgumentError(
@@ -131,8 +140,9 @@ def safe_sdpa(
     enable_gqa: bool = False,
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the same signature, guarded:
-    query rows whose ``attn_mask`` allows no key (bool: no True; float: all ``-inf``) output
-    exactly zero and contribute exactly zero gradient. Never syncs; works under
+    query rows whose ``attn_mask`` allows no key (bool: no True; float: every entry ``-inf`` or
+    a sentinel at or below :data:`MASKED_AT`) output exactly zero and contribute exactly zero
+    gradient; float sentinels are passed to SDPA as ``-inf``. Never syncs; works under
     ``torch.compile``. (``is_causal`` masks, top-left aligned, never leave a row empty.)
     """
     if attn_mask is None:

@@ -55,6 +55,10 @@ class KernelCall:
     def __call__(self, case: AttentionCase) -> torch.Tensor:
         return self.run(case, *self.arguments(case))
 
+    def snippet(self) -> str:
+        """Python that calls the kernel ``fn`` on ``case`` as this call does."""
+        return self.dialect.snippet()
+
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         """The kernel on these arguments (made from ``case``), its output checked."""
         from xattn_ref._calls import check_output, invoke

@@ -16,6 +16,15 @@ from typing import Any
 import torch
 
 __all__ = [
+    "gqa_repeat_heads",
+    "causal_top_left_kernel",
+    "sentinel_as_allowed",
+    "bias_dropped",
+    "scale_ignored",
+    "forward_only_neg_inf",
+    "padding_on_queries",
+    "hf_eager_attention",
+    "KNOWN_BAD_DIALECTS",
     "CAUGHT_BY",
     "FINITE_DEFECTS",
     "KNOWN_BAD",
@@ -327,6 +336,118 @@ FINITE_DEFECTS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "dv_heads_reversed": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
     "wrong_scale_in_bfloat16": (("bfloat16",), (1.0, 10.0)),
     "minus_1e4_fill": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
+}
+
+
+# --- known-bad kernels in other dialects (xattn_ref.dialects): run each with its options -------
+
+
+def gqa_repeat_heads(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Grouped-query attention with the wrong head mapping: k and v expanded with ``repeat``
+    (query head h reads kv head ``h % H_kv``) instead of ``repeat_interleave`` (``h // G``)."""
+    groups = q.shape[1] // k.shape[1]
+    return _guarded(q, k.repeat(1, groups, 1, 1), v.repeat(1, groups, 1, 1), mask)
+
+
+def causal_top_left_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool = False
+) -> torch.Tensor:
+    """SDPA's ``is_causal`` (top-left aligned) in a kernel that documents bottom-right alignment
+    (flash-attention >= 2.1): when Lq != Lk every query sees the wrong keys."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal)
+
+
+def _allowed_and_bias(mask: torch.Tensor | None, masked_below: float) -> tuple[Any, Any]:
+    if mask is None:
+        return None, None
+    allowed = mask > masked_below
+    return allowed, torch.where(allowed, mask, 0.0)
+
+
+def sentinel_as_allowed(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Reads a float mask as "every entry above ``-inf`` is allowed" (as the guard once did):
+    ``finfo.min`` sentinels count as allowed keys with a huge negative bias, so a row whose keys
+    are all padding averages the padding instead of giving zero."""
+    allowed, bias = _allowed_and_bias(mask, float("-inf"))
+    s = _scores(q, k) if bias is None else _scores(q, k) + bias
+    return _guarded_from_scores(s, v, allowed)
+
+
+def bias_dropped(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Turns an additive float mask into a bool one (``mask > -inf``) and drops its finite
+    biases (ALiBi, relative positions) on the way."""
+    allowed, _ = _allowed_and_bias(mask, float("-inf"))
+    return _guarded(q, k, v, allowed)
+
+
+def scale_ignored(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None = None
+) -> torch.Tensor:
+    """Takes ``scale=`` and ignores it: the scores are always scaled by ``1/sqrt(D)``."""
+    return _guarded(q, k, v, mask)
+
+
+def forward_only_neg_inf(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """An inference kernel (no autograd) with the plain ``-inf`` fill: NaN for empty rows."""
+    with torch.no_grad():
+        return neg_inf_softmax(q, k, v, mask)
+
+
+def padding_on_queries(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A self-attention kernel that applies its ``(B, L)`` padding mask to the queries instead of
+    the keys: padded queries are zeroed, real queries attend to the padding."""
+    if mask is None:
+        return _guarded(q, k, v, None)
+    rows = mask[:, None, :, None].expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    return _guarded(q, k, v, rows)
+
+
+def hf_eager_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None = None
+) -> torch.Tensor:
+    """Hugging Face's eager attention, reduced: scores in the inputs' dtype, plus the
+    ``finfo(dtype).min`` mask, softmax in float32. Its documented empty-row behaviour is the mean
+    of the values (fine under ``--empty-rows finite``), but in float16 ``-65504 + logit``
+    overflows to ``-inf`` once a padded logit is below -16: an all-padding row is then NaN."""
+    s = torch.einsum("bhid,bhjd->bhij", q, k) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if mask is not None:
+        s = s + mask
+    return _pv(s.softmax(-1, dtype=torch.float32).to(q.dtype), v)
+
+
+#: Known-bad kernels in other dialects: name -> (kernel, its dialect options, the property
+#: designed to catch it).
+KNOWN_BAD_DIALECTS: dict[str, tuple[Any, dict[str, Any], str]] = {
+    "gqa_repeat_heads": (gqa_repeat_heads, {"heads": "gqa"}, "reference_agreement"),
+    "causal_top_left_kernel": (
+        causal_top_left_kernel,
+        {"mask": "none", "causal": "bottom_right"},
+        "reference_agreement",
+    ),
+    "sentinel_as_allowed": (sentinel_as_allowed, {"mask": "sentinel"}, "empty_rows_zero"),
+    "bias_dropped": (bias_dropped, {"mask": "additive", "bias": True}, "reference_agreement"),
+    "scale_ignored": (scale_ignored, {"scale": True}, "reference_agreement"),
+    "forward_only_neg_inf": (forward_only_neg_inf, {"forward_only": True}, "finite_output"),
+    "padding_on_queries": (
+        padding_on_queries,
+        {"key_padding": True, "self_attention": True},
+        "padding_invariance",
+    ),
+    "hf_eager_attention": (
+        hf_eager_attention,
+        {"mask": "sentinel", "empty_rows": "finite", "scale": True},
+        "finite_output",
+    ),
 }
 
 

@@ -58,7 +58,8 @@ def load(spec: str, kind: str, given: dict[str, Any], *, flag_prefix: str = "--"
 
 def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
     """The built-in targets and whether each should pass."""
-    return [b.load() for b in BUILTINS], {b.spec: b.should_pass for b in BUILTINS}
+    targets = [b.load() for b in BUILTINS]
+    return targets, {t.name: b.should_pass for t, b in zip(targets, BUILTINS)}
 
 
 def select_properties(

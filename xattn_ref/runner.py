@@ -174,20 +174,20 @@ def run_property(
         test()
     except PropertyFailure as exc:
         result.status, result.message, result.root = "failed", exc.detail, exc.root
-        _record_case(result, exc.case)
+        _record_case(result, exc.case, call)
     except _Stop as stop:
         result.status, result.message, result.shrunk = "error", str(stop.error), False
-        _record_case(result, stop.case)
+        _record_case(result, stop.case, call)
     except TargetError as exc:
         result.status, result.message = "error", str(exc)
-        _record_case(result, last[0])
+        _record_case(result, last[0], call)
     except (FlakyFailure, FlakyReplay) as exc:
         result.status = "failed"
         result.message = (
             "the target gave different verdicts on the same input (non-deterministic): "
             + (str(exc).splitlines()[0])
         )
-        _record_case(result, last[0])
+        _record_case(result, last[0], call)
     except HypothesisException as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}".splitlines()[0]
     result.examples, result.applied = counts["examples"], counts["applied"]
@@ -198,9 +198,12 @@ def run_property(
     return result
 
 
-def _record_case(result: Result, case: Any) -> None:
+def _record_case(result: Result, case: Any, call: Any) -> None:
     if case is not None:
         result.case, result.snippet = case.describe(), case.snippet()
+        how = call.snippet() if hasattr(call, "snippet") else ""
+        if how:
+            result.snippet += "\n" + how
 
 
 @dataclass(frozen=True)

@@ -298,9 +298,10 @@ def attention_cases(
     - ``gqa``: draw H_kv among the divisors of H (H first, so shrinking ends at equal heads).
     - ``scale``: a number or a strategy of numbers: the scale the kernel is called with
       (``case.scale``); None (default) is ``D ** -0.5`` and the kernel is not told.
-    - ``bias``: draw finite additive biases on the logits (ALiBi, random) in half the cases.
+    - ``bias``: draw finite additive biases on the logits (ALiBi, random) in three cases of four.
     - ``causal``: ``"top_left"`` (SDPA's ``is_causal``; also ``True``) or ``"bottom_right"``:
-      every case is causal with that alignment, combined with a key-padding mask (or none).
+      every case is causal with that alignment, combined with a key-padding mask (or none;
+      other layouts only if ``mask_layouts`` leaves out ``key_padding``).
     - ``self_attention``: Lq == Lk.
     - ``allow_mask``: False draws ``mask=None`` only (a kernel that takes no mask).
 
@@ -356,6 +357,8 @@ def attention_cases(
             raise InvalidArgument(
                 f"causal must be False, True (top_left), 'top_left' or 'bottom_right', but was {causal!r}"
             )
+        if alignment is not None:  # the causal part is the causal mask: padding comes on top
+            layouts = tuple(lay for lay in layouts if lay == "key_padding") or layouts
         l_stds = _check_stds("logit_stds", logit_stds)
         v_stds = _check_stds("value_stds", value_stds)
         shifts = _check_shifts(logit_shifts)
@@ -465,7 +468,7 @@ def _attention_cases(
     no_mask = not allow_mask or (allow_no_mask and draw(_ints(0, 7)) == 7)
     mask = None if no_mask else _draw_mask(draw, draw(_choice(layouts)), b, h, lq, lk, patterns)
     bias_spec = None
-    if bias and draw(_ints(0, 1)):
+    if bias and draw(_ints(0, 3)):
         kind = draw(_choice(BIAS_KINDS))
         bias_spec = BiasSpec(
             kind, draw(_choice(_BIAS_SIZES)), draw(_ints(0, 2**16)) if kind == "random" else 0

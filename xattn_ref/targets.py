@@ -11,6 +11,7 @@ device and put in eval mode. The kinds (``kernel``, ``layer``) are declared in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -40,8 +41,10 @@ __all__ = [
     "online_softmax_kernel",
     "reference_kernel",
     "resolve_options",
+    "padded_causal_kernel",
     "safe_sdpa_kernel",
     "sdpa_gqa_kernel",
+    "sdpa_inference_kernel",
     "sdpa_kernel",
 ]
 
@@ -64,6 +67,31 @@ def sdpa_gqa_kernel(
     """``scaled_dot_product_attention(q, k, v, mask, enable_gqa=True, **kwargs)``: k and v may
     have fewer heads than q (grouped-query attention). Run it with ``--heads gqa``."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True, **kwargs)
+
+
+def padded_causal_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool = False
+) -> torch.Tensor:
+    """Self-attention as batched generation calls it: a ``(B, L)`` padding mask (True = a real
+    token; left or right padding) and ``is_causal=True`` (top-left), combined into one bool mask
+    for :func:`xattn_ref.guard.safe_sdpa`. Padded query rows allow no key and give zeros."""
+    from xattn_ref.guard import safe_sdpa
+
+    allowed = None if mask is None else mask[:, None, None, :]
+    if is_causal:
+        lq, lk = q.shape[2], k.shape[2]
+        tri = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
+        allowed = tri if allowed is None else allowed & tri
+    return safe_sdpa(q, k, v, attn_mask=allowed)
+
+
+def sdpa_inference_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """SDPA under ``torch.inference_mode()``, as a serving stack calls it: not differentiable,
+    so run it with ``--forward-only``."""
+    with torch.inference_mode():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def safe_sdpa_kernel(
@@ -114,7 +142,8 @@ def mha_layer_need_weights_false() -> torch.nn.Module:
 class Target:
     """An attention under test.
 
-    - ``name``: the spec as given (``xattn-check NAME`` runs it again);
+    - ``name``: the spec as given (``xattn-check NAME`` runs it again), or for a built-in target
+      with dialect options, the spec and those options (unique in the main job);
     - ``kind``: a key of :data:`xattn_ref.kinds.KINDS`;
     - ``options``: the kind's options (a layer's ``dim`` and ``context_dim``);
     - ``obj``: the callable, or the factory when ``factory`` is True.
@@ -125,6 +154,7 @@ class Target:
     obj: Any
     options: dict[str, Any] = field(default_factory=dict)
     factory: bool = False
+    spec: str | None = None  # the spec, when ``name`` is not it
 
     @functools.cached_property
     def _per_dtype_factory(self) -> bool:
@@ -157,7 +187,7 @@ class Target:
 
     def cli_args(self) -> tuple[str, ...]:
         """The ``xattn-check`` arguments that name this target, its kind and its options."""
-        args = [self.name]
+        args = [self.spec or self.name]
         if self.kind != "kernel":
             args += ["--kind", self.kind]
         for option in KINDS[self.kind].options:
@@ -289,16 +319,33 @@ class Builtin:
     should_pass: bool = True
 
     def load(self) -> Target:
-        return load_target(self.spec, self.kind, resolve_options(self.kind, dict(self.options), ""))
+        target = load_target(self.spec, self.kind, resolve_options(self.kind, dict(self.options), ""))
+        args = target.cli_args()
+        if len(args) > 1 and self.kind == "kernel":  # dialect options: the name says them
+            target = dataclasses.replace(target, name=shlex.join(args), spec=self.spec)
+        return target
 
 
 _LAYER16 = (("dim", 16), ("context_dim", 16))
 
-#: The built-in targets: correct ones, and known failures that show what a finding looks like.
+_SDPA = "torch.nn.functional:scaled_dot_product_attention"
+
+#: The built-in targets: correct ones (one per kernel dialect), and known failures that show what
+#: a finding looks like.
 BUILTINS: tuple[Builtin, ...] = (
     Builtin("xattn_ref.targets:reference_kernel"),
     Builtin("xattn_ref.targets:sdpa_kernel"),
     Builtin("xattn_ref.targets:safe_sdpa_kernel"),
+    Builtin("xattn_ref.targets:sdpa_gqa_kernel", options=(("heads", "gqa"),)),
+    Builtin(_SDPA, options=(("mask", "additive"), ("bias", True), ("scale", True))),
+    Builtin(_SDPA, options=(("mask", "none"), ("causal", "top_left"))),
+    Builtin("xattn_ref.guard:safe_sdpa", options=(("mask", "sentinel"),)),
+    Builtin(_SDPA, options=(("mask", "sentinel"), ("empty_rows", "finite"))),
+    Builtin(
+        "xattn_ref.targets:padded_causal_kernel",
+        options=(("key_padding", True), ("self_attention", True), ("causal", "top_left")),
+    ),
+    Builtin("xattn_ref.targets:sdpa_inference_kernel", options=(("forward_only", True),)),
     Builtin("xattn_ref.known_bad:neg_inf_softmax", should_pass=False),
     Builtin("xattn_ref.adapters:cross_attention_layer()", "layer", _LAYER16),
     Builtin("xattn_ref.targets:mha_layer_need_weights_false()", "layer", _LAYER16),

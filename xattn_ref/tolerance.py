@@ -20,9 +20,12 @@ softmax over allowed keys, ``out = P v``, ``g = d loss / d out``, ``eps`` the ro
 accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
 
 1. Each weight before normalization, ``exp(S_ij - max)``, carries a relative error
-   ``r_ij = eps (2 a_ij + 1)``, ``a_ij = |s| sum_d |q_id||k_jd|``: rounding ``q·s`` and ``S_ij``
-   are absolute errors of size ``eps a_ij`` each (``exp`` makes them relative), and ``exp``
-   rounds once. Normalizing cancels the common part: the normalized weight is off by
+   ``r_ij = eps (3 a_ij + 1) + eps_dot D a_ij``, ``a_ij = |s| sum_d |q_id||k_jd|``: scaling q and
+   k (``q·s``, or each by ``sqrt(s)`` as SDPA does) and rounding ``S_ij`` are absolute errors of
+   size ``eps a_ij`` each (``exp`` makes them relative), the accumulation of the D products adds
+   at most ``eps_dot D a_ij`` in any order (``eps_dot``: float32's, float64's for float64
+   inputs; with one dominant product, every later addition rounds at its size: SDPA's float32
+   CPU kernel is off by 6 ``eps a`` at D = 64), and ``exp`` rounds once. Normalizing cancels the common part: the normalized weight is off by
    ``pi_ij = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one key takes
    all the weight. A weight that underflows into T's subnormals is off by ``eta`` (the
    subnormal spacing) instead.
@@ -49,7 +52,7 @@ accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
 
 Dialects. A non-default scale is ``s`` itself. A bias ``b_ij`` on the logits (``S + b``, rounded
 once) adds ``eps |b_ij|`` to the rounding of ``S_ij``: ``a_ij`` becomes ``|s| sum_d |q_id||k_jd| +
-|b_ij|``. A causal mask is part of the allowed keys. With grouped-query attention the model runs
+|b_ij|``, and the sum ``S + b`` is a fourth rounding. A causal mask is part of the allowed keys. With grouped-query attention the model runs
 on k and v repeated to every query head, and dk and dv are sums over the G heads of a group: the
 truth is that sum, and the floor the sum of the per-head floors times G (one accumulation over
 all G n terms: each ``n eps sum|terms|`` bound grows at most G-fold).
@@ -197,9 +200,28 @@ class Budget:
         factor: float = 1.0,
     ) -> Comparison:
         """``actual`` against ``expected`` (default: the truth) for the batch elements ``batch``.
-        ``factor=2`` when both sides are results in the case's dtype that should equal the truth."""
+        ``factor=2`` when both sides are results in the case's dtype that should equal the truth.
+        Where the truth is beyond the dtype's range, an infinity of its sign is correct."""
         exp = self.truth[name][batch] if expected is None else expected
-        return Comparison(name, actual, exp, self.allowed(name, batch=batch, factor=factor))
+        allowed = self.allowed(name, batch=batch, factor=factor)
+        return Comparison(name, self.settle(name, actual, batch), self.settle(name, exp, batch), allowed)
+
+    def overflows(self, name: str, batch: slice = slice(None)) -> torch.Tensor:
+        """Bool: where the truth, within its allowance, reaches the dtype's largest finite value
+        (there a correctly rounded result is an infinity of the truth's sign)."""
+        truth = self.truth[name][batch]
+        return truth.abs() + self.allowed(name, batch=batch) >= torch.finfo(self.dtype).max
+
+    def settle(self, name: str, result: torch.Tensor, batch: slice = slice(None)) -> torch.Tensor:
+        """``result`` with the infinities that correctly round an out-of-range truth replaced by
+        the truth (float64, CPU); unchanged when there are none."""
+        beyond = self.overflows(name, batch)
+        if not bool(beyond.any()):
+            return result
+        r = result.detach().to(device="cpu", dtype=torch.float64)
+        truth = self.truth[name][batch]
+        legit = beyond & r.isinf() & (r.sign() == truth.sign())
+        return torch.where(legit, truth, r)
 
 
 #: Unit of one rounding in TF32 (10 mantissa bits), what float32 matmuls round to on a CUDA
@@ -256,7 +278,13 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     # order, which vanishes when one key takes all the weight
     # eta: the absolute error of a weight that underflows into T's subnormals
     eta = torch.finfo(case.dtype).smallest_normal * torch.finfo(case.dtype).eps
-    r = eps * (2 * a + 1) * m
+    # roundings of S: q and k scaled (q·s, or both by sqrt(s)), S itself, S + bias; the
+    # accumulation of its D products in any order, in float32 for every input below float64
+    # (eps_dot D a: with one dominant product every later addition rounds at its size, so
+    # float32 inputs with large logits are off by several eps a); then exp's own rounding
+    roundings = 4 if bias is not None else 3
+    eps_dot = eps if case.dtype == f64 else torch.finfo(torch.float32).eps
+    r = (eps * (roundings * a + 1) + eps_dot * q.shape[-1] * a) * m
     pr = p * r
     pi = p * ((1 - p) * r + (pr.sum(-1, keepdim=True) - pr))
     mf = m.to(f64)  # a weight that underflows is off by eta: those terms are counted in units of

@@ -1,0 +1,313 @@
+"""Dialects of the kernel interface: each is drawn, rendered, referenced and checked, known-bad
+kernels written in it are caught, and the options that select it are validated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _support import SETTINGS, run
+from hypothesis import given, seed, settings
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from xattn_ref import reference
+from xattn_ref._devices import ALL_DTYPES
+from xattn_ref.adapters import allowed_from_additive
+from xattn_ref.cases import AttentionCase, CaseSpec, MaskSpec, SlicePattern, causal_mask
+from xattn_ref.checks import finite_grad, reference_agreement
+from xattn_ref.dialects import Dialect
+from xattn_ref.errors import PropertyFailure, UsageError
+from xattn_ref.guard import safe_sdpa
+from xattn_ref.kinds import kernel_call
+from xattn_ref.known_bad import KNOWN_BAD_DIALECTS, finfo_min_fill, neg_inf_softmax
+from xattn_ref.plan import load
+from xattn_ref.runner import run_property
+from xattn_ref.strategies import attention_cases
+from xattn_ref.targets import as_target, sdpa_gqa_kernel
+
+#: The dtypes in which each known-bad dialect kernel's defect exists (all, unless listed).
+DEFECT_DTYPES = {"hf_eager_attention": ("float64", "float16")}
+
+
+@pytest.mark.parametrize("name", list(KNOWN_BAD_DIALECTS))
+def test_each_known_bad_kernel_in_a_dialect_is_caught_in_every_dtype_where_its_defect_exists(name):
+    fn, options, prop = KNOWN_BAD_DIALECTS[name]
+    verdicts = {str(d)[6:]: run(prop, fn, d, name=name, **options) for d in ALL_DTYPES}
+    for dtype, r in verdicts.items():
+        expected = "failed" if dtype in DEFECT_DTYPES.get(name, (dtype,)) else "passed"
+        assert r.status == expected, (dtype, r.status, r.message)
+        if expected == "failed":
+            assert r.property == prop and r.snippet and "Dialect(" in r.snippet
+
+
+def test_hugging_face_eager_attention_passes_the_finite_policy_in_float32_and_fails_zero():
+    fn, options, _ = KNOWN_BAD_DIALECTS["hf_eager_attention"]
+    assert run("empty_rows_zero", fn, **options).status == "passed"  # the mean of v is finite
+    assert run("reference_agreement", fn, **options).status == "passed"
+    assert run("empty_rows_zero", fn, **{**options, "empty_rows": "zero"}).status == "failed"
+
+
+def test_the_finite_policy_still_catches_nan_and_the_zero_policy_catches_averaging():
+    assert run("finite_output", neg_inf_softmax, empty_rows="finite").status == "failed"
+    assert run("empty_rows_zero", neg_inf_softmax, empty_rows="finite").status == "failed"
+    assert run("empty_rows_zero", finfo_min_fill, empty_rows="finite").status == "passed"
+    assert run("padding_invariance", finfo_min_fill, empty_rows="finite").status == "passed"
+    assert run("empty_rows_zero", finfo_min_fill).status == "failed"
+
+
+def test_forward_only_skips_gradient_properties_and_runs_the_forward_half_of_the_others():
+    def inference(q, k, v, mask):
+        with torch.no_grad():
+            return reference.attention(q, k, v, mask)
+
+    r = run("finite_grad", inference, forward_only=True)
+    assert r.status == "skipped" and "forward-only" in r.message
+    for prop in ("empty_rows_zero", "reference_agreement", "dtype_consistency"):
+        assert run(prop, inference, forward_only=True).status == "passed", prop
+    # a wrong forward is still caught; without the declaration it is a clear target error
+    assert (
+        run(
+            "reference_agreement", KNOWN_BAD_DIALECTS["scale_ignored"][0], forward_only=True, scale=True
+        ).status
+        == "failed"
+    )
+    r = run("reference_agreement", inference)
+    assert r.status == "error" and "declare an inference-only target forward-only" in r.message
+
+
+# --- the reference and the renderings ---------------------------------------------------------
+
+
+def test_grouped_query_reference_equals_repeat_interleave():
+    q, k, v = torch.randn(2, 6, 3, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 4)
+    mask = torch.rand(2, 1, 3, 5) > 0.3
+    expanded = reference.attention(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), mask)
+    torch.testing.assert_close(reference.attention(q, k, v, mask), expanded)
+    sdpa = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), mask, enable_gqa=True)
+    rows = mask.any(-1, keepdim=True).expand(2, 6, 3, 1)
+    torch.testing.assert_close(
+        reference.attention(q.double(), k.double(), v.double(), mask)[rows.expand_as(sdpa)],
+        sdpa[rows.expand_as(sdpa)],
+    )
+
+
+@pytest.mark.parametrize("alignment", ["top_left", "bottom_right"])
+def test_causal_masks_match_sdpa_and_torchs_lower_right_bias(alignment):
+    from torch.nn.attention.bias import causal_lower_right
+
+    q, k, v = (torch.randn(1, 2, n, 8, dtype=torch.float64) for n in (3, 5, 5))
+    ours = reference.attention(q, k, v, causal=alignment, scale=0.3)
+    if alignment == "top_left":
+        theirs = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+    else:
+        theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(3, 5), scale=0.3)
+    torch.testing.assert_close(ours, theirs)
+    assert causal_mask("bottom_right", 3, 2).tolist() == [[False, False], [True, False], [True, True]]
+
+
+def test_a_bias_never_unmasks_a_key_and_shifts_the_allowed_logits():
+    q, k, v = (torch.randn(1, 1, 2, 4, dtype=torch.float64) for _ in range(3))
+    mask = torch.tensor([[True, False], [False, False]])
+    bias = torch.tensor([[3.0, 50.0], [1.0, 2.0]], dtype=torch.float64)
+    out = reference.attention(q, k, v, mask, bias=bias)
+    assert out[0, 0, 1].abs().max() == 0 and torch.equal(out[0, 0, 0], v[0, 0, 0])
+
+
+def test_each_mask_form_renders_the_cases_meaning():
+    spec = CaseSpec(
+        2,
+        2,
+        3,
+        4,
+        8,
+        8,
+        torch.float16,
+        "cpu",
+        0,
+        (1.0, 1.0),
+        (1.0, 1.0),
+        MaskSpec("key_padding", (SlicePattern("right_padding", 2), SlicePattern("all_false"))),
+    )
+    case = spec.build()
+    assert Dialect().render_mask(case) is case.mask
+    additive = Dialect(mask="additive").render_mask(case)
+    assert torch.equal(additive == float("-inf"), ~case.mask.expand_as(additive))
+    sentinel = Dialect(mask="sentinel").render_mask(case)
+    assert set(sentinel.unique().tolist()) == {0.0, torch.finfo(torch.float16).min}
+    assert Dialect(mask="sentinel", sentinel="-1e4").render_mask(case).min() == -1e4
+    assert Dialect(key_padding=True).render_mask(case).shape == (2, 4)
+    args, kwargs = Dialect(scale=True, causal="top_left").arguments(
+        CaseSpec(**{**spec.__dict__, "scale": 0.5, "causal": "top_left"}).build()
+    )
+    assert kwargs == {"scale": 0.5, "is_causal": True} and args["mask"] is not None
+
+
+def test_sentinel_masks_are_guarded_by_a_documented_threshold():
+    q, k, v = torch.randn(1, 1, 2, 8), torch.randn(1, 1, 3, 8), torch.randn(1, 1, 3, 8)
+    hf = torch.zeros(1, 1, 2, 3)
+    hf[..., 1, :] = torch.finfo(torch.float32).min  # row 1: all padding, as Hugging Face builds it
+    hf[..., 0, 2] = torch.finfo(torch.float32).min
+    out = safe_sdpa(q, k, v, attn_mask=hf)
+    assert out[0, 0, 1].abs().max() == 0
+    torch.testing.assert_close(
+        out[0, 0, 0], F.scaled_dot_product_attention(q, k[..., :2, :], v[..., :2, :])[0, 0, 0]
+    )
+    assert allowed_from_additive(hf).tolist() == [[[[True, True, False], [False, False, False]]]]
+    assert allowed_from_additive(torch.tensor([-9999.0, -1e4, -1e9])).tolist() == [True, False, False]
+
+
+def test_a_true_overflow_is_not_a_failure_but_an_unexplained_infinity_is():
+    # dk of this float16 case is about -98526 in float64: beyond float16's range, so -inf is the
+    # correctly rounded result; a kernel that returns inf where the truth is small still fails
+    spec = CaseSpec(
+        3,
+        1,
+        6,
+        8,
+        1,
+        64,
+        torch.float16,
+        "cpu",
+        8435,
+        (1.0, 1.0, 1.0),
+        (1.0, 1.0, 1000.0),
+        MaskSpec("shared", (SlicePattern("all_true"),)),
+        (0.0, 0.0, -30.0),
+    )
+    case = spec.build()
+    call = kernel_call(lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, mask))
+    assert finite_grad(call, case) and reference_agreement(call, case)
+
+    def inf_in_batch_0(q, k, v, mask):
+        out = F.scaled_dot_product_attention(q, k, v, mask).clone()
+        out[0] = float("inf")
+        return out
+
+    assert run("finite_output", inf_in_batch_0).status == "failed"
+
+
+# --- options ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"mask": "float"}, "--mask must be one of bool, additive, sentinel, none, got 'float'"),
+        ({"bias": "maybe"}, "--bias takes no value, or one of 1/0"),
+        ({"bias": "1"}, "bias needs a float mask"),
+        ({"mask": "sentinel", "sentinel": "big"}, "sentinel must be 'min' or a number"),
+        ({"sentinel": "-1e4"}, "sentinel applies to mask sentinel only"),
+        ({"causal": "left"}, "--causal must be one of none, top_left, bottom_right"),
+        ({"mask": "none", "key_padding": "1"}, "key_padding describes the mask's shape"),
+    ],
+)
+def test_dialect_options_get_one_line_errors_naming_them(given, message):
+    with pytest.raises(UsageError) as info:
+        load("xattn_ref.targets:sdpa_kernel", "kernel", given)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_targets_command_names_its_dialect_and_runs_it_again():
+    target = as_target(
+        F.scaled_dot_product_attention,
+        name="torch.nn.functional:scaled_dot_product_attention",
+        mask="additive",
+        bias=True,
+        causal="top_left",
+    )
+    assert target.cli_args()[1:] == ("--mask", "additive", "--bias", "--causal", "top_left")
+    assert "is_causal=True" in target.signature and "-inf = masked" in target.signature
+
+
+# --- strategies ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    attention_cases(
+        num_heads=st.sampled_from([4, 6]),
+        gqa=True,
+        causal="bottom_right",
+        self_attention=True,
+        batch_size=2,
+        head_dim=st.just(8),
+        scale=st.sampled_from([0.5, 1.0]),
+        bias=True,
+    )
+)
+def test_dialect_arguments_draw_what_they_say(case):
+    assert case.q.shape[0] == 2 and case.q.shape[-1] == case.v.shape[-1] == 8
+    assert case.q.shape[1] in (4, 6) and case.q.shape[1] % case.k.shape[1] == 0
+    assert case.q.shape[2] == case.k.shape[2] and case.causal == "bottom_right"
+    assert case.scale in (0.5, 1.0)
+    assert case.mask is None or case.mask.shape[1:3] == (1, 1)  # key padding, under the causal mask
+    lq = case.q.shape[2]
+    assert not case.full_mask[..., ~causal_mask("bottom_right", lq, lq)].any()
+
+
+def test_grouped_heads_and_biases_are_drawn_often():
+    drawn = []
+
+    @seed(0)  # the runner's settings: seeded, not derandomized (that draws the simplest cases first)
+    @settings(max_examples=60, deadline=None, database=None, derandomize=False)
+    @given(attention_cases(**Dialect(heads="gqa", mask="additive", bias=True).case_arguments()))
+    def collect(case):
+        drawn.append(case)
+
+    collect()
+    assert sum(1 < c.k.shape[1] < c.q.shape[1] for c in drawn) >= 10
+    assert sum(c.bias is not None for c in drawn) >= 30
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_kv_heads": 3, "num_heads": 4}, "num_kv_heads drew 3, which does not divide num_heads=4"),
+        ({"num_kv_heads": 0}, "num_kv_heads must be at least 1"),
+        ({"q_len": st.just(0)}, "q_len (drawn) must be at least 1"),
+        ({"scale": float("inf")}, "scale must be a finite number"),
+        ({"causal": "left"}, "causal must be False, True (top_left), 'top_left' or 'bottom_right'"),
+        ({"gqa": 1}, "gqa must be a bool"),
+        ({"batch_size": 1.5}, "batch_size must be an int"),
+    ],
+)
+def test_dialect_arguments_are_validated_lazily_with_invalid_argument(kwargs, message):
+    strategy = attention_cases(**kwargs)  # no error yet: strategies validate when used
+    with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)")):
+        strategy.example()
+
+
+def test_a_strategys_repr_shows_its_arguments():
+    assert repr(attention_cases(dtypes=[torch.float16], causal=True)) == (
+        "attention_cases(dtypes=[torch.float16], causal=True)"
+    )
+    assert repr(attention_cases()) == "attention_cases()"
+
+
+def test_cases_of_your_own_tensors_take_the_dialect_fields():
+    q, k, v = torch.randn(1, 4, 2, 8), torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    case = AttentionCase.from_tensors(q, k, v, scale=0.5, bias=torch.zeros(1, 1, 2, 3), causal="bottom_right")
+    assert case.groups == 2 and case.effective_scale == 0.5
+    dialect = Dialect(heads="gqa", mask="additive", bias=True, scale=True)
+    assert reference_agreement(kernel_call(sdpa_gqa_kernel, dialect=dialect), case)  # causal: in the mask
+    with pytest.raises(PropertyFailure, match="reference_agreement"):  # scale= not passed: caught
+        reference_agreement(kernel_call(sdpa_gqa_kernel, dialect=Dialect(heads="gqa", mask="additive")), case)
+    with pytest.raises(ValueError, match="the kv heads H_kv=3 must divide the query heads H=4"):
+        AttentionCase.from_tensors(q, torch.randn(1, 3, 3, 8), torch.randn(1, 3, 3, 8))
+    with pytest.raises(ValueError, match="bias must be finite"):
+        AttentionCase.from_tensors(q, k, v, bias=torch.full((2, 3), float("-inf")))
+
+
+def test_sdpa_in_its_dialects_passes_reference_agreement_in_every_dtype():
+    sdpa = F.scaled_dot_product_attention
+    dialects = [
+        {"mask": "additive", "bias": True, "scale": True},
+        {"mask": "none", "causal": "top_left"},
+        {"mask": "additive", "self_attention": True},
+    ]
+    for options in dialects:
+        target = as_target(sdpa, **options)
+        for dtype in ALL_DTYPES:
+            r = run_property(target, "reference_agreement", dtype=dtype, device="cpu", settings=SETTINGS)
+            assert r.status == "passed", (options, r.dtype, r.message)
