@@ -26,8 +26,9 @@ accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
    at most ``eps_dot D a_ij`` in any order (``eps_dot``: float32's, float64's for float64
    inputs; with one dominant product, every later addition rounds at its size: SDPA's float32
    CPU kernel is off by 6 ``eps a`` at D = 64), and ``exp`` rounds once. Normalizing cancels
-   the common part: the normalized weight is off by = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one
-   key takes all the weight. A weight that underflows into T's subnormals is off by ``eta`` (the
+   the common part: the normalized weight is off by
+   ``pi_ij = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one key
+   takes all the weight. A weight that underflows into T's subnormals is off by ``eta`` (the
    subnormal spacing) instead.
 2. ``out_i = sum_j P_ij v_j``: to first order ``d out_i = sum_j P_ij r_ij (v_j - out_i)``, plus the
    sum's accumulation (``eps_acc n sum_j P_ij |v_j|``, true of any summation order) and two
@@ -53,9 +54,10 @@ accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
 Dialects. A non-default scale is ``s`` itself. A bias ``b_ij`` on the logits (``S + b``, rounded
 once) adds ``eps |b_ij|`` to the rounding of ``S_ij``: ``a_ij`` becomes ``|s| sum_d |q_id||k_jd| +
 |b_ij|``, and the sum ``S + b`` is a fourth rounding. A causal mask is part of the allowed keys.
-With grouped-query attention the model runs on k and v repeated to every query head, and dk and dv are sums over the G heads of a group: the
-truth is that sum, and the floor the sum of the per-head floors times G (one accumulation over
-all G n terms: each ``n eps sum|terms|`` bound grows at most G-fold).
+With grouped-query attention the model runs on k and v repeated to every query head, and dk
+and dv are sums over the G heads of a group: the truth is that sum, and the floor the sum of
+the per-head floors times G (one accumulation over all G n terms: each ``n eps sum|terms|``
+bound grows at most G-fold).
 
 In float64 the truth is computed in the same precision, so it carries the same first-order
 error as the result: the floor counts both sides (twice). Two results in T that should both
