@@ -23,7 +23,7 @@ from xattn_ref.kinds import kernel_call
 from xattn_ref.known_bad import KNOWN_BAD_DIALECTS, finfo_min_fill, neg_inf_softmax
 from xattn_ref.plan import load
 from xattn_ref.runner import run_property
-from xattn_ref.strategies import attention_cases
+from xattn_ref.strategies import attention_cases, layer_cases, masks
 from xattn_ref.targets import as_target, sdpa_gqa_kernel
 
 #: The dtypes in which each known-bad dialect kernel's defect exists (all, unless listed).
@@ -283,6 +283,8 @@ def test_a_strategys_repr_shows_its_arguments():
         "attention_cases(dtypes=[torch.float16], causal=True)"
     )
     assert repr(attention_cases()) == "attention_cases()"
+    assert repr(layer_cases(dim=16, max_kv_len=8)) == "layer_cases(dim=16, max_kv_len=8)"
+    assert repr(masks(kv_len=5, layouts=["shared"])) == "masks(kv_len=5, layouts=['shared'])"
 
 
 def test_cases_of_your_own_tensors_take_the_dialect_fields():

@@ -33,7 +33,6 @@ from hypothesis.errors import InvalidArgument
 from xattn_ref._args import check_choices as _check_choices
 from xattn_ref._args import check_int as _check_int
 from xattn_ref._args import check_range as _check_range
-from xattn_ref._args import lazy as _lazy
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.cases import (
     BIAS_KINDS,
@@ -197,7 +196,15 @@ def mask_specs(
         pat = _check_choices("patterns", patterns, MASK_PATTERNS)
         return _mask_specs(b, h, lq, lk, lay, pat)
 
-    return _lazy(build)
+    arguments = dict(
+        batch_size=batch_size,
+        num_heads=num_heads,
+        q_len=q_len,
+        kv_len=kv_len,
+        layouts=layouts,
+        patterns=patterns,
+    )
+    return _Named(build, _call_repr("mask_specs", arguments, mask_specs))
 
 
 def masks(
@@ -241,7 +248,12 @@ def masks(
     )
     if not isinstance(device, str):
         raise InvalidArgument(f"device must be a str such as 'cpu', but was {device!r}")
-    return specs.map(lambda spec: spec.build(batch_size, num_heads, q_len, kv_len).to(device))
+    arguments = dict(
+        batch_size=batch_size, num_heads=num_heads, q_len=q_len, kv_len=kv_len, layouts=layouts,
+        patterns=patterns, device=device,
+    )  # fmt: skip
+    built = specs.map(lambda spec: spec.build(batch_size, num_heads, q_len, kv_len).to(device))
+    return _Named(lambda: built, _call_repr("masks", arguments, masks))
 
 
 def attention_cases(
@@ -570,7 +582,11 @@ def layer_cases(
         sizes = _check_stds("stds", stds)
         return _layer_cases(e, ec, dts, devs, b_max, lq_max, (min(8, lk_max), lk_max), sizes)
 
-    return _lazy(build)
+    arguments = dict(
+        dim=dim, context_dim=context_dim, dtypes=dtypes, devices=devices, max_batch_size=max_batch_size,
+        max_q_len=max_q_len, max_kv_len=max_kv_len, stds=stds,
+    )  # fmt: skip
+    return _Named(build, _call_repr("layer_cases", arguments, layer_cases))
 
 
 @st.composite
