@@ -15,7 +15,7 @@ from xattn_ref import reference
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.adapters import allowed_from_additive
 from xattn_ref.cases import AttentionCase, CaseSpec, MaskSpec, SlicePattern, causal_mask
-from xattn_ref.checks import finite_grad, reference_agreement
+from xattn_ref.checks import dtype_consistency, finite_grad, reference_agreement
 from xattn_ref.dialects import Dialect
 from xattn_ref.errors import PropertyFailure, UsageError
 from xattn_ref.guard import safe_sdpa
@@ -313,3 +313,24 @@ def test_sdpa_in_its_dialects_passes_reference_agreement_in_every_dtype():
         for dtype in ALL_DTYPES:
             r = run_property(target, "reference_agreement", dtype=dtype, device="cpu", settings=SETTINGS)
             assert r.status == "passed", (options, r.dtype, r.message)
+
+
+@pytest.mark.parametrize(
+    ("spec", "check"),
+    [
+        # the forward's float32 logits (D = 64 products near 72 each) are off by 6 eps a: the D
+        # accumulation term of r
+        (CaseSpec(3, 1, 2, 2, 64, 8, torch.float32, "cpu", 0, (0.01, 1.0, 1.0), (1.0, 1.0, 1.0), None,
+                  (-30.0, 0.0, 0.0), scale=0.3), reference_agreement),
+        # one allowed key: P = 1 exactly, but SDPA's backward recomputes S and divides by the
+        # forward's logsumexp, so dv is off by the forward's logit error
+        (CaseSpec(1, 2, 4, 12, 64, 64, torch.float32, "cpu", 0, (1.0,), (1.0,),
+                  MaskSpec("key_padding", (SlicePattern("one_key", 0),)), (-30.0,), scale=0.3),
+         dtype_consistency),
+    ],
+)  # fmt: skip
+def test_false_failures_the_sweep_found_in_the_dialects_stay_fixed(spec, check):
+    call = kernel_call(
+        F.scaled_dot_product_attention, dialect=Dialect(mask="additive", bias=True, scale=True)
+    )
+    assert check(call, spec.build())

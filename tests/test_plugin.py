@@ -23,8 +23,20 @@ def run(pytester, monkeypatch):
 def test_header_names_target_profile_and_seed(run):
     result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-seed", "7", "--co")
     result.stdout.fnmatch_lines(
-        ["xattn_ref: targets xattn_ref.targets:sdpa_kernel; profile dev*seed 7*torch threads 1*"]
+        ["xattn_ref: targets xattn_ref.targets:sdpa_kernel (kernel: fn(q, k, v, mask)*; profile dev*seed 7*"]
     )
+
+
+def test_dialect_options_come_from_the_command_line_or_the_environment(run, monkeypatch):
+    monkeypatch.setenv("XATTN_HEADS", "gqa")
+    result = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-mask", "additive",
+                 "--xattn-bias", "--xattn-profile", "ci", "-k", "cpu")  # fmt: skip
+    result.stdout.fnmatch_lines(["*k, v with H_kv heads*0 = attend, -inf = masked, finite biases*"])
+    result.assert_outcomes(
+        passed=35, skipped=5
+    )  # n/a (skip): device_consistency on the CPU, dtype_c. in float64
+    bad = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-bias")
+    bad.stderr.fnmatch_lines(["*xattn_ref: kernel options: bias needs a float mask*"])
 
 
 def test_a_bad_target_fails_with_the_report(run):

@@ -164,7 +164,7 @@ class XattnState:
                 self.targets = [
                     plan.load(spec, kind or "kernel", options, flag_prefix=PREFIX, source=f"{source}: ")
                 ]
-                self.spec = spec
+                self.spec = f"{spec} ({self.targets[0].kind}: {self.targets[0].signature})"
         except UsageError as exc:
             raise pytest.UsageError(f"xattn_ref: {exc}") from None
         self.results: list[Result] = []
