@@ -280,6 +280,7 @@ def attention_cases(
     q_len: Size = None,
     kv_len: Size = None,
     head_dim: Size = None,
+    dtype: torch.dtype | st.SearchStrategy[torch.dtype] | None = None,
     scale: float | st.SearchStrategy[float] | None = None,
     bias: bool = False,
     causal: bool | str = False,
@@ -305,6 +306,7 @@ def attention_cases(
     - ``batch_size``, ``num_heads``, ``q_len``, ``kv_len``, ``head_dim``: an int or a strategy of
       ints, to fix or draw B, H, Lq, Lk, D (and Dv = D) yourself; None (default) draws them
       from the ranges above.
+    - ``dtype``: a dtype or a strategy of dtypes, instead of drawing from ``dtypes``.
     - ``num_kv_heads``: H_kv, an int or a strategy of ints dividing H (grouped-query attention:
       k and v get H_kv heads); None (default) is H, unless ``gqa``.
     - ``gqa``: draw H_kv among the divisors of H (H first, so shrinking ends at equal heads).
@@ -333,8 +335,8 @@ def attention_cases(
         head_dims=head_dims, mask_layouts=mask_layouts, mask_patterns=mask_patterns,
         allow_no_mask=allow_no_mask, logit_stds=logit_stds, value_stds=value_stds,
         logit_shifts=logit_shifts, batch_size=batch_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
-        gqa=gqa, q_len=q_len, kv_len=kv_len, head_dim=head_dim, scale=scale, bias=bias, causal=causal,
-        self_attention=self_attention, allow_mask=allow_mask,
+        gqa=gqa, q_len=q_len, kv_len=kv_len, head_dim=head_dim, dtype=dtype, scale=scale, bias=bias,
+        causal=causal, self_attention=self_attention, allow_mask=allow_mask,
     )  # fmt: skip
 
     def build() -> st.SearchStrategy[AttentionCase]:
@@ -384,6 +386,7 @@ def attention_cases(
             kv_len=_size("kv_len", kv_len, _kv_len_strategy(lk_min, split, lk_max)),
             head_dim=None if head_dim is None else _size("head_dim", head_dim, None),
             scale=_scale_strategy(scale),
+            dtype=_dtype_strategy(dtype, dts),
         )
         return _attention_cases(
             dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
@@ -405,6 +408,21 @@ class _Sizes:
     kv_len: st.SearchStrategy[int]
     head_dim: st.SearchStrategy[int] | None
     scale: st.SearchStrategy[float] | None
+    dtype: st.SearchStrategy[torch.dtype]
+
+
+def _dtype_strategy(dtype: object, dtypes: tuple[torch.dtype, ...]) -> st.SearchStrategy[torch.dtype]:
+    if dtype is None:
+        return _choice(dtypes)
+    if isinstance(dtype, st.SearchStrategy):
+        return dtype.map(_drawn_dtype)
+    return st.just(_drawn_dtype(dtype, "dtype"))
+
+
+def _drawn_dtype(value: object, name: str = "dtype (drawn)") -> torch.dtype:
+    if value not in ALL_DTYPES:
+        raise InvalidArgument(f"{name} must be one of {list(ALL_DTYPES)}, but was {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def _size(name: str, value: object, default: st.SearchStrategy[int] | None) -> st.SearchStrategy[int]:
@@ -475,7 +493,7 @@ def _attention_cases(
     else:
         d = draw(_choice(dims))
         dv = draw(_choice(dims))
-    dtype = draw(_choice(dtypes))
+    dtype = draw(sizes.dtype)
     device = draw(_choice(devices))
     no_mask = not allow_mask or (allow_no_mask and draw(_ints(0, 7)) == 7)
     mask = None if no_mask else _draw_mask(draw, draw(_choice(layouts)), b, h, lq, lk, patterns)
