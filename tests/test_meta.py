@@ -14,7 +14,7 @@ from xattn_ref.plan import select_properties
 from xattn_ref.runner import run_property
 from xattn_ref.targets import BUILTINS, Builtin, as_target, safe_sdpa_kernel, sdpa_kernel
 
-CORRECT_KERNELS = [b for b in BUILTINS if b.kind == "kernel" and b.should_pass]
+CORRECT_KERNELS = [b for b in BUILTINS if b.kind != "layer" and b.should_pass]
 CORRECT_KERNELS.append(Builtin("xattn_ref.targets:online_softmax_kernel"))
 
 
@@ -63,7 +63,7 @@ def test_correct_kernels_pass_every_property_that_applies(builtin):
     scale=, is_causal; the guard with sentinel masks; (B, L) padding with is_causal; forward-only."""
     target = builtin.load()
     forward_only = target.options.get("forward_only", False)
-    for prop in select_properties("kernel", None, None):  # the default set (no opt-in)
+    for prop in select_properties(target.kind, None, None):  # the default set (no opt-in)
         for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
             r = run_property(target, prop, dtype=dtype, device="cpu", settings=SETTINGS)
             if forward_only and prop == "finite_grad":

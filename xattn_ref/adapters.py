@@ -9,6 +9,11 @@ xattn_ref's conventions, converted here and nowhere else:
 Other conventions: ``nn.MultiheadAttention``'s ``key_padding_mask`` has **True = padding**
 (ignore); additive float masks use ``0`` to attend and ``-inf`` to mask.
 
+Other layouts: Hugging Face attention functions take a ``module`` (:func:`hf_module`) and return
+``(B, Lq, H, Dv)``; packed variable-length kernels take ``(total, H, D)`` tensors and
+``cu_seqlens`` (:func:`pack`, :func:`unpack`); FlexAttention takes a ``BlockMask``
+(:func:`flex_attention_kernel`). The kinds ``hf`` and ``varlen`` (:mod:`xattn_ref.kinds`) use them.
+
 Wrapping your own API is one line::
 
     target = lambda q, k, v, mask: my_attention(q, k, v, pad=padding_from_allowed(mask))
@@ -34,9 +39,13 @@ __all__ = [
     "allowed_from_additive",
     "allowed_from_padding",
     "decoder_layer",
+    "flex_attention_kernel",
+    "hf_module",
     "multihead_attention_layer",
+    "pack",
     "padding_from_allowed",
     "sdpa",
+    "unpack",
 ]
 
 
@@ -75,6 +84,65 @@ def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
             f"mask must be a floating-point additive mask, got {getattr(mask, 'dtype', mask)}"
         )
     return mask > MASKED_AT
+
+
+def hf_module(num_key_value_groups: int = 1, *, is_causal: bool = False) -> nn.Module:
+    """The ``module`` a Hugging Face attention function (``sdpa_attention_forward``,
+    ``eager_attention_forward``) reads: ``num_key_value_groups`` (query heads per kv head),
+    ``is_causal``, and eval mode (no dropout)."""
+    module = nn.Module()
+    module.num_key_value_groups = num_key_value_groups  # type: ignore[assignment]
+    module.is_causal = is_causal  # type: ignore[assignment]
+    return module.eval()
+
+
+def pack(t: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(B, H, L, D)`` with sequence b in its first ``lengths[b]`` positions -> the packed
+    ``(total, H, D)`` layout of variable-length kernels, ``cu_seqlens`` (int32, ``(B + 1,)``,
+    cumulative lengths from 0) and the longest length. Differentiable; a new tensor."""
+    b, _, length, _ = t.shape
+    keep = torch.arange(length, device=t.device) < lengths.to(t.device).unsqueeze(-1)  # (B, L)
+    packed = t.transpose(1, 2)[keep]  # (total, H, D), sequences in batch order
+    cu = torch.zeros(b + 1, dtype=torch.int32, device=t.device)
+    cu[1:] = torch.cumsum(lengths.to(t.device), 0)
+    return packed, cu, int(lengths.max()) if b else 0
+
+
+def unpack(packed: torch.Tensor, cu_seqlens: torch.Tensor, length: int) -> torch.Tensor:
+    """The inverse of :func:`pack`: ``(total, H, D)`` -> ``(B, H, L, D)``, zeros past each
+    sequence's length."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(packed.device)
+    b = lengths.shape[0]
+    keep = torch.arange(length, device=packed.device) < lengths.unsqueeze(-1)
+    out = packed.new_zeros(b, length, *packed.shape[1:])
+    out = out.index_put((keep,), packed) if packed.shape[0] else out
+    return out.transpose(1, 2)
+
+
+def flex_attention_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None = None
+) -> torch.Tensor:
+    """``torch.nn.attention.flex_attention`` as a kernel: the bool mask (True = may attend) becomes
+    a ``mask_mod`` and a ``BlockMask``. On the CPU FlexAttention has no backward: run it with
+    ``--forward-only`` there. Rows with no allowed key give zeros (FlexAttention's policy)."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    block_mask = None
+    if mask is not None:
+        allowed = mask.expand(b, h, lq, lk)
+
+        def mask_mod(bi: Any, hi: Any, qi: Any, ki: Any) -> Any:
+            return allowed[bi, hi, qi, ki]
+
+        block_mask = create_block_mask(mask_mod, b, h, lq, lk, device=str(q.device))
+    with warnings.catch_warnings():  # eager FlexAttention warns that it is not compiled
+        warnings.simplefilter("ignore", UserWarning)
+        out = flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != h)
+    assert isinstance(out, torch.Tensor)
+    return out
 
 
 #: backend name -> torch.nn.attention.SDPBackend member name

@@ -21,6 +21,8 @@ field (option)          the kernel is called with
 ``causal``              ``is_causal=True`` with the alignment ``top_left`` (SDPA) or
                         ``bottom_right`` (flash-attention >= 2.1); the mask argument carries the
                         key padding only (or ``None`` with ``mask none``)
+``causal_in_mask``      no ``is_causal``: the causal mask and the padding travel together in the
+                        mask argument (as Hugging Face builds them for batched generation)
 ``key_padding``         the mask as ``(B, Lk)``: one row of keys per batch element
 ``self_attention``      Lq == Lk (one sequence attending to itself)
 ``empty_rows``          the policy for rows with no allowed key: ``zero`` (exact zeros and zero
@@ -71,6 +73,7 @@ class Dialect:
     bias: bool = False
     scale: bool = False
     causal: str = "none"
+    causal_in_mask: bool = False
     key_padding: bool = False
     self_attention: bool = False
     empty_rows: str = "zero"
@@ -95,6 +98,8 @@ class Dialect:
             raise ValueError("bias needs a float mask (mask additive or sentinel): the bias travels in it")
         if self.sentinel != "min" and self.mask != "sentinel":
             raise ValueError("sentinel applies to mask sentinel only")
+        if self.causal_in_mask and (self.causal == "none" or self.mask == "none"):
+            raise ValueError("causal_in_mask needs a causal alignment and a mask to carry it")
         if self.key_padding and self.mask == "none":
             raise ValueError("key_padding describes the mask's shape; with mask none there is no mask")
 
@@ -136,7 +141,9 @@ class Dialect:
         if self.scale:
             words.append("scale=")
         if self.causal != "none":
-            words.append(f"is_causal ({self.causal})")
+            words.append(
+                f"causal {self.causal} in the mask" if self.causal_in_mask else f"is_causal ({self.causal})"
+            )
         if self.key_padding:
             words.append("(B, Lk) mask")
         if self.self_attention:
@@ -160,8 +167,13 @@ class Dialect:
         }[self.mask]
         if self.bias:
             mask += ", finite biases on allowed entries"
-        kw = (", scale=s" if self.scale else "") + (", is_causal=True" if self.causal != "none" else "")
-        extra = [f"causal {self.causal}"] if self.causal != "none" else []
+        is_causal = self.causal != "none" and not self.causal_in_mask
+        kw = (", scale=s" if self.scale else "") + (", is_causal=True" if is_causal else "")
+        extra = (
+            [f"causal {self.causal}" + (" (in the mask)" if self.causal_in_mask else "")]
+            if self.causal != "none"
+            else []
+        )
         extra += ["Lq == Lk"] if self.self_attention else []
         extra += [f"empty rows {self.empty_rows}"] if self.empty_rows != "zero" else []
         extra += ["forward-only"] if self.forward_only else []
@@ -223,7 +235,7 @@ class Dialect:
         kwargs: dict[str, Any] = {}
         if self.scale:
             kwargs["scale"] = case.effective_scale
-        if self.causal != "none":
+        if self.causal != "none" and not self.causal_in_mask:
             if case.causal != self.causal:
                 raise Inexpressible(
                     f"a case of causal={case.causal!r} cannot be given to an is_causal kernel"
@@ -249,7 +261,7 @@ class Dialect:
                 raise Inexpressible("a case with a mask or bias cannot be given to a kernel that takes none")
             return None
         explicit = case.mask
-        if self.causal == "none" and case.causal is not None:
+        if (self.causal == "none" or self.causal_in_mask) and case.causal is not None:
             # no is_causal: the causal part travels in the mask
             explicit = case.full_mask
         if self.key_padding and explicit is not None:

@@ -14,6 +14,7 @@ probe and its options. The runner, the CLI, the pytest plugin and the suite iter
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,92 @@ class KernelCall:
         from xattn_ref.tolerance import kernel_budget
 
         return kernel_budget(case, g, grads=grads)
+
+
+class HFCall(KernelCall):
+    """A Hugging Face attention function bound to the ``hf`` kind: ``fn(module, query, key, value,
+    attention_mask, scaling=s, dropout=0.0[, is_causal=True]) -> (out, weights)`` with ``out``
+    ``(B, Lq, H, Dv)``; ``module.num_key_value_groups`` says H // H_kv (:func:`adapters.hf_module`)."""
+
+    def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        from xattn_ref.adapters import hf_module
+
+        args, kwargs = self.dialect.arguments(case)
+        causal = bool(kwargs.pop("is_causal", False))
+        module = hf_module(case.groups, is_causal=causal)
+        call_kwargs: dict[str, Any] = {"scaling": case.effective_scale, "dropout": 0.0}
+        if causal:
+            call_kwargs["is_causal"] = True
+        named = {"module": module, "query": args["q"], "key": args["k"], "value": args["v"]}
+        mask = args["mask"]
+        if mask is not None and mask.ndim < 4:  # Hugging Face masks are 4-D
+            mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+        return {**named, "attention_mask": mask}, call_kwargs
+
+    def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        from xattn_ref._calls import check_output, invoke
+
+        out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        if isinstance(out, tuple) and out:
+            out = out[0]
+        b, h, lq, dv = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1]
+        expected = (b, lq, h, dv)
+        out = check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, Lq, H, Dv) = {expected}")
+        return out.transpose(1, 2)
+
+    def snippet(self) -> str:
+        return (
+            "from xattn_ref.dialects import Dialect\nfrom xattn_ref.kinds import HFCall\n"
+            f"args, kwargs = HFCall(lambda *_: fn, dialect={self.dialect!r}).arguments(case)\n"
+            "out, weights = fn(*args.values(), **kwargs)  # out: (B, Lq, H, Dv)"
+        )
+
+
+class VarlenCall(KernelCall):
+    """A packed variable-length kernel bound to the ``varlen`` kind: ``fn(q, k, v, cu_seqlens_q,
+    cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> out`` with q ``(total_q, H, D)``, k and v
+    ``(total_k, H_kv, D)``, out ``(total_q, H, Dv)`` (flash-attention's ``flash_attn_varlen_func``
+    layout). Batch element b of a case is sequence b: its Lq queries and its real keys (the
+    case's key padding, right-aligned); a context that is all padding is a zero-length sequence."""
+
+    def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        import torch
+
+        from xattn_ref.adapters import pack
+        from xattn_ref.errors import Inexpressible
+
+        b, lq, lk = case.q.shape[0], case.q.shape[2], case.k.shape[2]
+        if case.mask is None:
+            k_lens = torch.full((b,), lk, dtype=torch.int64)
+        else:
+            rows = case.full_mask[:, 0, 0, :].cpu()
+            k_lens = rows.sum(-1)
+            prefix = torch.arange(lk) < k_lens.unsqueeze(-1)
+            if not bool((case.full_mask == prefix.to(case.device)[:, None, None, :]).all()):
+                raise Inexpressible("a packed kernel needs right-padded key-padding masks")
+        q, cu_q, max_q = pack(case.q, torch.full((b,), lq, dtype=torch.int64))
+        k, cu_k, max_k = pack(case.k, k_lens)
+        v, _, _ = pack(case.v, k_lens)
+        args = {"q": q, "k": k, "v": v, "cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k}
+        return {**args, "max_seqlen_q": max_q, "max_seqlen_k": max_k}, {}
+
+    def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        from xattn_ref._calls import check_output, invoke
+        from xattn_ref.adapters import unpack
+
+        out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        expected = (int(args["q"].shape[0]), case.q.shape[1], case.v.shape[-1])
+        out = check_output(
+            out, case.q, lambda t: tuple(t.shape) == expected, f"(total_q, H, Dv) = {expected}"
+        )
+        return unpack(out, args["cu_seqlens_q"], case.q.shape[2])
+
+    def snippet(self) -> str:
+        return (
+            "from xattn_ref.kinds import VarlenCall\n"
+            "args, _ = VarlenCall(lambda *_: fn).arguments(case)  # packed q, k, v, cu_seqlens, max_seqlen\n"
+            "out = fn(*args.values())  # (total_q, H, Dv)"
+        )
 
 
 class LayerCall:
@@ -217,6 +304,8 @@ _DIALECT_OPTIONS = (
     Option("scale", "the kernel takes scale= (drawn, not the default)", type="switch", default=False),
     Option("causal", "is_causal=True with this alignment: none, top_left (SDPA), bottom_right", type="choice",
            choices=("none", "top_left", "bottom_right"), default="none"),
+    Option("causal_in_mask", "no is_causal: the causal mask travels in the mask with the padding",
+           type="switch", default=False),
     Option("key_padding", "the mask is (B, Lk), one row of keys per batch element", type="switch",
            default=False),
     Option("self_attention", "Lq == Lk", type="switch", default=False),
@@ -244,6 +333,76 @@ def _kernel_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> s
 
 def _kernel_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> AttentionCase:
     return _dialect(options).probe(dtype, device)
+
+
+def _with_defaults(options: tuple[Option, ...], **defaults: Any) -> tuple[Option, ...]:
+    return tuple(dataclasses.replace(o, default=defaults.get(o.name, o.default)) for o in options)
+
+
+#: Hugging Face attention functions: grouped kv heads and finfo.min masks by default, and the
+#: scale always passed (as ``scaling``).
+_HF_OPTIONS = _with_defaults(
+    tuple(o for o in _DIALECT_OPTIONS if o.name not in ("scale", "bias", "key_padding")),
+    heads="gqa",
+    mask="sentinel",
+)
+
+
+def _hf_dialect(options: dict[str, Any]) -> Dialect:
+    return _dialect({**options, "scale": True})
+
+
+def _hf_call(fn_for: FnFor, options: dict[str, Any], diff: bool) -> HFCall:
+    return HFCall(fn_for, dialect=_hf_dialect(options), differentiable=diff)
+
+
+def _hf_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
+    from xattn_ref.strategies import attention_cases
+
+    # Hugging Face builds (B, 1, Lq, Lk) masks: key padding, or padding and causal together
+    args = {"mask_layouts": ["key_padding", "query_key"], **_hf_dialect(options).case_arguments()}
+    return attention_cases(dtypes=[dtype], devices=[device], **args)
+
+
+def _hf_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> AttentionCase:
+    return _hf_dialect(options).probe(dtype, device)
+
+
+def _validate_hf(options: dict[str, Any]) -> None:
+    _hf_dialect(options)  # raises ValueError for options that do not go together
+
+
+def _describe_hf(options: dict[str, Any]) -> str:
+    return _HF_SIGNATURE + "; " + _hf_dialect(options).signature().split("; ", 1)[1]
+
+
+def _varlen_call(fn_for: FnFor, options: dict[str, Any], diff: bool) -> VarlenCall:
+    forward_only = bool(options.get("forward_only", False))
+    return VarlenCall(fn_for, dialect=_dialect({"forward_only": forward_only}), differentiable=diff)
+
+
+def _describe_varlen(options: dict[str, Any]) -> str:
+    return _VARLEN_SIGNATURE + ("; forward-only" if options.get("forward_only") else "")
+
+
+def _varlen_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
+    from xattn_ref.strategies import attention_cases
+
+    # each batch element is a sequence: its keys first, padding after; all padding = length 0
+    patterns = ["all_false", "all_true", "right_padding"]
+    return attention_cases(
+        dtypes=[dtype],
+        devices=[device],
+        mask_layouts=["key_padding"],
+        mask_patterns=patterns,
+        allow_no_mask=False,
+    )
+
+
+def _varlen_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> AttentionCase:
+    from xattn_ref.cases import CaseSpec
+
+    return CaseSpec(2, 2, 3, 5, 8, 8, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), _key_padding()).build()
 
 
 def _layer_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
@@ -301,25 +460,35 @@ def _describe_kernel(options: dict[str, Any]) -> str:
     return _dialect(options).signature()
 
 
+_KERNEL_PROPERTIES = (
+    "finite_output",
+    "finite_grad",
+    "empty_rows_zero",
+    "padding_invariance",
+    "nan_padding_invariance",
+    "compaction_equivalence",
+    "reference_agreement",
+    "batch_independence",
+    "no_input_mutation",
+    "dtype_consistency",
+    "device_consistency",
+)
+_HF_SIGNATURE = (
+    "fn(module, query, key, value, attention_mask, scaling=s, dropout=0.0) -> (out (B, Lq, H, Dv), weights), "
+    "Hugging Face's attention interface (module.num_key_value_groups = H // H_kv)"
+)
+_VARLEN_SIGNATURE = (
+    "fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> out (total_q, H, Dv); "
+    "packed (total, H, D), one sequence per batch element, zero-length ones included"
+)
+
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind(
             name="kernel",
             signature="fn(q, k, v, mask) -> out in SDPA's layout; mask bool, True = may attend",
-            properties=(
-                "finite_output",
-                "finite_grad",
-                "empty_rows_zero",
-                "padding_invariance",
-                "nan_padding_invariance",
-                "compaction_equivalence",
-                "reference_agreement",
-                "batch_independence",
-                "no_input_mutation",
-                "dtype_consistency",
-                "device_consistency",
-            ),
+            properties=_KERNEL_PROPERTIES,
             options=_DIALECT_OPTIONS,
             make_call=lambda fn_for, options, diff: KernelCall(
                 fn_for, dialect=_dialect(options), differentiable=diff
@@ -328,6 +497,27 @@ KINDS: dict[str, Kind] = {
             probe=_kernel_probe,
             validate=_validate_kernel,
             describe=_describe_kernel,
+        ),
+        Kind(
+            name="hf",
+            signature=_HF_SIGNATURE,
+            properties=_KERNEL_PROPERTIES,
+            options=_HF_OPTIONS,
+            make_call=_hf_call,
+            cases=_hf_cases,
+            probe=_hf_probe,
+            validate=_validate_hf,
+            describe=_describe_hf,
+        ),
+        Kind(
+            name="varlen",
+            signature=_VARLEN_SIGNATURE,
+            properties=tuple(p for p in _KERNEL_PROPERTIES if "padding_invariance" not in p),
+            options=(_FORWARD_ONLY,),
+            make_call=_varlen_call,
+            cases=_varlen_cases,
+            probe=_varlen_probe,
+            describe=_describe_varlen,
         ),
         Kind(
             name="layer",

@@ -16,6 +16,9 @@ from typing import Any
 import torch
 
 __all__ = [
+    "hf_wrong_gqa",
+    "varlen_neg_inf",
+    "varlen_reads_next_key",
     "gqa_repeat_heads",
     "causal_top_left_kernel",
     "sentinel_as_allowed",
@@ -425,6 +428,69 @@ def hf_eager_attention(
     return _pv(s.softmax(-1, dtype=torch.float32).to(q.dtype), v)
 
 
+def varlen_neg_inf(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """A packed kernel as one block-diagonal ``-inf`` softmax over all sequences: a sequence with
+    no key (zero length) has a row of ``-inf`` and gives NaN (flash-attention#1537's class)."""
+    seq_q = torch.repeat_interleave(torch.arange(cu_seqlens_q.shape[0] - 1), torch.diff(cu_seqlens_q).long())
+    seq_k = torch.repeat_interleave(torch.arange(cu_seqlens_k.shape[0] - 1), torch.diff(cu_seqlens_k).long())
+    groups = q.shape[1] // k.shape[1]
+    kk, vv = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    s = torch.einsum("ihd,jhd->hij", q, kk) * q.shape[-1] ** -0.5
+    s = s.masked_fill(seq_q[:, None] != seq_k[None, :], float("-inf"))
+    return torch.einsum("hij,jhe->ihe", s.softmax(-1), vv)
+
+
+def varlen_reads_next_key(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """Off by one at the end of each key sequence: every sequence also attends to the first key of
+    the next one, so it leaks into its neighbour (and a zero-length sequence is not empty)."""
+    from xattn_ref.targets import varlen_reference_kernel
+
+    ends = cu_seqlens_k.clone()
+    ends[1:] = torch.clamp(ends[1:] + 1, max=k.shape[0])
+    starts = cu_seqlens_k[:-1]
+    pieces_k = [k[int(a) : int(e)] for a, e in zip(starts, ends[1:])]
+    pieces_v = [v[int(a) : int(e)] for a, e in zip(starts, ends[1:])]
+    lens = torch.tensor([0] + [p.shape[0] for p in pieces_k]).cumsum(0).to(cu_seqlens_k)
+    empty = k.new_zeros(0, *k.shape[1:])
+    kk = torch.cat(pieces_k) if pieces_k else empty
+    vv = torch.cat(pieces_v) if pieces_v else v.new_zeros(0, *v.shape[1:])
+    return varlen_reference_kernel(q, kk, vv, cu_seqlens_q, lens, max_seqlen_q, max_seqlen_k + 1)
+
+
+def hf_wrong_gqa(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A Hugging Face-style attention function whose ``repeat_kv`` uses ``repeat`` (query head h
+    reads kv head ``h % H_kv``) instead of ``h // num_key_value_groups``."""
+    n_rep = int(module.num_key_value_groups)  # type: ignore[arg-type]
+    key, value = key.repeat(1, n_rep, 1, 1), value.repeat(1, n_rep, 1, 1)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attention_mask, scale=scaling)
+    return out.transpose(1, 2), None
+
+
 #: Known-bad kernels in other dialects: name -> (kernel, its dialect options, the property
 #: designed to catch it).
 KNOWN_BAD_DIALECTS: dict[str, tuple[Any, dict[str, Any], str]] = {
@@ -443,6 +509,9 @@ KNOWN_BAD_DIALECTS: dict[str, tuple[Any, dict[str, Any], str]] = {
         {"key_padding": True, "self_attention": True},
         "padding_invariance",
     ),
+    "hf_wrong_gqa": (hf_wrong_gqa, {"kind": "hf", "mask": "bool"}, "reference_agreement"),
+    "varlen_neg_inf": (varlen_neg_inf, {"kind": "varlen"}, "finite_output"),
+    "varlen_reads_next_key": (varlen_reads_next_key, {"kind": "varlen"}, "batch_independence"),
     "hf_eager_attention": (
         hf_eager_attention,
         {"mask": "sentinel", "empty_rows": "finite", "scale": True},

@@ -45,6 +45,7 @@ __all__ = [
     "safe_sdpa_kernel",
     "sdpa_gqa_kernel",
     "sdpa_inference_kernel",
+    "varlen_reference_kernel",
     "sdpa_kernel",
 ]
 
@@ -83,6 +84,30 @@ def padded_causal_kernel(
         tri = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
         allowed = tri if allowed is None else allowed & tri
     return safe_sdpa(q, k, v, attn_mask=allowed)
+
+
+def varlen_reference_kernel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """A packed variable-length kernel (``flash_attn_varlen_func``'s layout) written plainly: each
+    sequence on its own with the guarded reference; a zero-length key sequence gives zeros.
+    Run it with ``--kind varlen``."""
+    outs = []
+    for i in range(cu_seqlens_q.shape[0] - 1):
+        qs = q[int(cu_seqlens_q[i]) : int(cu_seqlens_q[i + 1])].transpose(0, 1).unsqueeze(0)
+        ks = k[int(cu_seqlens_k[i]) : int(cu_seqlens_k[i + 1])].transpose(0, 1).unsqueeze(0)
+        vs = v[int(cu_seqlens_k[i]) : int(cu_seqlens_k[i + 1])].transpose(0, 1).unsqueeze(0)
+        if ks.shape[2] == 0:  # no key: the guarded result is zero
+            outs.append(qs.new_zeros(qs.shape[2], qs.shape[1], vs.shape[-1]) + 0 * qs.sum())
+            continue
+        outs.append(F.scaled_dot_product_attention(qs, ks, vs, enable_gqa=True)[0].transpose(0, 1))
+    return torch.cat(outs) if outs else q.new_zeros(0, q.shape[1], v.shape[-1])
 
 
 def sdpa_inference_kernel(
@@ -346,6 +371,7 @@ BUILTINS: tuple[Builtin, ...] = (
         options=(("key_padding", True), ("self_attention", True), ("causal", "top_left")),
     ),
     Builtin("xattn_ref.targets:sdpa_inference_kernel", options=(("forward_only", True),)),
+    Builtin("xattn_ref.targets:varlen_reference_kernel", "varlen"),
     Builtin("xattn_ref.known_bad:neg_inf_softmax", should_pass=False),
     Builtin("xattn_ref.adapters:cross_attention_layer()", "layer", _LAYER16),
     Builtin("xattn_ref.targets:mha_layer_need_weights_false()", "layer", _LAYER16),

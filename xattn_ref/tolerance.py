@@ -37,10 +37,10 @@ accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
        floor_out = sum_j P_ij r_ij |v_j - out_i| + 2 eps |out_i| + eps_acc n sum_j P_ij |v_j|
 
 3. Backward passes recompute ``P = exp(S - lse)`` from a stored logsumexp, whose error does not
-   cancel: ``pg_ij = P_ij (eps_acc (2 L_i + 2) + max_k r_ik)``, ``L_i = max_j a_ij + log(n + 1)
-   >= |lse_i|`` (its own rounding, that of the largest logit it was shifted by, and the errors
-   of the forward's logits it came from: a backward that recomputes S in another order is off
-   by that much even where one key takes all the weight). Then, with
+   cancel: ``pg_ij = P_ij (eps_acc (2 L_i + 2) + 2 eps_dot D max_k a_ik)``, ``L_i = max_j a_ij +
+   log(n + 1) >= |lse_i|`` (its own rounding, that of the largest logit it was shifted by, and
+   the accumulation order of S, which a backward that recomputes S need not share with the
+   forward that made the lse: off by that much even where one key takes all the weight). Then, with
    ``dP = g v^T`` (terms ``c_ij = sum_e |g_ie||v_je|``), ``delta_i = sum_j P_ij dP_ij`` and
    ``dS = P (dP - delta)``: ``dP_ij`` is off by ``e_ij = (eps + eps_acc Dv) c_ij`` (one rounding,
    Dv accumulated terms); ``delta_i`` by ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i| + sum_j
@@ -310,11 +310,13 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         truth.update(dq=scale * ds @ k, dk=scale * ds.transpose(-2, -1) @ q, dv=p.transpose(-2, -1) @ g64)
         # Backward passes recompute the weights as exp(s - lse) from a stored logsumexp, whose
         # error does not cancel: its own rounding (eps_acc |lse|, |lse| <= max_j a_ij + log n),
-        # that of the largest logit it was shifted by (eps_acc max_j a_ij), and the forward's
-        # logits it was computed from (max_j r_ij: a backward that recomputes S in another
-        # order is off by that much even where one key takes all the weight)
-        lse = torch.where(m, a, 0.0).amax(-1, keepdim=True) + torch.log(m.sum(-1, keepdim=True) + 1.0)
-        pg = p * (eps_acc * (2 * lse + 2) + r.amax(-1, keepdim=True))
+        # that of the largest logit it was shifted by (eps_acc max_j a_ij), and the accumulation
+        # order of S, which a backward that recomputes S may not share with the forward that
+        # made the lse (2 eps_dot D max_j a_ij: off by that much even where one key takes all
+        # the weight)
+        a_max = torch.where(m, a, 0.0).amax(-1, keepdim=True)
+        lse = a_max + torch.log(m.sum(-1, keepdim=True) + 1.0)
+        pg = p * (eps_acc * (2 * lse + 2) + 2 * eps_dot * q.shape[-1] * a_max)
         pi, pr = pi + pg, pr + pg
         # dP_ij = g_i·v_j sums Dv terms; delta = sum_j P_ij dP_ij sums n of them (or Dv, as
         # g_i·out_i): the weights' errors (against dP - delta), dP's, and both accumulations

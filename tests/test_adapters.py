@@ -1,0 +1,125 @@
+"""The adapters for real APIs (Hugging Face's attention interface, packed variable-length
+kernels, FlexAttention), checked against known-bad implementations and, where they install on
+the CPU, the real packages (skipped with the reason when absent: ``pip install -e ".[real]"``)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from _support import SETTINGS, run
+
+from xattn_ref.adapters import flex_attention_kernel, hf_module, pack, unpack
+from xattn_ref.cases import CaseSpec
+from xattn_ref.checks import reference_agreement
+from xattn_ref.errors import PropertyFailure
+from xattn_ref.plan import load, select_properties
+from xattn_ref.profiles import profile_settings
+from xattn_ref.runner import run_property
+
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+needs_transformers = pytest.mark.skipif(
+    not HAS_TRANSFORMERS, reason='transformers is not installed (pip install -e ".[real]")'
+)
+HF_SDPA = "transformers.integrations.sdpa_attention:sdpa_attention_forward"
+HF_EAGER = "transformers.models.llama.modeling_llama:eager_attention_forward"
+
+
+def verdicts(spec, kind, options, props=None, dtypes=(torch.float64, torch.float32, torch.float16,
+             torch.bfloat16), settings=SETTINGS):  # fmt: skip
+    target = load(spec, kind, options)
+    out = {}
+    for prop in props or select_properties(kind, None, None):
+        for dtype in dtypes:
+            r = run_property(target, prop, dtype=dtype, device="cpu", settings=settings)
+            out[prop, str(dtype)[6:]] = r
+    return out
+
+
+def test_pack_and_unpack_are_inverse_and_keep_zero_length_sequences():
+    t = torch.randn(3, 2, 5, 4)
+    packed, cu, longest = pack(t, torch.tensor([2, 0, 5]))
+    assert packed.shape == (7, 2, 4) and cu.tolist() == [0, 2, 2, 7] and longest == 5
+    back = unpack(packed, cu, 5)
+    assert (
+        torch.equal(back[0, :, :2], t[0, :, :2]) and back[1].abs().max() == 0 and torch.equal(back[2], t[2])
+    )
+
+
+def test_hf_module_says_the_grouping_and_is_in_eval_mode():
+    module = hf_module(4, is_causal=True)
+    assert module.num_key_value_groups == 4 and module.is_causal and not module.training
+
+
+@needs_transformers
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mask": "bool"},  # as transformers 5 builds masks for SDPA: exact zeros for empty rows
+        {"mask": "sentinel", "empty_rows": "finite"},  # finfo.min masks: empty rows average v
+        {"mask": "bool", "causal": "top_left", "causal_in_mask": True, "self_attention": True},
+    ],
+    ids=["bool", "finfo.min-finite", "causal+left-padding"],
+)
+def test_hugging_faces_sdpa_attention_forward_passes_every_property(options):
+    for (prop, dtype), r in verdicts(HF_SDPA, "hf", options).items():
+        assert r.status in ("passed", "not-applicable"), (prop, dtype, r.message)
+
+
+@needs_transformers
+def test_hugging_faces_sdpa_with_finfo_min_masks_fails_the_zero_policy():
+    r = verdicts(HF_SDPA, "hf", {"mask": "sentinel"}, ["empty_rows_zero"], (torch.float32,))
+    assert r["empty_rows_zero", "float32"].status == "failed"
+
+
+@needs_transformers
+def test_hugging_faces_eager_attention_is_nan_in_float64_and_float16_and_float32_in_float64():
+    """Real findings, verified by hand (README): ``finfo(float64).min`` becomes ``-inf`` in eager's
+    float32 softmax (NaN for an all-padding row); in float16 ``-65504 + logit`` overflows to
+    ``-inf`` for padded logits below -16; and the float64 path computes its softmax in float32."""
+    hundred = profile_settings("ci", max_examples=100)  # the float16 overflow needs a rare case
+    props = ["finite_output", "reference_agreement"]
+    r = verdicts(HF_EAGER, "hf", {"empty_rows": "finite"}, props, settings=hundred)
+    status = {key: res.status for key, res in r.items()}
+    assert status["finite_output", "float64"] == status["finite_output", "float16"] == "failed"
+    assert status["finite_output", "float32"] == status["finite_output", "bfloat16"] == "passed"
+    assert status["reference_agreement", "float32"] == "passed"
+    assert "nan" in r["finite_output", "float64"].message
+    # no empty row, no NaN: the float64 path is only as accurate as float32
+    case = CaseSpec(2, 4, 3, 9, 8, 8, torch.float64, "cpu", 0, (1.0, 1.0), (1.0, 1.0), None, num_kv_heads=2,
+                    scale=0.3).build()  # fmt: skip
+    with pytest.raises(PropertyFailure, match="> allowed"):
+        reference_agreement(load(HF_EAGER, "hf", {"empty_rows": "finite"}).call, case)
+
+
+def test_flex_attention_forward_passes_on_the_cpu():
+    """FlexAttention (eager, unfused on the CPU: slow, so few examples) with the mask as a
+    ``mask_mod`` and a ``BlockMask``; forward-only, as FlexAttention has no CPU backward."""
+    props = [
+        "finite_output",
+        "empty_rows_zero",
+        "padding_invariance",
+        "reference_agreement",
+        "batch_independence",
+    ]
+    spec = "xattn_ref.adapters:flex_attention_kernel"
+    r = verdicts(spec, "kernel", {"forward_only": True}, props, (torch.float32,),
+                 settings=profile_settings("ci", max_examples=8))  # fmt: skip
+    for (prop, dtype), res in r.items():
+        assert res.status == "passed", (prop, dtype, res.message)
+    assert flex_attention_kernel.__name__ == "flex_attention_kernel"
+
+
+def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
+    seen = []
+
+    def spy(q, k, v, cu_q, cu_k, max_q, max_k):
+        from xattn_ref.targets import varlen_reference_kernel
+
+        seen.append((tuple(q.shape), cu_k.tolist(), max_k))
+        return varlen_reference_kernel(q, k, v, cu_q, cu_k, max_q, max_k)
+
+    r = run("finite_output", spy, kind="varlen")
+    assert r.status == "passed"
+    assert any(cu[i] == cu[i + 1] for _, cu, _ in seen for i in range(len(cu) - 1))  # zero-length ones
