@@ -123,3 +123,33 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
     r = run("finite_output", spy, kind="varlen")
     assert r.status == "passed"
     assert any(cu[i] == cu[i + 1] for _, cu, _ in seen for i in range(len(cu) - 1))  # zero-length ones
+
+
+ENCODERS = ["xattn_ref.adapters:transformer_encoder_layer()", "xattn_ref.adapters:self_attention_layer()"]
+
+
+@pytest.mark.parametrize(
+    "spec", ENCODERS + (["xattn_ref.adapters:hf_bert_layer()"] if HAS_TRANSFORMERS else [])
+)
+def test_self_attention_layers_pass_with_padded_queries(spec):
+    for (prop, dtype), r in verdicts(spec, "encoder", {"dim": 16}).items():
+        assert r.status in ("passed", "not-applicable"), (prop, dtype, r.message)
+
+
+@pytest.mark.parametrize("spec", ENCODERS)
+def test_torchs_inference_fast_path_gives_nan_for_a_fully_padded_sequence(spec):
+    """A real finding, verified by hand (README): under ``torch.no_grad()`` (how forward-only
+    targets run) ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` take their fast path,
+    which returns NaN for a sequence that is all padding; with autograd on they return finite
+    values."""
+    r = verdicts(spec, "encoder", {"dim": 16, "forward_only": True}, ["finite_output"], (torch.float32,))
+    res = r["finite_output", "float32"]
+    assert res.status == "failed" and "nan" in res.message and "all_false" in (res.case or ""), res.message
+
+
+def test_a_layer_that_pools_the_padding_is_caught():
+    from xattn_ref.known_bad import pooled_with_padding_layer
+
+    r = run("padding_invariance", pooled_with_padding_layer(), kind="encoder", dim=16)
+    assert r.status == "failed", r.message
+    assert run("finite_output", pooled_with_padding_layer(), kind="encoder", dim=16).status == "passed"

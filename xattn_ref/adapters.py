@@ -40,11 +40,14 @@ __all__ = [
     "allowed_from_padding",
     "decoder_layer",
     "flex_attention_kernel",
+    "hf_bert_layer",
     "hf_module",
     "multihead_attention_layer",
     "pack",
     "padding_from_allowed",
     "sdpa",
+    "self_attention_layer",
+    "transformer_encoder_layer",
     "unpack",
 ]
 
@@ -143,6 +146,70 @@ def flex_attention_kernel(
         out = flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != h)
     assert isinstance(out, torch.Tensor)
     return out
+
+
+class _PaddedSelfAttention(nn.Module):
+    """``fn(x, mask)`` (True = a real token) around a module that takes ``True = padding``."""
+
+    def __init__(self, inner: nn.Module, call: str) -> None:
+        super().__init__()
+        self.inner, self.call = inner, call
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        padding = padding_from_allowed(mask)
+        if self.call == "encoder":
+            out: torch.Tensor = self.inner(x, src_key_padding_mask=padding)
+            return out
+        y, _ = self.inner(x, x, x, key_padding_mask=padding, need_weights=False)
+        return y  # type: ignore[no-any-return]
+
+
+def transformer_encoder_layer(dim: int = 16, num_heads: int = 2, *, seed: int = 0) -> nn.Module:
+    """``nn.TransformerEncoderLayer(dim, num_heads, 2 dim, dropout=0, batch_first=True)`` as a
+    self-attention layer ``fn(x, mask)`` (``--kind encoder``): ``src_key_padding_mask = ~mask``."""
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(dim, num_heads, 2 * dim, dropout=0.0, batch_first=True)
+    return _PaddedSelfAttention(layer, "encoder").eval()
+
+
+def self_attention_layer(dim: int = 16, num_heads: int = 2, *, seed: int = 0) -> nn.Module:
+    """``nn.MultiheadAttention(dim, num_heads, batch_first=True)`` as self-attention
+    ``fn(x, mask)`` (``--kind encoder``): ``mha(x, x, x, key_padding_mask=~mask)``."""
+    torch.manual_seed(seed)
+    return _PaddedSelfAttention(nn.MultiheadAttention(dim, num_heads, batch_first=True), "mha").eval()
+
+
+def hf_bert_layer(
+    dim: int = 16, num_heads: int = 2, *, attn_implementation: str = "sdpa", seed: int = 0
+) -> nn.Module:
+    """A Hugging Face ``BertLayer`` built from a config (never downloaded) as a self-attention
+    layer ``fn(x, mask)`` (``--kind encoder``), with the mask built as BERT builds it:
+    ``(B, 1, 1, L)``, ``0`` for real tokens and ``finfo(dtype).min`` for padding."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=dim,
+        num_attention_heads=num_heads,
+        intermediate_size=2 * dim,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    config._attn_implementation = attn_implementation
+    return _HFEncoder(BertLayer(config)).eval()  # type: ignore[no-untyped-call]
+
+
+class _HFEncoder(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        extended = torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=x.dtype, device=x.device)
+        extended = extended.masked_fill(~mask[:, None, None, :], torch.finfo(x.dtype).min)
+        out = self.layer(x, attention_mask=extended)
+        return out[0] if isinstance(out, tuple) else out  # type: ignore[no-any-return]
 
 
 #: backend name -> torch.nn.attention.SDPBackend member name

@@ -5,7 +5,9 @@ Two kinds of case, one protocol (:class:`Case`):
 - :class:`AttentionCase`: inputs of a *kernel* ``fn(q, k, v, mask)`` in SDPA's layout, mask
   bool, **True = may attend**;
 - :class:`LayerCase`: inputs of a *layer* ``fn(x, context, context_mask)``, ``context_mask``
-  ``(B, Lk)`` bool, **True = a real context token**.
+  ``(B, Lk)`` bool, **True = a real context token**;
+- :class:`EncoderCase`: inputs of a *self-attention layer* ``fn(x, mask)``, ``mask`` ``(B, L)``
+  bool, **True = a real token** (padded positions are queries too).
 
 A spec holds only small values (shapes, pattern names, lengths, seeds, scales); ``build()``
 turns it into tensors with torch's generator. ``repr(spec)`` is valid Python, so a failing
@@ -34,6 +36,8 @@ __all__ = [
     "BiasSpec",
     "Case",
     "CaseSpec",
+    "EncoderCase",
+    "EncoderCaseSpec",
     "LayerCase",
     "LayerCaseSpec",
     "MaskSpec",
@@ -764,3 +768,152 @@ class LayerCase:
 
     def __repr__(self) -> str:
         return f"LayerCase({self.describe()})"
+
+
+@dataclass(frozen=True)
+class EncoderCaseSpec:
+    """Everything needed to rebuild one self-attention layer case (see :class:`CaseSpec`): x is
+    standard normal from the seed, scaled per batch element; the mask is a ``key_padding``
+    :class:`MaskSpec` (one pattern per batch element, True = a real token)."""
+
+    batch_size: int
+    length: int
+    dim: int
+    dtype: torch.dtype
+    device: str
+    seed: int
+    x_std: tuple[float, ...]
+    mask: MaskSpec
+
+    def build(self) -> EncoderCase:
+        gen = torch.Generator().manual_seed(self.seed)
+        b, f64 = self.batch_size, torch.float64
+        x = torch.randn(b, self.length, self.dim, generator=gen, dtype=f64)
+        x = x * torch.tensor(self.x_std, dtype=f64).view(b, 1, 1)
+        mask = self.mask.build(b, 1, 1, self.length).reshape(b, self.length)
+        return EncoderCase(x=x.to(self.dtype).to(self.device), mask=mask.to(self.device), spec=self)
+
+    def describe(self) -> str:
+        return (
+            f"B={self.batch_size} L={self.length} E={self.dim} {str(self.dtype).removeprefix('torch.')} "
+            f"{self.device}; mask {self.mask.describe()}"
+        ).replace("key_padding (B, 1, 1, Lk)", "(B, L), True = real token")
+
+
+@dataclass(frozen=True, eq=False)
+class EncoderCase:
+    """Inputs for one self-attention layer call ``fn(x, mask)``: ``x`` ``(B, L, E)``, ``mask``
+    ``(B, L)`` bool, **True = a real token**. Padded positions are queries too: their outputs
+    must be finite, and are otherwise the layer's business (never compared)."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    spec: EncoderCaseSpec
+
+    output_name = "y"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+    def arguments(self) -> dict[str, torch.Tensor | None]:
+        return {"x": self.x, "mask": self.mask}
+
+    def inputs(self) -> dict[str, torch.Tensor]:
+        return {"x": self.x}
+
+    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> EncoderCase:
+        dtype = self.dtype if dtype is None else dtype
+        device = str(self.device) if device is None else device
+        spec = dataclasses.replace(self.spec, dtype=dtype, device=device)
+        return EncoderCase(x=self.x.to(device=device, dtype=dtype), mask=self.mask.to(device), spec=spec)
+
+    def replace(self, **tensors: torch.Tensor | None) -> EncoderCase:
+        return dataclasses.replace(self, **tensors)  # type: ignore[arg-type]
+
+    def where(self, name: str, index: tuple[int, ...]) -> str:
+        if len(index) < 2:
+            return ""
+        b, i = index[0], index[1]
+        n = int(self.mask[b].sum())
+        what = "a real token" if bool(self.mask[b, i]) else "padding"
+        return f"position [{b}, {i}] is {what}; sequence {b} has {n} real tokens of {self.mask.shape[1]}"
+
+    def with_padding_replaced(self) -> tuple[EncoderCase, str] | None:
+        """The padded positions of x replaced by large random values; None without padding."""
+        pad = ~self.mask
+        if not bool(pad.any()):
+            return None
+        gen = torch.Generator().manual_seed(self.seed + 2)
+        top = min(1e4, torch.finfo(self.dtype).max ** 0.5 / 8)
+        noise = (torch.randn(self.x.shape, generator=gen, dtype=torch.float64) * top).to(self.x)
+        x = torch.where(pad.unsqueeze(-1), noise, self.x)
+        return self.replace(
+            x=x
+        ), f"replacing x at the {int(pad.sum())} padded positions by values of std {top:.3g}"
+
+    def with_padding_poisoned(self) -> tuple[EncoderCase, str] | None:
+        pad = ~self.mask
+        if not bool(pad.any()):
+            return None
+        bad = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=self.dtype, device=self.device)
+        x = torch.where(
+            pad.unsqueeze(-1), bad[torch.arange(self.x.shape[-1], device=self.device) % 3], self.x
+        )
+        return self.replace(x=x), f"writing NaN, inf and -inf into x at the {int(pad.sum())} padded positions"
+
+    def compactable(self) -> bool:
+        return True
+
+    def alone(self, b: int) -> tuple[EncoderCase, str] | None:
+        keep = self.mask[b].nonzero().squeeze(-1)
+        if keep.numel() == 0:
+            return None
+        case = self.replace(x=self.x[b : b + 1, keep], mask=torch.ones(1, keep.numel(), dtype=torch.bool,
+                                                                       device=self.device))  # fmt: skip
+        return case, f"the layer on sequence {b} alone with its padding removed (keep = {keep.tolist()})"
+
+    def pick(self, b: int, out: torch.Tensor) -> torch.Tensor:
+        """The part of the full output that :meth:`alone` ``(b)`` computes: sequence b's real tokens."""
+        return out[b : b + 1, self.mask[b].nonzero().squeeze(-1)]
+
+    def judged(self) -> torch.Tensor:
+        """Bool ``(B, L)``: the outputs that comparisons judge (real tokens)."""
+        return self.mask
+
+    def redrawn(self, b: int) -> tuple[EncoderCase, str]:
+        gen = torch.Generator().manual_seed(self.seed + 3)
+        x = self.x.clone()
+        x[b] = (torch.randn(x[b].shape, generator=gen, dtype=torch.float64) * 10).to(x)
+        return self.replace(x=x), f"sequence {b} redrawn 10x larger"
+
+    def emptied(self, b: int) -> tuple[EncoderCase, str]:
+        mask = self.mask.clone()
+        mask[b] = False
+        return self.replace(mask=mask), f"sequence {b} made all padding"
+
+    def describe(self) -> str:
+        return self.spec.describe()
+
+    def snippet(self) -> str:
+        return (
+            "import torch\n"
+            "from xattn_ref.cases import EncoderCaseSpec, MaskSpec, SlicePattern\n"
+            f"case = {self.spec!r}.build()\n"
+            "x, mask = case.x, case.mask  # mask: True = a real token"
+        )
+
+    def __repr__(self) -> str:
+        return f"EncoderCase({self.describe()})"

@@ -74,9 +74,13 @@ def _check(prop: str, case: Any, c: Comparison, against: str, after: str = "", *
 
 
 def _judged(call: Call, case: Any) -> torch.Tensor | None:
-    """The output rows a target's empty-row policy lets the checks judge: every row (None) under
-    ``zero``; under ``finite``, the rows that allow some key (bool ``(B, H, Lq)``): an empty
-    row's value is the policy's business, checked for finiteness only."""
+    """The output rows the checks judge (None: all). A self-attention layer's padded positions
+    are not judged (``case.judged()``); under a kernel's empty-row policy ``finite`` only the
+    rows that allow some key are (bool ``(B, H, Lq)``): an empty row's value is the policy's
+    business, checked for finiteness only."""
+    if hasattr(case, "judged"):
+        judged: torch.Tensor = case.judged()
+        return judged
     if getattr(call, "empty_rows", "zero") != "finite":
         return None
     rows: torch.Tensor = ~case.empty_rows
@@ -263,7 +267,8 @@ def compaction_equivalence(call: Call, case: Any) -> bool:
             continue
         tested = True
         other, words = alone
-        c = budget.compare(case.output_name, out[b : b + 1], call(other), batch=slice(b, b + 1), factor=2)
+        mine = case.pick(b, out) if hasattr(case, "pick") else out[b : b + 1]
+        c = budget.compare(case.output_name, mine, call(other), batch=slice(b, b + 1), factor=2)
         _check("compaction_equivalence", case, c, words, offset=b)
     return tested
 
@@ -291,12 +296,14 @@ def batch_independence(call: Call, case: Any) -> bool:
     b0 = case.batch_size - 1
     before = call(case)
     budget = _output_budget(call, case, tuple(before.shape))
+    judged = _judged(call, case)
     for other, words in (case.redrawn(b0), case.emptied(b0)):
         try:
             after = call(other)
         except Inexpressible:  # e.g. padding, for a kernel that takes no mask
             continue
-        c = budget.compare(case.output_name, after[:b0], before[:b0], batch=slice(0, b0), factor=2)
+        after = _only(None if judged is None else judged[:b0], after[:b0], before[:b0])
+        c = budget.compare(case.output_name, after, before[:b0], batch=slice(0, b0), factor=2)
         _check("batch_independence", case, c, "the call before the change", f", after {words}")
     return True
 

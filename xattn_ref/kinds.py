@@ -64,7 +64,8 @@ class KernelCall:
         """The kernel on these arguments (made from ``case``), its output checked."""
         from xattn_ref._calls import check_output, invoke
 
-        out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        with _grad_mode(self.differentiable):
+            out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
         expected = (case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1])
         return check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
 
@@ -183,7 +184,8 @@ class LayerCall:
     def run(self, case: LayerCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         from xattn_ref._calls import check_output, invoke
 
-        y = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        with _grad_mode(self.differentiable):
+            y = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
         if isinstance(y, tuple) and y:
             y = y[0]
         lead = tuple(case.x.shape[:2])
@@ -206,6 +208,45 @@ class LayerCall:
         from xattn_ref.tolerance import layer_budget
 
         return layer_budget(self, case, self.dim + self.context_dim + case.context.shape[1])
+
+
+class EncoderCall(LayerCall):
+    """A self-attention layer bound to the ``encoder`` kind: ``call(case)`` runs ``fn(x, mask)``
+    (mask ``(B, L)``, True = a real token) and checks that y is ``(B, L, E_out)`` (or a tuple whose
+    first element is); gradients reach x and every trainable parameter."""
+
+    def __init__(self, fn_for: FnFor, dim: int, *, differentiable: bool = True) -> None:
+        super().__init__(fn_for, dim, dim, differentiable=differentiable)
+
+    def run(self, case: Any, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        from xattn_ref._calls import check_output, invoke
+
+        with _grad_mode(self.differentiable):
+            y = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        if isinstance(y, tuple) and y:
+            y = y[0]
+        lead = tuple(case.x.shape[:2])
+        return check_output(
+            y,
+            case.x,
+            lambda t: t.ndim == 3 and tuple(t.shape[:2]) == lead,
+            f"(B, L, E_out) with (B, L) = {lead} (or a tuple whose first element is one)",
+        )
+
+    def budget(self, case: Any, g: torch.Tensor, *, grads: bool) -> Budget:
+        from xattn_ref.tolerance import layer_budget
+
+        return layer_budget(self, case, 2 * self.dim + case.x.shape[1])
+
+
+def _grad_mode(differentiable: bool) -> Any:
+    """Forward-only targets run as inference does, under ``torch.no_grad()`` (where fast paths
+    such as ``nn.TransformerEncoderLayer``'s take over)."""
+    import contextlib
+
+    import torch
+
+    return contextlib.nullcontext() if differentiable else torch.no_grad()
 
 
 def _fixed(fn: Callable[..., Any]) -> FnFor:
@@ -285,6 +326,7 @@ class Option:
 
 
 #: The dialect options of kernels (:class:`xattn_ref.dialects.Dialect`), and forward-only.
+_DIM = Option("dim", "E, the model dim of x (required with the layer kinds)", required=True)
 _FORWARD_ONLY = Option(
     "forward_only",
     "the target is not differentiable: gradient properties are skipped",
@@ -413,6 +455,26 @@ def _layer_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st
     )
 
 
+def _encoder_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
+    from xattn_ref.strategies import encoder_cases
+
+    return encoder_cases(dim=options["dim"], dtypes=[dtype], devices=[device])
+
+
+def _encoder_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> Any:
+    from xattn_ref.cases import EncoderCaseSpec
+
+    return EncoderCaseSpec(2, 5, options["dim"], dtype, device, 0, (1.0, 1.0), _key_padding()).build()
+
+
+def _encoder_call(fn_for: FnFor, options: dict[str, Any], diff: bool) -> EncoderCall:
+    return EncoderCall(fn_for, options["dim"], differentiable=diff and not options.get("forward_only", False))
+
+
+def _describe_encoder(options: dict[str, Any]) -> str:
+    return _ENCODER_SIGNATURE + ("; forward-only" if options.get("forward_only") else "")
+
+
 def _layer_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> LayerCase:
     from xattn_ref.cases import LayerCaseSpec
 
@@ -477,6 +539,7 @@ _HF_SIGNATURE = (
     "fn(module, query, key, value, attention_mask, scaling=s, dropout=0.0) -> (out (B, Lq, H, Dv), weights), "
     "Hugging Face's attention interface (module.num_key_value_groups = H // H_kv)"
 )
+_ENCODER_SIGNATURE = "fn(x, mask) -> y (B, L, E_out); mask (B, L) bool, True = real token (self-attention)"
 _VARLEN_SIGNATURE = (
     "fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> out (total_q, H, Dv); "
     "packed (total, H, D), one sequence per batch element, zero-length ones included"
@@ -534,7 +597,7 @@ KINDS: dict[str, Kind] = {
                 "device_consistency",
             ),
             options=(
-                Option("dim", "E, the model dim of x (required with the layer kind)", required=True),
+                _DIM,
                 Option("context_dim", "E_ctx, the last dim of context (default E)", default_from="dim"),
                 _FORWARD_ONLY,
             ),
@@ -547,6 +610,26 @@ KINDS: dict[str, Kind] = {
             describe=_describe_layer,
             cases=_layer_cases,
             probe=_layer_probe,
+        ),
+        Kind(
+            name="encoder",
+            signature=_ENCODER_SIGNATURE,
+            properties=(
+                "finite_output",
+                "finite_grad",
+                "padding_invariance",
+                "nan_padding_invariance",
+                "compaction_equivalence",
+                "batch_independence",
+                "no_input_mutation",
+                "dtype_consistency",
+                "device_consistency",
+            ),
+            options=(_DIM, _FORWARD_ONLY),
+            make_call=_encoder_call,
+            cases=_encoder_cases,
+            probe=_encoder_probe,
+            describe=_describe_encoder,
         ),
     )
 }

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "pooled_with_padding_layer",
     "hf_wrong_gqa",
     "varlen_neg_inf",
     "varlen_reads_next_key",
@@ -586,6 +587,25 @@ def zeroes_padding_in_place_layer() -> torch.nn.Module:
 def mean_pooled_context_layer() -> torch.nn.Module:
     """Mean-pools the context with its padding: removing the padding changes y."""
     return _MeanPooledContext()
+
+
+class _PooledWithPadding(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.mha = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y, _ = self.mha(x, x, x, key_padding_mask=~mask, need_weights=False)
+        out: torch.Tensor = y + x.mean(1, keepdim=True)  # the pooled summary averages the padding too
+        return out
+
+
+def pooled_with_padding_layer() -> torch.nn.Module:
+    """A self-attention layer (``--kind encoder``, E = 16) that adds a mean-pooled summary of the
+    sequence to every token, padded positions included: the real tokens' outputs depend on the
+    padding."""
+    return _PooledWithPadding().eval()
 
 
 #: name -> zero-argument factory of a layer (E = 16).

@@ -42,6 +42,8 @@ from xattn_ref.cases import (
     AttentionCase,
     BiasSpec,
     CaseSpec,
+    EncoderCase,
+    EncoderCaseSpec,
     LayerCase,
     LayerCaseSpec,
     MaskSpec,
@@ -53,6 +55,7 @@ __all__ = [
     "DEFAULT_LOGIT_STDS",
     "DEFAULT_VALUE_STDS",
     "attention_cases",
+    "encoder_cases",
     "layer_cases",
     "mask_specs",
     "masks",
@@ -634,6 +637,79 @@ def _layer_cases(
         x_std=tuple(d(_choice(stds)) for _ in range(b)),
         context_std=tuple(d(_choice(stds)) for _ in range(b)),
         mask=_draw_mask(d, "key_padding", b, 1, 1, lk, LAYER_PATTERNS),
+    )
+    return spec.build()
+
+
+def encoder_cases(
+    *,
+    dim: int,
+    dtypes: Sequence[torch.dtype] = ALL_DTYPES,
+    devices: Sequence[str] = ("cpu",),
+    max_batch_size: int = 3,
+    max_length: int = 24,
+    stds: Sequence[float] = (1.0, 0.1, 10.0),
+) -> st.SearchStrategy[EncoderCase]:
+    """Inputs for a self-attention layer ``fn(x, mask)``, as :class:`~xattn_ref.cases.EncoderCase`.
+
+    - ``dim``: E, the last dim of x (required).
+    - ``dtypes``, ``devices``: drawn from (default every dtype, the CPU).
+    - ``max_batch_size``, ``max_length``: B and L are drawn from 1 to these.
+    - ``stds``: standard deviations of x, drawn per batch element.
+
+    Example::
+
+        @given(encoder_cases(dim=16, dtypes=[torch.float32]))
+        def test_my_encoder(case):
+            y = my_encoder(case.x, case.mask)  # mask: True = a real token
+            assert y.isfinite().all(), case.snippet()
+
+    ``mask`` is ``(B, L)`` bool, **True = a real token**, drawn per sequence from the padding
+    patterns; a sequence that is all padding is the simplest, so it is common and shrinking goes
+    to it.
+    """
+
+    def build() -> st.SearchStrategy[EncoderCase]:
+        e = _check_int("dim", dim, 1)
+        dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
+        devs = _check_devices(devices)
+        b_max = _check_int("max_batch_size", max_batch_size, 1)
+        l_max = _check_int("max_length", max_length, 1)
+        sizes = _check_stds("stds", stds)
+        return _encoder_cases(e, dts, devs, b_max, l_max, sizes)
+
+    arguments = dict(
+        dim=dim,
+        dtypes=dtypes,
+        devices=devices,
+        max_batch_size=max_batch_size,
+        max_length=max_length,
+        stds=stds,
+    )
+    return _Named(build, _call_repr("encoder_cases", arguments, encoder_cases))
+
+
+@st.composite
+def _encoder_cases(
+    d: st.DrawFn,
+    dim: int,
+    dtypes: tuple[torch.dtype, ...],
+    devices: tuple[str, ...],
+    b_max: int,
+    l_max: int,
+    stds: tuple[float, ...],
+) -> EncoderCase:
+    b = d(_ints(1, b_max))
+    length = d(_ints(1, l_max))
+    spec = EncoderCaseSpec(
+        batch_size=b,
+        length=length,
+        dim=dim,
+        dtype=d(_choice(dtypes)),
+        device=d(_choice(devices)),
+        seed=d(_ints(0, 2**32 - 1)),
+        x_std=tuple(d(_choice(stds)) for _ in range(b)),
+        mask=_draw_mask(d, "key_padding", b, 1, 1, length, LAYER_PATTERNS),
     )
     return spec.build()
 

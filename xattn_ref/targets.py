@@ -372,6 +372,7 @@ BUILTINS: tuple[Builtin, ...] = (
     ),
     Builtin("xattn_ref.targets:sdpa_inference_kernel", options=(("forward_only", True),)),
     Builtin("xattn_ref.targets:varlen_reference_kernel", "varlen"),
+    Builtin("xattn_ref.adapters:transformer_encoder_layer()", "encoder", (("dim", 16),)),
     Builtin("xattn_ref.known_bad:neg_inf_softmax", should_pass=False),
     Builtin("xattn_ref.adapters:cross_attention_layer()", "layer", _LAYER16),
     Builtin("xattn_ref.targets:mha_layer_need_weights_false()", "layer", _LAYER16),

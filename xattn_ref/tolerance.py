@@ -390,9 +390,10 @@ def layer_budget(call: Callable[[Any], torch.Tensor], case: Any, terms: int) -> 
         n: t * (1 + eps * torch.randint(0, 2, t.shape, generator=gen).mul(2).sub(1).to(t))
         for n, t in exact.inputs().items()
     }
-    with torch.no_grad():
-        truth = call(exact).detach().double().cpu()
-        moved = call(exact.replace(**nudged)).detach().double().cpu()
+    # in the call's own grad mode: under no_grad, layers such as nn.MultiheadAttention take another
+    # (fast) path than the one being judged
+    truth = call(exact).detach().double().cpu()
+    moved = call(exact.replace(**nudged)).detach().double().cpu()
     finite = truth.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # a NaN truth must not make it vacuous
     per_batch = (truth.shape[0],) + (1,) * (truth.ndim - 1)
     plain = LAYER_STAGES * _finite_or_zero(per_batch_max_error(moved, truth))

@@ -1,0 +1,28 @@
+"""x-transformers' attention as xattn_ref kernel targets (``pip install x-transformers``):
+
+    xattn-check examples/real/x_transformers_targets.py:attend            # einsum path
+    xattn-check examples/real/x_transformers_targets.py:attend_flash      # its SDPA path
+
+``Attend(q, k, v, mask)`` takes SDPA's layout and a bool mask, True = may attend, as the kernel
+kind does; it returns ``(out, intermediates)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from x_transformers.attend import Attend
+
+_EINSUM = Attend()
+_FLASH = Attend(flash=True)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    out, _ = _EINSUM(q, k, v, mask=mask)
+    return out
+
+
+def attend_flash(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    out, _ = _FLASH(q, k, v, mask=mask)
+    return out
