@@ -158,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_result=None if progress is None else progress.done,
     )
     elapsed = time.perf_counter() - start
-    report = Report(targets, results, config, xfail, elapsed, expected, plan.notes(dtypes, devices))
+    notes = plan.notes(dtypes, devices, builtins=args.target is None)
+    report = Report(targets, results, config, xfail, elapsed, expected, notes)
     text = {"text": report.text, "json": report.json, "junit": report.junit}[args.format]()
     for entry in report.unused_xfail():
         print(f"xattn-check: warning: xfail entry {entry!r} matches no result", file=sys.stderr)

@@ -58,8 +58,9 @@ def load(spec: str, kind: str, given: dict[str, Any], *, flag_prefix: str = "--"
 
 def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
     """The built-in targets and whether each should pass."""
-    targets = [b.load() for b in BUILTINS]
-    return targets, {t.name: b.should_pass for t, b in zip(targets, BUILTINS)}
+    present = [b for b in BUILTINS if b.missing() is None]
+    targets = [b.load() for b in present]
+    return targets, {t.name: b.should_pass for t, b in zip(targets, present)}
 
 
 def select_properties(
@@ -117,11 +118,15 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
     return None
 
 
-def notes(dtypes: Sequence[torch.dtype], devices: Sequence[str]) -> tuple[str, ...]:
-    """What the report header should say about the budgets: TF32 float32 matmuls on CUDA."""
+def notes(
+    dtypes: Sequence[torch.dtype], devices: Sequence[str], *, builtins: bool = False
+) -> tuple[str, ...]:
+    """What the report header should say: TF32 float32 matmuls on CUDA (the budgets), and with
+    ``builtins``, the built-in targets skipped for a missing optional dependency."""
     from xattn_ref.tolerance import matmul_eps
 
+    skipped = [m for m in (b.missing() for b in BUILTINS) if m] if builtins else []
     if torch.float32 not in dtypes:
-        return ()
+        return tuple(skipped)
     found = (matmul_eps(torch.float32, d)[1] for d in devices if unavailable_reason(d) is None)
-    return tuple(dict.fromkeys(n for n in found if n))
+    return tuple(dict.fromkeys(n for n in found if n)) + tuple(skipped)

@@ -342,6 +342,15 @@ class Builtin:
     kind: str = "kernel"
     options: tuple[tuple[str, Any], ...] = ()
     should_pass: bool = True
+    requires: str | None = None  # a module the target needs (an optional dependency)
+
+    def missing(self) -> str | None:
+        """Why the target cannot run here (its optional dependency is not installed), or None."""
+        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
+            return None
+        return (
+            f"built-in {self.spec} skipped: {self.requires} is not installed (pip install 'xattn_ref[real]')"
+        )
 
     def load(self) -> Target:
         target = load_target(self.spec, self.kind, resolve_options(self.kind, dict(self.options), ""))
@@ -372,6 +381,12 @@ BUILTINS: tuple[Builtin, ...] = (
     ),
     Builtin("xattn_ref.targets:sdpa_inference_kernel", options=(("forward_only", True),)),
     Builtin("xattn_ref.targets:varlen_reference_kernel", "varlen"),
+    Builtin(
+        "transformers.integrations.sdpa_attention:sdpa_attention_forward",
+        "hf",
+        (("mask", "bool"),),
+        requires="transformers",
+    ),
     Builtin("xattn_ref.adapters:transformer_encoder_layer()", "encoder", (("dim", 16),)),
     Builtin("xattn_ref.known_bad:neg_inf_softmax", should_pass=False),
     Builtin("xattn_ref.adapters:cross_attention_layer()", "layer", _LAYER16),
