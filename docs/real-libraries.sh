@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The README's "Real libraries" table: every command as printed there (needs the `real` extra:
+# pip install -e ".[real]"). Each prints its verdict table; findings exit 1, so keep going.
+set -u
+S=torch.nn.functional:scaled_dot_product_attention
+HF=transformers.integrations.sdpa_attention:sdpa_attention_forward
+run() { echo "== xattn-check $*"; xattn-check "$@" --profile ci --seed 0 --quiet | sed -n '3,14p'; }
+run "$HF" --kind hf --mask bool
+run "$HF" --kind hf --empty-rows finite
+run "$HF" --kind hf
+run "$HF" --kind hf --mask bool --causal top_left --causal-in-mask --self-attention
+run transformers.models.llama.modeling_llama:eager_attention_forward --kind hf --empty-rows finite
+run 'xattn_ref.adapters:hf_bert_layer()' --kind encoder --dim 16
+run "$S" --causal top_left --causal-in-mask --self-attention
+run "$S" --mask additive --bias --scale
+run xattn_ref.targets:sdpa_gqa_kernel --heads gqa
+run "$S" --mask none --causal top_left
+run 'xattn_ref.adapters:transformer_encoder_layer()' --kind encoder --dim 16
+run 'xattn_ref.adapters:transformer_encoder_layer()' --kind encoder --dim 16 --forward-only
+run 'xattn_ref.adapters:self_attention_layer()' --kind encoder --dim 16
+run 'xattn_ref.adapters:self_attention_layer()' --kind encoder --dim 16 --forward-only
+run 'xattn_ref.adapters:multihead_attention_layer()' --kind layer --dim 16
+run 'xattn_ref.targets:mha_layer_need_weights_false()' --kind layer --dim 16
+run examples/real/x_transformers_targets.py:attend
+run examples/real/x_transformers_targets.py:attend_flash
+run xattn_ref.adapters:flex_attention_kernel --forward-only --dtype float32 --max-examples 10
