@@ -335,3 +335,13 @@ def test_false_failures_the_sweep_found_in_the_dialects_stay_fixed(spec, check):
         F.scaled_dot_product_attention, dialect=Dialect(mask="additive", bias=True, scale=True)
     )
     assert check(call, spec.build())
+
+
+def test_query_padding_pads_queries_and_keys_alike():
+    from xattn_ref.targets import padded_sequence_kernel
+
+    options = {"key_padding": True, "self_attention": True, "query_padding": True}
+    for prop in ("empty_rows_zero", "reference_agreement", "padding_invariance", "batch_independence"):
+        assert run(prop, padded_sequence_kernel, **options).status == "passed", prop
+    with pytest.raises(InvalidArgument, match="'sequence_padding', which needs self_attention=True"):
+        attention_cases(mask_layouts=["sequence_padding"]).example()

@@ -30,6 +30,7 @@ from xattn_ref._args import check_bool_mask, check_case_extras, check_qkv
 __all__ = [
     "BIAS_KINDS",
     "CAUSAL_ALIGNMENTS",
+    "ALL_MASK_LAYOUTS",
     "MASK_LAYOUTS",
     "MASK_PATTERNS",
     "AttentionCase",
@@ -103,6 +104,9 @@ class BiasSpec:
 
 #: Mask layouts and the shape each gives, for q ``(B, H, Lq, D)`` and k ``(B, H, Lk, D)``.
 MASK_LAYOUTS: tuple[str, ...] = ("key_padding", "query_key", "full", "shared")
+#: Every layout, the one drawn only on request included: ``sequence_padding`` pads queries and
+#: keys of one sequence alike (self-attention, Lq == Lk).
+ALL_MASK_LAYOUTS: tuple[str, ...] = (*MASK_LAYOUTS, "sequence_padding")
 
 #: Patterns of one ``(Lq, Lk)`` slice of a mask, simplest first: shrinking goes left.
 #: ``all_false`` comes first: a context that is entirely padding is the simplest mask and
@@ -180,7 +184,9 @@ class MaskSpec:
     - ``key_padding``: ``(B, 1, 1, Lk)``, one pattern per batch element;
     - ``query_key``: ``(B, 1, Lq, Lk)``, one per batch element;
     - ``full``: ``(B, H, Lq, Lk)``, one per (batch element, head);
-    - ``shared``: ``(Lq, Lk)``, one for all.
+    - ``shared``: ``(Lq, Lk)``, one for all;
+    - ``sequence_padding``: ``(B, 1, L, L)`` for self-attention, one key-padding pattern per batch
+      element applied to queries and keys alike (a padded query allows no key).
     """
 
     layout: str
@@ -192,10 +198,14 @@ class MaskSpec:
             "query_key": (batch_size, 1, q_len, kv_len),
             "full": (batch_size, num_heads, q_len, kv_len),
             "shared": (q_len, kv_len),
+            "sequence_padding": (batch_size, 1, q_len, kv_len),
         }[self.layout]
 
     def build(self, batch_size: int, num_heads: int, q_len: int, kv_len: int) -> torch.Tensor:
         shape = self.shape(batch_size, num_heads, q_len, kv_len)
+        if self.layout == "sequence_padding":
+            pad = torch.stack([s.build(1, kv_len)[0] for s in self.slices])  # (B, L)
+            return (pad[:, None, :, None] & pad[:, None, None, :]).reshape(shape)
         rows = shape[-2]
         slices = [s.build(rows, kv_len) for s in self.slices]
         return torch.stack(slices).reshape(shape)
@@ -207,6 +217,8 @@ class MaskSpec:
             parts = [f"[{n}] {s.describe()}" for n, s in enumerate(self.slices)]
             return "full (B, H, Lq, Lk), per (b, h): " + ", ".join(parts)
         parts = [f"b{n} {s.describe()}" for n, s in enumerate(self.slices)]
+        if self.layout == "sequence_padding":
+            return "sequence_padding (B, 1, L, L), queries and keys: " + ", ".join(parts)
         return (
             f"{self.layout} ({'B, 1, 1, Lk' if self.layout == 'key_padding' else 'B, 1, Lq, Lk'}): "
             + ", ".join(parts)

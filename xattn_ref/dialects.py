@@ -24,6 +24,8 @@ field (option)          the kernel is called with
 ``causal_in_mask``      no ``is_causal``: the causal mask and the padding travel together in the
                         mask argument (as Hugging Face builds them for batched generation)
 ``key_padding``         the mask as ``(B, Lk)``: one row of keys per batch element
+``query_padding``       with ``key_padding`` and ``self_attention``: the ``(B, L)`` mask pads the
+                        queries too, so a padded query allows no key (BERT-style encoders)
 ``self_attention``      Lq == Lk (one sequence attending to itself)
 ``empty_rows``          the policy for rows with no allowed key: ``zero`` (exact zeros and zero
                         gradients: PyTorch >= 2.5 SDPA, FlexAttention, flash-attention) or
@@ -75,6 +77,7 @@ class Dialect:
     causal: str = "none"
     causal_in_mask: bool = False
     key_padding: bool = False
+    query_padding: bool = False
     self_attention: bool = False
     empty_rows: str = "zero"
     forward_only: bool = False
@@ -100,6 +103,8 @@ class Dialect:
             raise ValueError("sentinel applies to mask sentinel only")
         if self.causal_in_mask and (self.causal == "none" or self.mask == "none"):
             raise ValueError("causal_in_mask needs a causal alignment and a mask to carry it")
+        if self.query_padding and not (self.key_padding and self.self_attention):
+            raise ValueError("query_padding needs key_padding and self_attention: one (B, L) mask for both")
         if self.key_padding and self.mask == "none":
             raise ValueError("key_padding describes the mask's shape; with mask none there is no mask")
 
@@ -145,7 +150,7 @@ class Dialect:
                 f"causal {self.causal} in the mask" if self.causal_in_mask else f"is_causal ({self.causal})"
             )
         if self.key_padding:
-            words.append("(B, Lk) mask")
+            words.append("(B, L) mask on queries and keys" if self.query_padding else "(B, Lk) mask")
         if self.self_attention:
             words.append("self-attention")
         if self.empty_rows != "zero":
@@ -175,6 +180,7 @@ class Dialect:
             else []
         )
         extra += ["Lq == Lk"] if self.self_attention else []
+        extra += ["padded queries allow no key"] if self.query_padding else []
         extra += [f"empty rows {self.empty_rows}"] if self.empty_rows != "zero" else []
         extra += ["forward-only"] if self.forward_only else []
         tail = "; " + ", ".join(extra) if extra else ""
@@ -201,7 +207,7 @@ class Dialect:
         if self.mask == "none":
             args["allow_mask"] = False
         if self.key_padding or self.causal != "none":
-            args["mask_layouts"] = ["key_padding"]
+            args["mask_layouts"] = ["sequence_padding" if self.query_padding else "key_padding"]
         if self.bias:
             args["bias"] = True
         if self.scale:
@@ -218,7 +224,8 @@ class Dialect:
 
         mask = None
         if self.mask != "none":
-            mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
+            layout = "sequence_padding" if self.query_padding else "key_padding"
+            mask = MaskSpec(layout, (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
         lq = 5 if self.self_attention else 3
         return CaseSpec(
             2, 2, lq, 5, 8, 8, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), mask,
@@ -243,6 +250,18 @@ class Dialect:
             kwargs["is_causal"] = True
         return {"q": case.q, "k": case.k, "v": case.v, "mask": self.render_mask(case)}, kwargs
 
+    def _padding_rows(self, explicit: torch.Tensor) -> torch.Tensor:
+        """The ``(B, L)`` rows of a key-padding mask ``(B, 1, 1, L)``, or with ``query_padding``
+        of a sequence-padding mask ``(B, 1, L, L)`` (its diagonal: pad_i and pad_i)."""
+
+        if explicit.ndim == 4 and explicit.shape[1:3] == (1, 1) and not self.query_padding:
+            return explicit[:, 0, 0, :]
+        if self.query_padding and explicit.ndim == 4 and explicit.shape[1] == 1:
+            pad = explicit[:, 0].diagonal(dim1=-2, dim2=-1)
+            if bool((explicit[:, 0] == (pad[:, :, None] & pad[:, None, :])).all()):
+                return pad
+        raise Inexpressible("a (B, L) mask needs a padding case: mask (B, 1, 1, L), or (B, 1, L, L) for both")
+
     def masked_value(self, dtype: torch.dtype) -> float:
         """What a masked key holds in a float mask of this dialect."""
         import torch
@@ -265,9 +284,7 @@ class Dialect:
             # no is_causal: the causal part travels in the mask
             explicit = case.full_mask
         if self.key_padding and explicit is not None:
-            if explicit.ndim != 4 or explicit.shape[1:3] != (1, 1):
-                raise Inexpressible("a (B, Lk) mask needs a key-padding case: mask (B, 1, 1, Lk)")
-            explicit = explicit[:, 0, 0, :]
+            explicit = self._padding_rows(explicit)
         if self.mask == "bool":
             return explicit  # the case's own tensor (or a view): mutation shows
         if explicit is None and case.bias is None:

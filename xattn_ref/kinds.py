@@ -351,6 +351,8 @@ _DIALECT_OPTIONS = (
     Option("key_padding", "the mask is (B, Lk), one row of keys per batch element", type="switch",
            default=False),
     Option("self_attention", "Lq == Lk", type="switch", default=False),
+    Option("query_padding", "with --key-padding --self-attention: the (B, L) mask pads queries too",
+           type="switch", default=False),
     Option("empty_rows", "policy for rows with no allowed key: zero (exact) or finite (e.g. the mean of v)",
            type="choice", choices=("zero", "finite"), default="zero"),
     _FORWARD_ONLY,

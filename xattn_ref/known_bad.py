@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "forgets_query_padding",
     "pooled_with_padding_layer",
     "hf_wrong_gqa",
     "varlen_neg_inf",
@@ -416,6 +417,17 @@ def padding_on_queries(
     return _guarded(q, k, v, rows)
 
 
+def forgets_query_padding(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """An encoder kernel documented to pad queries and keys with its ``(B, L)`` mask that pads the
+    keys only: padded queries attend to the real tokens instead of giving zeros."""
+    if mask is None:
+        return _guarded(q, k, v, None)
+    allowed = mask[:, None, None, :].expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    return _guarded(q, k, v, allowed)
+
+
 def hf_eager_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None = None
 ) -> torch.Tensor:
@@ -509,6 +521,11 @@ KNOWN_BAD_DIALECTS: dict[str, tuple[Any, dict[str, Any], str]] = {
         padding_on_queries,
         {"key_padding": True, "self_attention": True},
         "padding_invariance",
+    ),
+    "forgets_query_padding": (
+        forgets_query_padding,
+        {"key_padding": True, "self_attention": True, "query_padding": True},
+        "empty_rows_zero",
     ),
     "hf_wrong_gqa": (hf_wrong_gqa, {"kind": "hf", "mask": "bool"}, "reference_agreement"),
     "varlen_neg_inf": (varlen_neg_inf, {"kind": "varlen"}, "finite_output"),

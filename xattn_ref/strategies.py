@@ -35,6 +35,7 @@ from xattn_ref._args import check_int as _check_int
 from xattn_ref._args import check_range as _check_range
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.cases import (
+    ALL_MASK_LAYOUTS,
     BIAS_KINDS,
     CAUSAL_ALIGNMENTS,
     MASK_LAYOUTS,
@@ -159,9 +160,14 @@ def _draw_mask(
     kv_len: int,
     patterns: tuple[str, ...],
 ) -> MaskSpec:
-    per_batch = {"key_padding": batch_size, "query_key": batch_size, "shared": 1}
+    per_batch = {
+        "key_padding": batch_size,
+        "query_key": batch_size,
+        "shared": 1,
+        "sequence_padding": batch_size,
+    }
     count = per_batch.get(layout, batch_size * num_heads)
-    rows = 1 if layout == "key_padding" else q_len
+    rows = 1 if layout in ("key_padding", "sequence_padding") else q_len
     return MaskSpec(layout, tuple(_draw_slice(draw, patterns, rows, kv_len) for _ in range(count)))
 
 
@@ -356,7 +362,9 @@ def attention_cases(
         if isinstance(head_dims, (str, bytes)) or not isinstance(head_dims, Sequence) or not head_dims:
             raise InvalidArgument(f"head_dims must be a non-empty sequence of int, but was {head_dims!r}")
         dims = tuple(_check_int("head_dims", d, 1) for d in head_dims)
-        layouts = _check_choices("mask_layouts", mask_layouts, MASK_LAYOUTS)
+        layouts = _check_choices("mask_layouts", mask_layouts, ALL_MASK_LAYOUTS)
+        if "sequence_padding" in layouts and not self_attention:
+            raise InvalidArgument("mask_layouts contains 'sequence_padding', which needs self_attention=True")
         patterns = _check_choices("mask_patterns", mask_patterns, MASK_PATTERNS)
         for name, flag in (
             ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
@@ -375,7 +383,7 @@ def attention_cases(
                 f"causal must be False, True (top_left), 'top_left' or 'bottom_right', but was {causal!r}"
             )
         if alignment is not None:  # the causal part is the causal mask: padding comes on top
-            layouts = tuple(lay for lay in layouts if lay == "key_padding") or layouts
+            layouts = tuple(lay for lay in layouts if lay in ("key_padding", "sequence_padding")) or layouts
         l_stds = _check_stds("logit_stds", logit_stds)
         v_stds = _check_stds("value_stds", value_stds)
         shifts = _check_shifts(logit_shifts)

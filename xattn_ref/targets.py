@@ -42,6 +42,7 @@ __all__ = [
     "reference_kernel",
     "resolve_options",
     "padded_causal_kernel",
+    "padded_sequence_kernel",
     "safe_sdpa_kernel",
     "sdpa_gqa_kernel",
     "sdpa_inference_kernel",
@@ -108,6 +109,19 @@ def varlen_reference_kernel(
             continue
         outs.append(F.scaled_dot_product_attention(qs, ks, vs, enable_gqa=True)[0].transpose(0, 1))
     return torch.cat(outs) if outs else q.new_zeros(0, q.shape[1], v.shape[-1])
+
+
+def padded_sequence_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Self-attention as an encoder calls it: a ``(B, L)`` padding mask (True = a real token) that
+    pads queries and keys alike, so a padded query allows no key and gives zeros
+    (:func:`xattn_ref.guard.safe_sdpa`). Run it with ``--key-padding --self-attention
+    --query-padding``."""
+    from xattn_ref.guard import safe_sdpa
+
+    allowed = None if mask is None else mask[:, None, :, None] & mask[:, None, None, :]
+    return safe_sdpa(q, k, v, attn_mask=allowed)
 
 
 def sdpa_inference_kernel(
