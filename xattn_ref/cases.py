@@ -617,6 +617,22 @@ class AttentionCase:
         return f"AttentionCase({self.describe()})"
 
 
+def _noise_at(t: torch.Tensor, pad: torch.Tensor, seed: int) -> tuple[torch.Tensor, float]:
+    """``t`` ``(B, L, E)`` with the positions where ``pad`` ``(B, L)`` is True replaced by large
+    random values (seeded; their std is returned)."""
+    gen = torch.Generator().manual_seed(seed)
+    top = min(1e4, torch.finfo(t.dtype).max ** 0.5 / 8)
+    noise = (torch.randn(t.shape, generator=gen, dtype=torch.float64) * top).to(t)
+    return torch.where(pad.unsqueeze(-1).to(t.device), noise, t), top
+
+
+def _poison_at(t: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """``t`` ``(B, L, E)`` with NaN, inf and -inf (in turn along E) where ``pad`` ``(B, L)`` is True."""
+    bad = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=t.dtype, device=t.device)
+    fill = bad[torch.arange(t.shape[-1], device=t.device) % 3]
+    return torch.where(pad.unsqueeze(-1).to(t.device), fill, t)
+
+
 @dataclass(frozen=True)
 class LayerCaseSpec:
     """Everything needed to rebuild one layer case (see :class:`CaseSpec`): x and context are
@@ -721,10 +737,7 @@ class LayerCase:
         pad = ~self.context_mask
         if not bool(pad.any()):
             return None
-        gen = torch.Generator().manual_seed(self.seed + 2)
-        top = min(1e4, torch.finfo(self.dtype).max ** 0.5 / 8)
-        noise = (torch.randn(self.context.shape, generator=gen, dtype=torch.float64) * top).to(self.context)
-        context = torch.where(pad.unsqueeze(-1).to(self.device), noise, self.context)
+        context, top = _noise_at(self.context, pad, self.seed + 2)
         return self.replace(context=context), (
             f"replacing the {int(pad.sum())} padded context positions by random values of std {top:.3g}"
         )
@@ -734,10 +747,7 @@ class LayerCase:
         pad = ~self.context_mask
         if not bool(pad.any()):
             return None
-        bad = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=self.dtype, device=self.device)
-        fill = bad[torch.arange(self.context.shape[-1], device=self.device) % 3]
-        context = torch.where(pad.unsqueeze(-1), fill, self.context)
-        return self.replace(context=context), (
+        return self.replace(context=_poison_at(self.context, pad)), (
             f"writing NaN, inf and -inf into the {int(pad.sum())} padded context positions"
         )
 
@@ -868,23 +878,16 @@ class EncoderCase:
         pad = ~self.mask
         if not bool(pad.any()):
             return None
-        gen = torch.Generator().manual_seed(self.seed + 2)
-        top = min(1e4, torch.finfo(self.dtype).max ** 0.5 / 8)
-        noise = (torch.randn(self.x.shape, generator=gen, dtype=torch.float64) * top).to(self.x)
-        x = torch.where(pad.unsqueeze(-1), noise, self.x)
-        return self.replace(
-            x=x
-        ), f"replacing x at the {int(pad.sum())} padded positions by values of std {top:.3g}"
+        x, top = _noise_at(self.x, pad, self.seed + 2)
+        words = f"replacing x at the {int(pad.sum())} padded positions by values of std {top:.3g}"
+        return self.replace(x=x), words
 
     def with_padding_poisoned(self) -> tuple[EncoderCase, str] | None:
         pad = ~self.mask
         if not bool(pad.any()):
             return None
-        bad = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=self.dtype, device=self.device)
-        x = torch.where(
-            pad.unsqueeze(-1), bad[torch.arange(self.x.shape[-1], device=self.device) % 3], self.x
-        )
-        return self.replace(x=x), f"writing NaN, inf and -inf into x at the {int(pad.sum())} padded positions"
+        words = f"writing NaN, inf and -inf into x at the {int(pad.sum())} padded positions"
+        return self.replace(x=_poison_at(self.x, pad)), words
 
     def compactable(self) -> bool:
         return True

@@ -193,8 +193,11 @@ class LayerCall:
             y,
             case.x,
             lambda t: t.ndim == 3 and tuple(t.shape[:2]) == lead,
-            f"(B, Lq, E_out) with (B, Lq) = {lead} (or a tuple whose first element is one)",
+            f"(B, {self.length_name}, E_out) with (B, {self.length_name}) = {lead} (or a tuple whose first "
+            "element is one)",
         )
+
+    length_name = "Lq"  # how the output's length is named in errors
 
     def parameters(self, case: LayerCase) -> dict[str, torch.Tensor]:
         import torch
@@ -215,23 +218,10 @@ class EncoderCall(LayerCall):
     (mask ``(B, L)``, True = a real token) and checks that y is ``(B, L, E_out)`` (or a tuple whose
     first element is); gradients reach x and every trainable parameter."""
 
+    length_name = "L"
+
     def __init__(self, fn_for: FnFor, dim: int, *, differentiable: bool = True) -> None:
         super().__init__(fn_for, dim, dim, differentiable=differentiable)
-
-    def run(self, case: Any, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
-        from xattn_ref._calls import check_output, invoke
-
-        with _grad_mode(self.differentiable):
-            y = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
-        if isinstance(y, tuple) and y:
-            y = y[0]
-        lead = tuple(case.x.shape[:2])
-        return check_output(
-            y,
-            case.x,
-            lambda t: t.ndim == 3 and tuple(t.shape[:2]) == lead,
-            f"(B, L, E_out) with (B, L) = {lead} (or a tuple whose first element is one)",
-        )
 
     def budget(self, case: Any, g: torch.Tensor, *, grads: bool) -> Budget:
         from xattn_ref.tolerance import layer_budget
