@@ -122,6 +122,10 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
 
     r = run("finite_output", spy, kind="varlen")
     assert r.status == "passed"
+    from xattn_ref.known_bad import varlen_reads_next_key
+
+    # equivalence with each sequence alone catches the leak too
+    assert run("compaction_equivalence", varlen_reads_next_key, kind="varlen").status == "failed"
     assert any(cu[i] == cu[i + 1] for _, cu, _ in seen for i in range(len(cu) - 1))  # zero-length ones
 
 
@@ -151,5 +155,8 @@ def test_a_layer_that_pools_the_padding_is_caught():
     from xattn_ref.known_bad import pooled_with_padding_layer
 
     r = run("padding_invariance", pooled_with_padding_layer(), kind="encoder", dim=16)
+    assert r.status == "failed", r.message
+    # the encoder's compaction compares each sequence's real tokens with the sequence alone
+    r = run("compaction_equivalence", pooled_with_padding_layer(), kind="encoder", dim=16)
     assert r.status == "failed", r.message
     assert run("finite_output", pooled_with_padding_layer(), kind="encoder", dim=16).status == "passed"
