@@ -59,9 +59,9 @@ __all__ = ["DEFAULT_SCALES", "GQA_HEADS", "Dialect"]
 #: Query heads drawn for grouped-query kernels (H_kv is drawn among the divisors of H).
 GQA_HEADS: tuple[int, ...] = (4, 2, 6)
 
-#: Scales drawn for kernels that take ``scale=``: none is ``D ** -0.5`` for D in 8..64 (so a kernel
-#: that ignores it is off): 1 (T5, no scaling), 1/8 and 0.3.
-DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.125, 0.3)
+#: Scales drawn for kernels that take ``scale=``: 1 (T5, no scaling; the default scale only when
+#: D = 1), 0.2 and 0.3 (never ``D ** -0.5`` for the drawn D: a kernel that ignores them is off).
+DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.2, 0.3)
 
 
 @dataclass(frozen=True)
