@@ -673,8 +673,31 @@ class LayerCaseSpec:
         ).replace("key_padding (B, 1, 1, Lk)", "(B, Lk), True = real token")
 
 
+class _OfX:
+    """dtype, device, seed and batch size of a layer case, read from its input ``x`` and spec."""
+
+    x: torch.Tensor
+    spec: Any
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec.seed)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+
 @dataclass(frozen=True, eq=False)
-class LayerCase:
+class LayerCase(_OfX):
     """Inputs for one layer call ``fn(x, context, context_mask)``.
 
     - ``x`` ``(B, Lq, E)``, ``context`` ``(B, Lk, E_ctx)``;
@@ -687,22 +710,6 @@ class LayerCase:
     spec: LayerCaseSpec
 
     output_name = "y"
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def seed(self) -> int:
-        return self.spec.seed
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.x.shape[0])
 
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"x": self.x, "context": self.context, "context_mask": self.context_mask}
@@ -823,7 +830,7 @@ class EncoderCaseSpec:
 
 
 @dataclass(frozen=True, eq=False)
-class EncoderCase:
+class EncoderCase(_OfX):
     """Inputs for one self-attention layer call ``fn(x, mask)``: ``x`` ``(B, L, E)``, ``mask``
     ``(B, L)`` bool, **True = a real token**. Padded positions are queries too: their outputs
     must be finite, and are otherwise the layer's business (never compared)."""
@@ -833,22 +840,6 @@ class EncoderCase:
     spec: EncoderCaseSpec
 
     output_name = "y"
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def seed(self) -> int:
-        return self.spec.seed
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.x.shape[0])
 
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"x": self.x, "mask": self.mask}

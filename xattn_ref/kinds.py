@@ -416,7 +416,7 @@ def _varlen_call(fn_for: FnFor, options: dict[str, Any], diff: bool) -> VarlenCa
 
 
 def _describe_varlen(options: dict[str, Any]) -> str:
-    return _VARLEN_SIGNATURE + ("; forward-only" if options.get("forward_only") else "")
+    return _forward_only_words(_VARLEN_SIGNATURE, options)
 
 
 def _varlen_cases(options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
@@ -464,7 +464,7 @@ def _encoder_call(fn_for: FnFor, options: dict[str, Any], diff: bool) -> Encoder
 
 
 def _describe_encoder(options: dict[str, Any]) -> str:
-    return _ENCODER_SIGNATURE + ("; forward-only" if options.get("forward_only") else "")
+    return _forward_only_words(_ENCODER_SIGNATURE, options)
 
 
 def _layer_probe(options: dict[str, Any], dtype: torch.dtype, device: str) -> LayerCase:
@@ -502,8 +502,12 @@ class Kind:
 _LAYER_SIGNATURE = "fn(x, context, context_mask) -> y; context_mask (B, Lk) bool, True = real token"
 
 
+def _forward_only_words(signature: str, options: dict[str, Any]) -> str:
+    return signature + ("; forward-only" if options.get("forward_only") else "")
+
+
 def _describe_layer(options: dict[str, Any]) -> str:
-    return _LAYER_SIGNATURE + ("; forward-only" if options.get("forward_only") else "")
+    return _forward_only_words(_LAYER_SIGNATURE, options)
 
 
 def _validate_kernel(options: dict[str, Any]) -> None:
@@ -526,6 +530,10 @@ _KERNEL_PROPERTIES = (
     "no_input_mutation",
     "dtype_consistency",
     "device_consistency",
+)
+#: Layers have no reference: the kernel properties but empty_rows_zero and reference_agreement.
+_LAYER_PROPERTIES = tuple(
+    p for p in _KERNEL_PROPERTIES if p not in ("empty_rows_zero", "reference_agreement")
 )
 _HF_SIGNATURE = (
     "fn(module, query, key, value, attention_mask, scaling=s, dropout=0.0) -> (out (B, Lq, H, Dv), weights), "
@@ -577,17 +585,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="layer",
             signature=_LAYER_SIGNATURE,
-            properties=(
-                "finite_output",
-                "finite_grad",
-                "padding_invariance",
-                "nan_padding_invariance",
-                "compaction_equivalence",
-                "batch_independence",
-                "no_input_mutation",
-                "dtype_consistency",
-                "device_consistency",
-            ),
+            properties=_LAYER_PROPERTIES,
             options=(
                 _DIM,
                 Option("context_dim", "E_ctx, the last dim of context (default E)", default_from="dim"),
@@ -606,17 +604,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="encoder",
             signature=_ENCODER_SIGNATURE,
-            properties=(
-                "finite_output",
-                "finite_grad",
-                "padding_invariance",
-                "nan_padding_invariance",
-                "compaction_equivalence",
-                "batch_independence",
-                "no_input_mutation",
-                "dtype_consistency",
-                "device_consistency",
-            ),
+            properties=_LAYER_PROPERTIES,
             options=(_DIM, _FORWARD_ONLY),
             make_call=_encoder_call,
             cases=_encoder_cases,
