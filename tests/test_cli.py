@@ -29,6 +29,8 @@ DTYPE = {
     "half_precision_math": "float32",
     "wrong_scale_in_bfloat16": "bfloat16",
     "finfo_min_additive": "float16",
+    "half_accumulator": "bfloat16",
+    "half_softmax": "float16",
 }
 
 
@@ -64,13 +66,20 @@ def reproduce_lines(text: str) -> list[list[str]]:
     ]
 
 
-# batch_global_max needs two batch elements of very different scales: ~100 examples.
-EXAMPLES = {"batch_global_max": "150"}
+# batch_global_max needs two batch elements of very different scales: ~100 examples; a sum
+# accumulated in half precision, long rows of values far from zero mean: 200-400 (README).
+EXAMPLES = {
+    "batch_global_max": "150",
+    "half_accumulator": "500",
+    "half_softmax": "500",
+}
 
 
 @pytest.mark.parametrize("name", list(CAUGHT_BY))
 def test_each_known_bad_kernel_exits_1_naming_its_property(name):
     args = [*FAST, "--max-examples", EXAMPLES.get(name, "25"), "--dtype", DTYPE.get(name, "float64")]
+    if name in ("half_accumulator", "half_softmax"):
+        args += ["--property", CAUGHT_BY[name]]
     r = cli(f"xattn_ref.known_bad:{name}", *args)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"{CAUGHT_BY[name]} failed for xattn_ref.known_bad:{name}" in r.stdout

@@ -7,6 +7,7 @@ import pytest
 import torch
 from _support import SETTINGS, run, run_all_dtypes
 
+from xattn_ref import known_bad
 from xattn_ref.checks import PROPERTIES
 from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import CAUGHT_BY, FINITE_DEFECTS, KNOWN_BAD, neg_inf_softmax
@@ -25,10 +26,19 @@ def test_every_kernel_property_has_a_known_bad_kernel_that_it_catches():
     assert uncovered == {"device_consistency", "nan_padding_invariance"}, sorted(uncovered)
 
 
+# A sum accumulated in half precision shows on long rows of values far from zero mean, which
+# the defaults draw in a share of the cases: 200-400 examples (README); run where it exists.
+EXAMPLES = {"half_accumulator": 500, "half_softmax": 500}
+
+
 @pytest.mark.parametrize("name", list(KNOWN_BAD))
 def test_the_suite_catches_each_known_bad_kernel(name):
     prop = CAUGHT_BY[name]
-    results = run_all_dtypes(prop, KNOWN_BAD[name], name=name)
+    if name in EXAMPLES:
+        dtypes = [getattr(torch, d) for d in FINITE_DEFECTS[name].dtypes]
+        results = {d: run(prop, KNOWN_BAD[name], d, name=name, max_examples=EXAMPLES[name]) for d in dtypes}
+    else:
+        results = run_all_dtypes(prop, KNOWN_BAD[name], name=name)
     failed = [r for r in results.values() if r.status == "failed"]
     assert failed, (
         f"{prop} did not catch {name}: {[(r.dtype, r.status, r.message) for r in results.values()]}"
@@ -186,29 +196,43 @@ def test_every_property_is_declared_by_some_kind():
 
 
 FINITE_CASES = [
-    (name, dtype, std) for name, (dtypes, stds) in FINITE_DEFECTS.items() for dtype in dtypes for std in stds
+    (name, dtype, std)
+    for name, defect in FINITE_DEFECTS.items()
+    for dtype in defect.dtypes
+    for std in defect.stds
 ]
 
 
 @pytest.mark.parametrize(("name", "dtype", "std"), FINITE_CASES, ids=lambda x: str(x))
 def test_each_finite_defect_is_caught_in_every_dtype_and_logit_scale_where_it_exists(name, dtype, std):
     from xattn_ref._devices import parse_dtype
+    from xattn_ref.profiles import profile_settings
     from xattn_ref.strategies import attention_cases
 
     dt = parse_dtype(dtype)
-    cases = attention_cases(dtypes=[dt], logit_stds=[std])
-    target = as_target(KNOWN_BAD[name])
-    r = run_property(target, CAUGHT_BY[name], dtype=dt, device="cpu", settings=SETTINGS, cases=cases)
+    inputs = FINITE_DEFECTS[name].inputs
+    cases = attention_cases(dtypes=[dt], logit_stds=[std], **inputs)
+    # a drift that grows with the row's length needs long rows: more examples to draw them
+    settings = profile_settings("ci", max_examples=300) if "value_means" in inputs else SETTINGS
+    target = as_target(getattr(known_bad, name))
+    prop = CAUGHT_BY.get(name, "reference_agreement")
+    r = run_property(target, prop, dtype=dt, device="cpu", settings=settings, cases=cases)
     assert r.status == "failed" and r.root is None, (r.status, r.message)
 
 
-@pytest.mark.parametrize("name", ["wrong_scale_in_bfloat16"])
-def test_finite_defects_of_one_precision_pass_where_they_do_not_exist(name):
-    dtypes, _ = FINITE_DEFECTS[name]
-    for dt in ("float64", "float32"):
-        if dt not in dtypes:
-            r = run("reference_agreement", KNOWN_BAD[name], getattr(torch, dt))
-            assert r.status == "passed", (dt, r.message)
+@pytest.mark.parametrize("name", [n for n, d in FINITE_DEFECTS.items() if "float32" not in d.dtypes])
+def test_finite_defects_of_low_precision_pass_where_they_do_not_exist(name):
+    """The same inputs, the same number of examples, in float64 and float32: they pass, so what
+    catches them in low precision is the defect, not a model too tight for correct code."""
+    from xattn_ref.profiles import profile_settings
+    from xattn_ref.strategies import attention_cases
+
+    for dt in (torch.float64, torch.float32):
+        cases = attention_cases(dtypes=[dt], **FINITE_DEFECTS[name].inputs)
+        settings = profile_settings("ci", max_examples=100)
+        r = run_property(as_target(getattr(known_bad, name)), "reference_agreement", dtype=dt, device="cpu",
+                         settings=settings, cases=cases)  # fmt: skip
+        assert r.status == "passed", (dt, r.message)
 
 
 # --- the opt-in nan_padding_invariance ---------------------------------------------------------

@@ -239,6 +239,13 @@ class CaseSpec:
     Rows whose allowed logits are all far below 0 (a very negative logsumexp, logits under a
     masking sentinel) or far above come from it.
 
+    ``value_mean`` (per batch element, default 0) is the mean of ``v`` in units of its spread:
+    ``v = value_std (value_mean + N(0, 1)) / sqrt(1 + value_mean^2)``, so its root mean square
+    stays ``value_std``. Values far from zero mean make the sum ``P v`` large next to its spread,
+    where an accumulator or a normalization in half precision shows. ``head_scale`` (per query
+    head, default 1) multiplies ``q`` of that head, so heads with very different logit scales
+    share one case.
+
     The dialect fields (defaults: none of them):
 
     - ``num_kv_heads``: k and v have this many heads (grouped-query attention; 0 = ``num_heads``);
@@ -260,6 +267,8 @@ class CaseSpec:
     value_std: tuple[float, ...]
     mask: MaskSpec | None
     logit_shift: tuple[float, ...] = ()
+    value_mean: tuple[float, ...] = ()
+    head_scale: tuple[float, ...] = ()
     num_kv_heads: int = 0
     scale: float | None = None
     bias: BiasSpec | None = None
@@ -279,6 +288,10 @@ class CaseSpec:
                 alpha = (abs(shift) * self.head_dim**0.5) ** 0.5
                 q[n, ..., 0] += alpha
                 k[n, ..., 0] += alpha if shift > 0 else -alpha
+        for n, mean in enumerate(self.value_mean):
+            v[n] = (v[n] + mean) / (1 + mean**2) ** 0.5
+        for n, factor in enumerate(self.head_scale):
+            q[:, n] *= factor
         v = v * torch.tensor(self.value_std, dtype=f64).view(b, 1, 1, 1)
         mask = None
         if self.mask is not None:
@@ -310,6 +323,10 @@ class CaseSpec:
         if self.bias is not None:
             mask += f"; {self.bias.describe()}"
         shifts = f"; logits shifted by {list(self.logit_shift)}" if any(self.logit_shift) else ""
+        if any(self.value_mean):
+            shifts += f"; v means {list(self.value_mean)} (x its std)"
+        if any(f != 1 for f in self.head_scale):
+            shifts += f"; q scaled per head by {list(self.head_scale)}"
         return (
             f"B={self.batch_size} H={self.num_heads}{extra} Lq={self.q_len} Lk={self.kv_len} "
             f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}"

@@ -11,7 +11,9 @@ Einstein notation: b batch, h heads, i query, j key, d head dim, e value dim.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import torch
 
@@ -32,16 +34,20 @@ __all__ = [
     "KNOWN_BAD_DIALECTS",
     "CAUGHT_BY",
     "FINITE_DEFECTS",
+    "FiniteDefect",
     "KNOWN_BAD",
     "KNOWN_BAD_LAYERS",
     "LAYER_CAUGHT_BY",
     "batch_global_max",
     "finfo_min_additive",
     "finfo_min_fill",
+    "half_accumulator",
     "half_precision_math",
+    "half_softmax",
     "minus_1e9_fill",
     "mutates_mask",
     "neg_inf_softmax",
+    "sentinel_empty_rows",
     "single_key_fast_path",
     "unguarded_long_context",
     "wrong_scale_without_mask",
@@ -202,6 +208,45 @@ def ignores_qk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     return _guarded_from_scores(_scores(q, k) * 0.0, v, mask)
 
 
+def half_accumulator(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``P v`` accumulated key by key in the inputs' dtype: a tiled kernel whose output accumulator
+    is not float32 (a Triton kernel with a bfloat16 accumulator; flash-attention's 2x rule exists
+    for it). Correct in float64 and float32; in float16 and bfloat16 each addition rounds to 11 or
+    8 bits."""
+    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    s = _scores(q.to(work), k.to(work))
+    if mask is None:
+        p, empty = s.softmax(-1), None
+    else:
+        empty = ~mask.any(-1, keepdim=True)
+        safe = mask | (empty & (torch.arange(k.shape[2], device=mask.device) == 0))
+        p = s.masked_fill(~safe, float("-inf")).softmax(-1)
+    p = p.to(q.dtype)
+    out = torch.zeros(*p.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+    for j in range(k.shape[2]):
+        out = out + p[..., j : j + 1] * v[:, :, j : j + 1, :]
+    return out if empty is None else out.masked_fill(empty, 0.0)
+
+
+def half_softmax(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The softmax in the inputs' dtype, its row sum accumulated key by key in that dtype (no
+    float32 accumulator): correct in float64 and float32; in float16 and bfloat16 the sum
+    stagnates once it is large next to its terms, and every weight is off by as much."""
+    s = _scores(q, k)
+    allowed = torch.ones_like(s, dtype=torch.bool) if mask is None else mask.expand(s.shape)
+    shift = torch.where(allowed, s, float("-inf")).amax(-1, keepdim=True)
+    shift = torch.where(allowed.any(-1, keepdim=True), shift, 0.0)
+    e = torch.exp(torch.where(allowed, s - shift, 0.0)) * allowed
+    total = torch.zeros_like(e[..., :1])
+    for j in range(e.shape[-1]):
+        total = total + e[..., j : j + 1]
+    return _pv(e / torch.where(total > 0, total, 1.0), v)
+
+
 def _guarded_from_scores(s: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return _pv(s.softmax(-1), v)
@@ -271,6 +316,19 @@ def minus_1e4_fill(
     return _pv(s.softmax(-1), v)
 
 
+def sentinel_empty_rows(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A ``-1e4`` sentinel for masked keys, and a row whose largest logit is at or below it taken
+    for an empty row and zeroed: a valid row whose logits are all below ``-1e4`` is zeroed too
+    (flashinfer's ``-5e4`` sentinel did this)."""
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(~mask, -1e4)
+    out = _pv(s.softmax(-1), v)
+    return out.masked_fill(s.amax(-1, keepdim=True) <= -1e4, 0.0)
+
+
 def finfo_min_additive(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
@@ -303,6 +361,8 @@ KNOWN_BAD = {
         dq_unscaled,
         dv_heads_reversed,
         wrong_scale_in_bfloat16,
+        half_accumulator,
+        half_softmax,
         minus_1e4_fill,
         finfo_min_additive,
     )
@@ -326,21 +386,44 @@ CAUGHT_BY = {
     "dq_unscaled": "reference_agreement",
     "dv_heads_reversed": "reference_agreement",
     "wrong_scale_in_bfloat16": "reference_agreement",
+    "half_accumulator": "reference_agreement",
+    "half_softmax": "reference_agreement",
     "minus_1e4_fill": "empty_rows_zero",
     "finfo_min_additive": "finite_output",
 }
 
-#: Finite defects: name -> (the dtypes in which the defect exists, the logit standard deviations
-#: at which it shows). At std 100 the weights of a row are one-hot: dS, so dq and dk, vanish, and a
-#: different scale does not change the output.
-FINITE_DEFECTS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
-    "first_tile_only": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
-    "ignores_qk": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
-    "dk_doubled": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0)),
-    "dq_unscaled": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0)),
-    "dv_heads_reversed": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
-    "wrong_scale_in_bfloat16": (("bfloat16",), (1.0, 10.0)),
-    "minus_1e4_fill": (("float64", "float32", "float16", "bfloat16"), (1.0, 10.0, 100.0)),
+
+class FiniteDefect(NamedTuple):
+    """Where a finite defect exists: its dtypes, the logit standard deviations at which it shows,
+    and the inputs it needs beyond the defaults (keyword arguments of ``attention_cases``)."""
+
+    dtypes: tuple[str, ...]
+    stds: tuple[float, ...]
+    inputs: Mapping[str, Any] = MappingProxyType({})
+
+
+_ALL = ("float64", "float32", "float16", "bfloat16")
+_HALF = ("float16", "bfloat16")
+
+#: Finite defects: name -> where it exists (each a function of this module; those whose inputs
+#: the defaults do not draw, such as ``sentinel_empty_rows``, are not in ``KNOWN_BAD``, whose
+#: kernels the default runs catch). At std 100 the weights of a row are one-hot: dS, so
+#: dq and dk, vanish, a different scale does not change the output, and a sum over the keys has
+#: one term. A sum accumulated in half precision drifts in proportion to its size, so it shows
+#: on values far from zero mean (``value_means``), where the weights' own rounding is small next
+#: to it; the defaults draw such values in two batch elements of five. A sentinel mistaken for an
+#: empty row needs rows whose logits are all below it (the defaults: one draw in twelve).
+FINITE_DEFECTS: dict[str, FiniteDefect] = {
+    "first_tile_only": FiniteDefect(_ALL, (1.0, 10.0, 100.0)),
+    "ignores_qk": FiniteDefect(_ALL, (1.0, 10.0, 100.0)),
+    "dk_doubled": FiniteDefect(_ALL, (1.0, 10.0)),
+    "dq_unscaled": FiniteDefect(_ALL, (1.0, 10.0)),
+    "dv_heads_reversed": FiniteDefect(_ALL, (1.0, 10.0, 100.0)),
+    "wrong_scale_in_bfloat16": FiniteDefect(("bfloat16",), (1.0, 10.0)),
+    "half_accumulator": FiniteDefect(_HALF, (1.0, 10.0), {"value_means": [8.0]}),
+    "half_softmax": FiniteDefect(_HALF, (1.0, 10.0), {"value_means": [8.0]}),
+    "minus_1e4_fill": FiniteDefect(_ALL, (1.0, 10.0, 100.0)),
+    "sentinel_empty_rows": FiniteDefect(_ALL, (1.0, 10.0, 100.0), {"logit_shifts": [0.0, -20000.0]}),
 }
 
 

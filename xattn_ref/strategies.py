@@ -52,8 +52,11 @@ from xattn_ref.cases import (
 )
 
 __all__ = [
+    "DEFAULT_HEAD_SCALES",
     "DEFAULT_LOGIT_SHIFTS",
     "DEFAULT_LOGIT_STDS",
+    "DEFAULT_TILE_LENGTHS",
+    "DEFAULT_VALUE_MEANS",
     "DEFAULT_VALUE_STDS",
     "attention_cases",
     "encoder_cases",
@@ -71,10 +74,26 @@ DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
 #: shift) in half the draws and first, so shrinking removes the shift. -30 (a third) puts a row's
 #: logits below -16, where ``finfo(float16).min + logit`` overflows to -inf; +30 puts them far
 #: above 0, where an unshifted exp overflows in float16. Larger shifts (-1000: a very negative
-#: logsumexp; -20000: logits under a -1e4 sentinel) are available through ``logit_shifts`` but not
-#: drawn by default: in float16 they reach the dtype's range, where SDPA's own backward returns
-#: inf (not yet shown to be a defect rather than a true overflow).
+#: logsumexp; -20000: logits under a -1e4 sentinel, where ``known_bad.sentinel_empty_rows``
+#: zeroes valid rows) are available through ``logit_shifts`` but not drawn by default: in
+#: float16 they put ``q.k`` before scaling beyond the dtype's range (``-20000 sqrt(D)``), and
+#: kernels that scale after the product (most written by hand) give NaN there: a finding of
+#: its own, which would hide every other in float16.
 DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (0.0, 0.0, 0.0, -30.0, -30.0, 30.0)
+#: Means of ``v`` in units of its spread (its root mean square stays ``value_std``), drawn per
+#: batch element; 0 first (and in three draws of five), so shrinking removes it. Far from zero
+#: mean, ``out = P v`` is large next to the spread of v: an accumulator or a softmax
+#: normalization in half precision shows there, while zero-mean values hide it under the
+#: weights' own rounding.
+DEFAULT_VALUE_MEANS: tuple[float, ...] = (0.0, 0.0, 0.0, 8.0, -8.0)
+#: Factors of ``q`` drawn per query head: heads with logit scales 100 times apart in one case.
+#: 1 first, so shrinking makes the heads alike.
+DEFAULT_HEAD_SCALES: tuple[float, ...] = (1.0, 1.0, 0.1, 10.0)
+#: Lengths at the tile boundaries of blocked kernels (tiles of 64, 128 and 256 keys or queries:
+#: the last tile full, one short, one long), drawn for Lk in about one case of three and for Lq
+#: in about one case of sixteen, within the length ranges (Lq up to 129 by default, Lk up to
+#: 257: long rows are where a sum accumulated in half precision drifts furthest).
+DEFAULT_TILE_LENGTHS: tuple[int, ...] = (63, 64, 65, 127, 128, 129, 255, 256, 257)
 
 
 T = TypeVar("T")
@@ -130,9 +149,26 @@ _ints = functools.lru_cache(maxsize=4096)(st.integers)
 _choice = functools.lru_cache(maxsize=1024)(st.sampled_from)
 
 
-@functools.lru_cache(maxsize=256)
-def _kv_len_strategy(low: int, split: int, high: int) -> st.SearchStrategy[int]:
-    return st.one_of(st.integers(low, split), st.integers(split, high))
+@dataclass(frozen=True)
+class _Length:
+    """Lengths in ``[low, high]``, drawn in the proportions ``weights``: up to ``short`` (first, so
+    shrinking goes there), anywhere in the range, and one of ``tiles`` within the range."""
+
+    low: int
+    high: int
+    short: int
+    tiles: tuple[int, ...] = ()
+    weights: tuple[int, int, int] = (1, 1, 0)
+
+    def draw(self, draw: st.DrawFn) -> int:
+        tiles = tuple(t for t in self.tiles if self.low <= t <= self.high)
+        near, anywhere, tile = self.weights
+        branch = draw(_choice(tuple(range(near + anywhere + (tile if tiles else 0)))))
+        if branch >= near + anywhere:
+            return int(draw(_choice(tiles)))
+        if branch >= near:
+            return draw(_ints(self.low, self.high))
+        return draw(_ints(self.low, max(self.low, min(self.short, self.high))))
 
 
 def _draw_slice(draw: st.DrawFn, patterns: tuple[str, ...], q_len: int, kv_len: int) -> SlicePattern:
@@ -272,9 +308,9 @@ def attention_cases(
     max_batch_size: int = 3,
     max_num_heads: int = 2,
     min_q_len: int = 1,
-    max_q_len: int = 6,
+    max_q_len: int = 129,
     min_kv_len: int = 1,
-    max_kv_len: int = 128,
+    max_kv_len: int = 257,
     head_dims: Sequence[int] = (8, 1, 16, 64),
     mask_layouts: Sequence[str] = MASK_LAYOUTS,
     mask_patterns: Sequence[str] = MASK_PATTERNS,
@@ -282,6 +318,9 @@ def attention_cases(
     logit_stds: Sequence[float] = DEFAULT_LOGIT_STDS,
     value_stds: Sequence[float] = DEFAULT_VALUE_STDS,
     logit_shifts: Sequence[float] = DEFAULT_LOGIT_SHIFTS,
+    value_means: Sequence[float] = DEFAULT_VALUE_MEANS,
+    head_scales: Sequence[float] = DEFAULT_HEAD_SCALES,
+    tile_lengths: Sequence[int] = DEFAULT_TILE_LENGTHS,
     batch_size: Size = None,
     num_heads: Size = None,
     num_kv_heads: Size = None,
@@ -301,9 +340,11 @@ def attention_cases(
     - ``dtypes``: dtypes to draw from (default float64, float32, float16, bfloat16).
     - ``devices``: devices to draw from, e.g. ``["cpu", "cuda"]`` (default CPU only).
     - ``max_batch_size``, ``max_num_heads``: B and H are drawn from 1 to these.
-    - ``min_q_len``, ``max_q_len``: range of Lq (default 1 to 6).
-    - ``min_kv_len``, ``max_kv_len``: range of Lk (default 1 to 128: half the examples use
-      Lk <= 8, the other half reach the long contexts that size-dispatched kernels use).
+    - ``min_q_len``, ``max_q_len``: range of Lq (default 1 to 129: about seven cases in eight
+      have Lq <= 6; the others are anywhere in the range or at a tile boundary).
+    - ``min_kv_len``, ``max_kv_len``: range of Lk (default 1 to 257: a third of the examples use
+      Lk <= 8, a third reach the long contexts that size-dispatched kernels use, a third sit at a
+      tile boundary).
     - ``head_dims``: head dims D and value dims Dv to draw from (independently).
     - ``mask_layouts``, ``mask_patterns``: as for :func:`masks`; the mask is bool,
       **True = may attend**.
@@ -312,6 +353,11 @@ def attention_cases(
     - ``value_stds``: standard deviations of ``v``, drawn per batch element.
     - ``logit_shifts``: shifts of all the logits of a batch element, drawn per batch element
       (``[0.0]`` for none): rows whose allowed logits are all very negative or far above 0.
+    - ``value_means``: means of ``v`` in units of its spread, drawn per batch element (``[0.0]``
+      for zero-mean values; its root mean square stays the drawn ``value_stds``).
+    - ``head_scales``: factors of ``q`` drawn per query head (``[1.0]`` for alike heads).
+    - ``tile_lengths``: lengths drawn for Lq and Lk in a share of the cases (those within the
+      ranges; ``[]`` for none): tile boundaries of blocked kernels.
     - ``batch_size``, ``num_heads``, ``q_len``, ``kv_len``, ``head_dim``: an int or a strategy of
       ints, to fix or draw B, H, Lq, Lk, D (and Dv = D) yourself; None (default) draws them
       from the ranges above.
@@ -343,7 +389,8 @@ def attention_cases(
         min_q_len=min_q_len, max_q_len=max_q_len, min_kv_len=min_kv_len, max_kv_len=max_kv_len,
         head_dims=head_dims, mask_layouts=mask_layouts, mask_patterns=mask_patterns,
         allow_no_mask=allow_no_mask, logit_stds=logit_stds, value_stds=value_stds,
-        logit_shifts=logit_shifts, batch_size=batch_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
+        logit_shifts=logit_shifts, value_means=value_means, head_scales=head_scales,
+        tile_lengths=tile_lengths, batch_size=batch_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
         gqa=gqa, q_len=q_len, kv_len=kv_len, head_dim=head_dim, dtype=dtype, scale=scale, bias=bias,
         causal=causal, self_attention=self_attention, allow_mask=allow_mask,
     )  # fmt: skip
@@ -386,22 +433,30 @@ def attention_cases(
             layouts = tuple(lay for lay in layouts if lay in ("key_padding", "sequence_padding")) or layouts
         l_stds = _check_stds("logit_stds", logit_stds)
         v_stds = _check_stds("value_stds", value_stds)
-        shifts = _check_shifts(logit_shifts)
-        # Half the examples stay short; the rest reach long, size-dispatched contexts.
-        split = min(max(lk_min, 8), lk_max)
+        shifts = _check_numbers("logit_shifts", logit_shifts)
+        means = _check_numbers("value_means", value_means)
+        h_scales = _check_stds("head_scales", head_scales)
+        if isinstance(tile_lengths, (str, bytes)) or not isinstance(tile_lengths, Sequence):
+            raise InvalidArgument(f"tile_lengths must be a sequence of int, but was {tile_lengths!r}")
+        tiles = tuple(_check_int("tile_lengths", t, 1) for t in tile_lengths)
+        # Short queries in most examples (cheap); keys short, long and at tile boundaries alike.
+        q_default = st.composite(_Length(lq_min, lq_max, 6, tiles, (14, 1, 1)).draw)()
+        kv_default = st.composite(_Length(lk_min, lk_max, 8, tiles, (1, 1, 1)).draw)()
+        if self_attention and q_len is None:
+            q_default = kv_default  # Lq = Lk: drawn as a key length
         sizes = _Sizes(
             batch=_size("batch_size", batch_size, _ints(1, b_max)),
             heads=_size("num_heads", num_heads, _ints(1, h_max)),
             kv_heads=None if num_kv_heads is None else _size("num_kv_heads", num_kv_heads, None),
-            q_len=_size("q_len", q_len, _ints(lq_min, lq_max)),
-            kv_len=_size("kv_len", kv_len, _kv_len_strategy(lk_min, split, lk_max)),
+            q_len=_size("q_len", q_len, q_default),
+            kv_len=_size("kv_len", kv_len, kv_default),
             head_dim=None if head_dim is None else _size("head_dim", head_dim, None),
             scale=_scale_strategy(scale),
             dtype=_dtype_strategy(dtype, dts),
         )
         return _attention_cases(
             dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
-            v_stds, shifts, gqa, bias, alignment, self_attention,
+            v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention,
         )  # fmt: skip
 
     return _Named(build, _call_repr("attention_cases", arguments, attention_cases))
@@ -484,6 +539,8 @@ def _attention_cases(
     logit_stds: tuple[float, ...],
     value_stds: tuple[float, ...],
     logit_shifts: tuple[float, ...],
+    value_means: tuple[float, ...],
+    head_scales: tuple[float, ...],
     gqa: bool,
     bias: bool,
     causal: str | None,
@@ -528,6 +585,8 @@ def _attention_cases(
         value_std=tuple(draw(_choice(value_stds)) for _ in range(b)),
         mask=mask,
         logit_shift=tuple(draw(_choice(logit_shifts)) for _ in range(b)),
+        value_mean=tuple(draw(_choice(value_means)) for _ in range(b)),
+        head_scale=tuple(draw(_choice(head_scales)) for _ in range(h)),
         num_kv_heads=0 if hkv == h else hkv,
         scale=None if sizes.scale is None else draw(sizes.scale),
         bias=bias_spec,
@@ -547,13 +606,13 @@ def _check_devices(devices: object) -> tuple[str, ...]:
     return tuple(devices)
 
 
-def _check_shifts(shifts: object) -> tuple[float, ...]:
-    if isinstance(shifts, (str, bytes)) or not isinstance(shifts, Sequence) or not shifts:
-        raise InvalidArgument(f"logit_shifts must be a non-empty sequence of numbers, but was {shifts!r}")
-    for s in shifts:
+def _check_numbers(name: str, numbers: object) -> tuple[float, ...]:
+    if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Sequence) or not numbers:
+        raise InvalidArgument(f"{name} must be a non-empty sequence of numbers, but was {numbers!r}")
+    for s in numbers:
         if not isinstance(s, (int, float)) or isinstance(s, bool) or not abs(s) < float("inf"):
-            raise InvalidArgument(f"logit_shifts must hold finite numbers, but held {s!r}")
-    return tuple(float(s) for s in shifts)
+            raise InvalidArgument(f"{name} must hold finite numbers, but held {s!r}")
+    return tuple(float(s) for s in numbers)
 
 
 def _check_stds(name: str, stds: object) -> tuple[float, ...]:
@@ -632,7 +691,7 @@ def _layer_cases(
 ) -> LayerCase:
     b = d(_ints(1, b_max))
     split, high = kv_lens
-    lk = d(_kv_len_strategy(1, split, high))
+    lk = _Length(1, high, split).draw(d)  # half short, half anywhere up to ``high``
     spec = LayerCaseSpec(
         batch_size=b,
         q_len=d(_ints(1, lq_max)),

@@ -14,48 +14,65 @@ T-valued inputs, upcast exactly), element by element::
   once in T, computed per element from the float64 truth. It covers the rows a plain
   implementation happens to get exactly right while another correct kernel does not.
 
-Derivation of the floor. Notation: ``s`` the scale, ``S_ij = s q_i·k_j``, ``P`` the guarded
-softmax over allowed keys, ``out = P v``, ``g = d loss / d out``, ``eps`` the rounding unit of T
-(TF32's for float32 matmuls on CUDA below "highest" precision), ``eps_acc`` that of the
-accumulator (float32 for half inputs), ``n`` the number of terms of a sum.
+Derivation of the floor. Notation: ``s`` the scale, ``S_ij = s q_i·k_j``, ``z_ij`` the logit
+(``S_ij``, plus a bias if any), ``m_i = max_j z_ij``, ``P`` the guarded softmax over allowed
+keys, ``out = P v``, ``g = d loss / d out``, ``eps`` the rounding unit of T (TF32's for float32
+matmuls on CUDA below "highest" precision; one rounding to nearest is off by at most
+``u = eps / 2``, a library ``exp`` by one ulp, ``2u``), ``eps_acc`` that of the accumulator, ``n``
+the number of terms of a sum. Sums of many terms are accumulated in float32, also for half
+inputs (flash-attention's rule: a half-precision accumulator is a defect,
+``known_bad.half_accumulator`` and ``half_softmax``), and a sum of n terms in any order is off
+by at most ``n eps_acc sum|terms|`` (``n u_acc`` in the output's floor).
 
-1. Each weight before normalization, ``exp(S_ij - max)``, carries a relative error
-   ``r_ij = eps (3 a_ij + 1) + eps_dot D a_ij``, ``a_ij = |s| sum_d |q_id||k_jd|``: scaling q and
-   k (``q·s``, or each by ``sqrt(s)`` as SDPA does) and rounding ``S_ij`` are absolute errors of
-   size ``eps a_ij`` each (``exp`` makes them relative), the accumulation of the D products adds
-   at most ``eps_dot D a_ij`` in any order (``eps_dot``: float32's, float64's for float64
-   inputs; with one dominant product, every later addition rounds at its size: SDPA's float32
-   CPU kernel is off by 6 ``eps a`` at D = 64), and ``exp`` rounds once. Normalizing cancels
-   the common part: the normalized weight is off by
-   ``pi_ij = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one key
-   takes all the weight. A weight that underflows into T's subnormals is off by ``eta`` (the
+1. Each weight before normalization, ``exp(z_ij - m_i)``, carries a relative error ``r_ij``:
+   scaling q and k (``q·s``, or each by ``sqrt(s)`` as SDPA does) are absolute errors of at most
+   ``u a_ij`` each, ``a_ij = |s| sum_d |q_id||k_jd|``; rounding ``S_ij``, ``S_ij + b_ij`` and
+   ``z_ij - m_i`` adds ``u`` times each of their sizes; the accumulation of the D products adds
+   at most ``u_dot D a_ij`` in any order (``u_dot``: float32's, float64's for float64 inputs;
+   with one dominant product, every later addition rounds at its size: SDPA's float32 CPU
+   kernel is off by 6 ``eps a`` at D = 64); and ``exp`` one ulp::
+
+       r_ij = u (2 a_ij + |S_ij| (+ |z_ij|) + |z_ij - m_i| + 2) + u_dot D a_ij
+
+   Normalizing cancels the common part: the normalized weight is off by
+   ``pi_ij = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one key takes
+   all the weight. What normalizing does not cancel: the division and the weight's storage in T
+   (``2u P_ij``), and the row sum of n terms, which scales every weight of the row alike
+   (``n u_acc P_ij``). A weight that underflows into T's subnormals is off by ``eta`` (the
    subnormal spacing) instead.
-2. ``out_i = sum_j P_ij v_j``: to first order ``d out_i = sum_j P_ij r_ij (v_j - out_i)``, plus the
-   sum's accumulation (``eps_acc n sum_j P_ij |v_j|``, true of any summation order) and two
-   roundings of the result (normalization and output)::
+2. ``out_i = sum_j P_ij v_j``: the common scaling of the row's weights moves ``out_i`` by its
+   size, and ``sum_j P_ij rho_j v_j = sum_j P_ij rho_j (v_j - out_i) + out_i sum_j P_ij rho_j``;
+   with the sum's accumulation (``u_acc n sum_j P_ij |v_j|``) and the output's rounding::
 
-       floor_out = sum_j P_ij r_ij |v_j - out_i| + 2 eps |out_i| + eps_acc n sum_j P_ij |v_j|
+       floor_out = sum_j P_ij (r_ij + 2u) |v_j - out_i| + 3u |out_i|
+                   + u_acc n (sum_j P_ij |v_j| + |out_i|)
 
-3. Backward passes recompute ``P = exp(S - lse)`` from a stored logsumexp, whose error does not
-   cancel: ``pg_ij = P_ij (eps_acc (2 L_i + 2) + 2 eps_dot D max_k a_ik)``, ``L_i = max_j a_ij +
-   log(n + 1) >= |lse_i|`` (its own rounding, that of the largest logit it was shifted by, and
-   the accumulation order of S, which a backward that recomputes S need not share with the
-   forward that made the lse: off by that much even where one key takes all the weight). Then, with
+3. The gradients count each rounding at ``eps`` (a margin of 2 over ``u``: they chain more
+   operations, and kernels order them in more ways). Backward passes recompute
+   ``P = exp(S - lse)`` from a stored logsumexp, whose error does not cancel:
+   ``pg_ij = P_ij (eps (2 L_i + 2) + 2 eps_dot D max_k a_ik + eps_acc n)``, ``L_i = max_j a_ij +
+   log(n + 1) >= |lse_i|`` (its own rounding, that of the largest logit it was shifted by, the
+   accumulation order of S, which a backward that recomputes S need not share with the
+   forward that made the lse: off by that much even where one key takes all the weight; and the
+   row sum). The first-order weight errors are ``r_ij = eps (3 a_ij + 1) + eps_dot D a_ij`` (``a``
+   with ``|b_ij|`` added, and a fourth rounding, under a bias) and their ``pi``. Then, with
    ``dP = g v^T`` (terms ``c_ij = sum_e |g_ie||v_je|``), ``delta_i = sum_j P_ij dP_ij`` and
    ``dS = P (dP - delta)``: ``dP_ij`` is off by ``e_ij = (eps + eps_acc Dv) c_ij`` (one rounding,
    Dv accumulated terms); ``delta_i`` by ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i| + sum_j
    P_ij e_ij + eps_acc n sum_j P_ij |dP_ij| + (eps + eps_acc Dv) sum_e |g_ie||out_ie|``; and
-   ``dS_ij`` by ``f_ij = (pi + pg)_ij |dP_ij - delta_i| + P_ij e_ij + P_ij d_i (+ eta)``. So (each
-   result also ``+ eta (n + 4)``: near the subnormals, the rounding of its n terms and of the
-   at most 4 operations before them)::
+   ``dS_ij`` by ``f_ij = (pi + pg)_ij |dP_ij - delta_i| + P_ij e_ij + P_ij d_i + 2 eps |dS_ij|
+   (+ eta)`` (the difference and the product of ``dS`` rounded, each once), and at
+   the row's largest logit also ``eps_acc n sum_j |dS_ij|`` (a kernel that differentiates through
+   its shift ``m_i`` adds ``-sum_j dS_ij`` there, zero in exact arithmetic). So (each result also
+   ``+ eta (n + 4)``: near the subnormals, the rounding of its n terms and of the at most 4
+   operations before them)::
 
        floor_dv = (pi + pg)^T |g| + eps_acc n P^T |g| + eps |dv|           (n: queries of key j)
        floor_dq = |s| f |k| + eps_acc n |s| |dS| |k| + eps |dq|
        floor_dk = |s| f^T |q| + eps_acc n |s| |dS|^T |q| + eps |dk|
 
-Dialects. A non-default scale is ``s`` itself. A bias ``b_ij`` on the logits (``S + b``, rounded
-once) adds ``eps |b_ij|`` to the rounding of ``S_ij``: ``a_ij`` becomes ``|s| sum_d |q_id||k_jd| +
-|b_ij|``, and the sum ``S + b`` is a fourth rounding. A causal mask is part of the allowed keys.
+Dialects. A non-default scale is ``s`` itself. A bias ``b_ij`` on the logits is counted in
+``z`` above. A causal mask is part of the allowed keys.
 With grouped-query attention the model runs on k and v repeated to every query head, and dk
 and dv are sums over the G heads of a group: the truth is that sum, and the floor the sum of
 the per-head floors times G (one accumulation over all G n terms: each ``n eps sum|terms|``
@@ -265,8 +282,10 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     m = case.full_mask.to(cpu)
     eps = matmul_eps(case.dtype, case.device)[0] if tf32 is None else (TF32_EPS if tf32 else None)
     eps = torch.finfo(case.dtype).eps if eps is None else eps
-    # sums are accumulated in float32 by every kernel worth the name, also for half inputs
-    eps_acc = max(torch.finfo(torch.float32).eps, eps) if case.dtype != f64 else eps
+    # Sums of many terms (P v, g v^T, delta, dS k, ...) are accumulated in float32, also for half
+    # inputs (flash-attention's rule; a half-precision accumulator is a defect:
+    # known_bad.half_accumulator, half_softmax): n terms are off by eps_acc n sum|terms|
+    eps_acc = torch.finfo(torch.float32).eps if case.dtype in (torch.float16, torch.bfloat16) else eps
 
     s = scale * q @ k.transpose(-2, -1)
     s = s if bias is None else s + bias
@@ -297,9 +316,23 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     cols = _terms(m.sum(-2).unsqueeze(-1))  # (B, H, Lk, 1)
     truth = {"out": out}
     # d out_i = sum_j P_ij r_ij (v_j - out_i): the weights' errors, then the sum and its rounding
-    spread = (pr.unsqueeze(-1) * (v.unsqueeze(-3) - out.unsqueeze(-2)).abs()).sum(-2)
-    spread_eta = (mf.unsqueeze(-1) * (v.unsqueeze(-3) - out.unsqueeze(-2)).abs()).sum(-2) + rows + 2
-    floor = {"out": spread + 2 * eps * out.abs() + eps_acc * rows * (p @ v.abs()) + eta * spread_eta}
+    # The output counts each rounding at the unit roundoff u = eps / 2 (round to nearest) and
+    # |S_ij| or |z_ij - m_i| where a single rounding of that value is meant (2.-3. of the
+    # docstring): q and k scaled (u a0 each), S rounded (u |S|), S + bias (u |z|), z - m
+    # (u |z - m|), the D products accumulated (u_dot D a0), exp (one ulp: 2u), all of which
+    # normalization cancels in part; then the division and the weight's storage in T (2u each
+    # weight, not cancelled), the output's rounding (u |out|) and the sum (u_acc n sum P |v|)
+    u, u_dot, u_acc = eps / 2, eps_dot / 2, eps_acc / 2
+    a0 = abs(scale) * q.abs() @ k.abs().transpose(-2, -1)
+    z_round = 0.0 if bias is None else s.abs()  # s already holds S + bias here
+    s_plain = s if bias is None else s - bias
+    r_out = (u * (2 * a0 + s_plain.abs() + z_round + (s - shift).abs() + 2) + u_dot * q.shape[-1] * a0) * m
+    gap = (v.unsqueeze(-3) - out.unsqueeze(-2)).abs_()  # |v_j - out_i|, (B, H, Lq, Lk, Dv)
+    spread = torch.einsum("bhij,bhije->bhie", p * (r_out + 2 * u), gap)
+    spread_eta = torch.einsum("bhij,bhije->bhie", mf, gap) + rows + 2
+    # the sums: P v (u_acc n sum_j P_ij |v_j|) and the softmax's row sum, whose error scales every
+    # weight of the row alike and so the output (u_acc n |out_i|)
+    floor = {"out": spread + 3 * u * out.abs() + u_acc * rows * (p @ v.abs() + out.abs()) + eta * spread_eta}
     rule = {"out": 2.0}
     if grads:
         g64 = g.detach().to(device=cpu, dtype=f64)
@@ -316,7 +349,9 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         # the weight)
         a_max = torch.where(m, a, 0.0).amax(-1, keepdim=True)
         lse = a_max + torch.log(m.sum(-1, keepdim=True) + 1.0)
-        pg = p * (eps_acc * (2 * lse + 2) + 2 * eps_dot * q.shape[-1] * a_max)
+        pg = p * (eps * (2 * lse + 2) + 2 * eps_dot * q.shape[-1] * a_max)
+        # the row sum of n weights (any order) scales every weight of the row alike
+        pg = pg + p * eps_acc * rows
         pi, pr = pi + pg, pr + pg
         # dP_ij = g_i·v_j sums Dv terms; delta = sum_j P_ij dP_ij sums n of them (or Dv, as
         # g_i·out_i): the weights' errors (against dP - delta), dP's, and both accumulations
@@ -325,8 +360,15 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         d_delta = (pr * (dp - delta).abs()).sum(-1, keepdim=True) + (p * dp_err).sum(-1, keepdim=True)
         d_delta = d_delta + eps_acc * rows * (p * dp.abs()).sum(-1, keepdim=True)
         d_delta = d_delta + (eps + eps_acc * dv_terms) * (g64.abs() * out.abs()).sum(-1, keepdim=True)
-        f = pi * (dp - delta).abs() + p * dp_err + p * d_delta  # |error of dS_ij|
         ads, sc = ds.abs(), abs(scale)
+        # |error of dS_ij|, with the two roundings of dS = P (dP - delta) itself (the difference
+        # and the product, each stored in T by a plain backward)
+        f = pi * (dp - delta).abs() + p * dp_err + p * d_delta + 2 * eps * ads
+        # a kernel that differentiates through its shift m_i = max_j z_ij (not detached) adds
+        # -sum_j dS_ij, zero in exact arithmetic, to dS at the row's largest logit: its
+        # accumulation error, eps_acc n sum_j |dS_ij|
+        top = m & (s == shift)
+        f = f + top * eps_acc * rows * ads.sum(-1, keepdim=True)
         # in units of eta: the underflowed weights against dP - delta, dS's own, through delta
         f_eta = mf * ((dp - delta).abs() + 1) + p * (mf * (dp - delta).abs()).sum(-1, keepdim=True)
         floor.update(
