@@ -33,7 +33,8 @@ DEFECT_DTYPES = {"hf_eager_attention": ("float64", "float16")}
 @pytest.mark.parametrize("name", list(KNOWN_BAD_DIALECTS))
 def test_each_known_bad_kernel_in_a_dialect_is_caught_in_every_dtype_where_its_defect_exists(name):
     fn, options, prop = KNOWN_BAD_DIALECTS[name]
-    verdicts = {str(d)[6:]: run(prop, fn, d, name=name, **options) for d in ALL_DTYPES}
+    # 60 examples: grouped kv heads need H > 1 and H_kv < H, drawn in about one case in four
+    verdicts = {str(d)[6:]: run(prop, fn, d, name=name, max_examples=60, **options) for d in ALL_DTYPES}
     for dtype, r in verdicts.items():
         expected = "failed" if dtype in DEFECT_DTYPES.get(name, (dtype,)) else "passed"
         assert r.status == expected, (dtype, r.status, r.message)
@@ -250,14 +251,16 @@ def test_grouped_heads_and_biases_are_drawn_often():
     drawn = []
 
     @seed(0)  # the runner's settings: seeded, not derandomized (that draws the simplest cases first)
-    @settings(max_examples=60, deadline=None, database=None, derandomize=False)
+    @settings(max_examples=100, deadline=None, database=None, derandomize=False)
     @given(attention_cases(**Dialect(heads="gqa", mask="additive", bias=True).case_arguments()))
     def collect(case):
         drawn.append(case)
 
     collect()
-    assert sum(1 < c.k.shape[1] < c.q.shape[1] for c in drawn) >= 10
-    assert sum(c.bias is not None for c in drawn) >= 30
+    assert sum(1 < c.k.shape[1] < c.q.shape[1] for c in drawn) >= 10, sum(
+        1 < c.k.shape[1] < c.q.shape[1] for c in drawn
+    )
+    assert sum(c.bias is not None for c in drawn) >= 50
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,10 @@ def test_defaults_draw_all_four_dtypes():
         (lambda: attention_cases(logit_stds=[0.0]), "logit_stds must hold positive finite numbers"),
         (lambda: attention_cases(head_dims=[2.5]), "head_dims must be an int, but was 2.5"),
         (lambda: attention_cases(logit_shifts=[float("nan")]), "logit_shifts must hold finite numbers"),
+        (lambda: attention_cases(value_means=[]), "value_means must be a non-empty sequence of numbers"),
+        (lambda: attention_cases(head_scales=[-1.0]), "head_scales must hold positive finite numbers"),
+        (lambda: attention_cases(tile_lengths=[0]), "tile_lengths must be at least 1, but was 0"),
+        (lambda: attention_cases(tile_lengths="64"), "tile_lengths must be a sequence of int"),
     ],
 )
 def test_bad_arguments_raise_invalid_argument_naming_them(strategy, message):
@@ -164,3 +168,43 @@ def test_logit_shifts_make_rows_whose_allowed_logits_are_all_far_from_zero():
 
     count()
     assert seen["below"] >= 20 and seen["above"] >= 10, seen
+
+
+def test_defaults_draw_tile_lengths_values_far_from_zero_mean_and_unlike_heads_when_asked():
+    """The inputs that show a half-precision accumulator (long rows, values far from zero mean)
+    and tile-boundary bugs are drawn by default, query tiles and unlike heads when asked, and
+    each can be turned off."""
+    seen = {"tile_kv": 0, "tile_q": 0, "mean": 0, "heads": 0}
+    tiles = {63, 64, 65, 127, 128, 129, 255, 256, 257}
+
+    @settings(max_examples=300, database=None, suppress_health_check=list(HealthCheck))
+    @given(attention_cases(dtypes=[torch.float64], max_q_len=129, head_scales=[1.0, 0.1, 10.0]))
+    def count(case):
+        seen["tile_kv"] += case.k.shape[2] in tiles
+        seen["tile_q"] += case.q.shape[2] in tiles
+        seen["mean"] += any(m != 0 for m in case.spec.value_mean)
+        seen["heads"] += len(set(case.spec.head_scale)) > 1
+
+    count()
+    # measured with the same arguments as defaults: 92, 19, 126, 21 (heads differ only at H = 2)
+    assert seen["tile_kv"] >= 50 and seen["tile_q"] >= 5 and seen["mean"] >= 50 and seen["heads"] >= 10, seen
+
+    off = {"tile_kv": 0}
+
+    @settings(max_examples=300, database=None, suppress_health_check=list(HealthCheck))
+    @given(attention_cases(dtypes=[torch.float64], tile_lengths=[], value_means=[0.0], head_scales=[1.0]))
+    def none(case):
+        off["tile_kv"] += case.k.shape[2] in tiles  # only by chance, anywhere in 1..257
+        assert not any(case.spec.value_mean) and set(case.spec.head_scale) <= {1.0}
+
+    none()
+    assert off["tile_kv"] < seen["tile_kv"] / 3, (off, seen)
+
+
+def test_value_means_keep_the_root_mean_square():
+    from xattn_ref.cases import CaseSpec
+
+    spec = CaseSpec(1, 1, 2, 4096, 8, 8, torch.float64, "cpu", 0, (1.0,), (3.0,), None, value_mean=(8.0,))
+    v = spec.build().v
+    assert abs(v.pow(2).mean().sqrt().item() - 3.0) < 0.1
+    assert abs(v.mean().item() / v.std().item() - 8.0) < 0.5
