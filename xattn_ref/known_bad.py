@@ -115,13 +115,17 @@ def minus_1e9_fill(
 
 def _guarded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """A correct kernel: empty rows attend to one key, then are zeroed."""
-    s = _scores(q, k)
+    return _guarded_from_scores(_scores(q, k), v, mask)
+
+
+def _guarded_weights(s: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The softmax of the scores ``s`` over the allowed keys, and the empty rows (None without a
+    mask): an empty row attends to its first key, for its output to be zeroed afterwards."""
     if mask is None:
-        return _pv(s.softmax(-1), v)
+        return s.softmax(-1), None
     empty = ~mask.any(-1, keepdim=True)
-    safe = mask | (empty & (torch.arange(k.shape[2], device=mask.device) == 0))
-    out = _pv(s.masked_fill(~safe, float("-inf")).softmax(-1), v)
-    return out.masked_fill(empty, 0.0)
+    safe = mask | (empty & (torch.arange(s.shape[-1], device=mask.device) == 0))
+    return s.masked_fill(~safe, float("-inf")).softmax(-1), empty
 
 
 def unguarded_long_context(
@@ -216,13 +220,7 @@ def half_accumulator(
     for it). Correct in float64 and float32; in float16 and bfloat16 each addition rounds to 11 or
     8 bits."""
     work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    s = _scores(q.to(work), k.to(work))
-    if mask is None:
-        p, empty = s.softmax(-1), None
-    else:
-        empty = ~mask.any(-1, keepdim=True)
-        safe = mask | (empty & (torch.arange(k.shape[2], device=mask.device) == 0))
-        p = s.masked_fill(~safe, float("-inf")).softmax(-1)
+    p, empty = _guarded_weights(_scores(q.to(work), k.to(work)), mask)
     p = p.to(q.dtype)
     out = torch.zeros(*p.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
     for j in range(k.shape[2]):
@@ -248,11 +246,9 @@ def half_softmax(
 
 
 def _guarded_from_scores(s: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if mask is None:
-        return _pv(s.softmax(-1), v)
-    empty = ~mask.any(-1, keepdim=True)
-    safe = mask | (empty & (torch.arange(v.shape[2], device=mask.device) == 0))
-    return _pv(s.masked_fill(~safe, float("-inf")).softmax(-1), v).masked_fill(empty, 0.0)
+    p, empty = _guarded_weights(s, mask)
+    out = _pv(p, v)
+    return out if empty is None else out.masked_fill(empty, 0.0)
 
 
 class _WrongGradient(torch.autograd.Function):

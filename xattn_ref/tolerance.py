@@ -294,8 +294,8 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     total = e.sum(-1, keepdim=True)
     p = e / torch.where(total > 0, total, 1.0)
     out = p @ v
-    a = abs(scale) * q.abs() @ k.abs().transpose(-2, -1)
-    a = a if bias is None else a + bias.abs()  # s + bias rounds relative to |s| + |bias|
+    a0 = abs(scale) * q.abs() @ k.abs().transpose(-2, -1)  # |s| sum_d |q_id||k_jd|
+    a = a0 if bias is None else a0 + bias.abs()  # s + bias rounds relative to |s| + |bias|
     # r: bound on the relative error of each unnormalized weight (q·scale and s rounded, then exp);
     # pi: bound on the error of each normalized weight, P_ij (r_ij - sum_k P_ik r_ik) to first
     # order, which vanishes when one key takes all the weight
@@ -323,7 +323,6 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     # normalization cancels in part; then the division and the weight's storage in T (2u each
     # weight, not cancelled), the output's rounding (u |out|) and the sum (u_acc n sum P |v|)
     u, u_dot, u_acc = eps / 2, eps_dot / 2, eps_acc / 2
-    a0 = abs(scale) * q.abs() @ k.abs().transpose(-2, -1)
     z_round = 0.0 if bias is None else s.abs()  # s already holds S + bias here
     s_plain = s if bias is None else s - bias
     r_out = (u * (2 * a0 + s_plain.abs() + z_round + (s - shift).abs() + 2) + u_dot * q.shape[-1] * a0) * m
