@@ -15,7 +15,7 @@ from xattn_ref import reference
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.adapters import allowed_from_additive
 from xattn_ref.cases import AttentionCase, CaseSpec, MaskSpec, SlicePattern, causal_mask
-from xattn_ref.checks import dtype_consistency, finite_grad, reference_agreement
+from xattn_ref.checks import dtype_consistency, empty_rows_zero, finite_grad, reference_agreement
 from xattn_ref.dialects import Dialect
 from xattn_ref.errors import PropertyFailure, UsageError
 from xattn_ref.guard import safe_sdpa
@@ -186,6 +186,27 @@ def test_a_true_overflow_is_not_a_failure_but_an_unexplained_infinity_is():
         return out
 
     assert run("finite_output", inf_in_batch_0).status == "failed"
+
+
+def test_under_the_finite_policy_an_empty_rows_gradient_may_overflow_only_where_its_meaning_does():
+    """``finfo.min`` masks on rows with no allowed key compute attention over every key; in float16
+    its exact dk here is 82761 and -76365, beyond the range, so SDPA's +-inf there is correctly
+    rounded (the sweep flagged it before). A NaN is never finite enough."""
+    pad = MaskSpec("key_padding", (SlicePattern("all_false"),) * 2)
+    case = CaseSpec(2, 2, 2, 5, 1, 8, torch.float16, "cpu", 2, (0.01, 0.01), (1e3, 1e3), pad,
+                    logit_shift=(0.0, -30.0), head_scale=(10.0, 1.0)).build()  # fmt: skip
+    target = load("torch.nn.functional:scaled_dot_product_attention", "kernel",
+                  {"mask": "sentinel", "empty_rows": "finite"})  # fmt: skip
+    assert empty_rows_zero(target.call, case)
+
+    def nan_grad(q, k, v, mask):
+        k = k + 0.0
+        k.register_hook(lambda grad: grad * torch.nan)
+        return F.scaled_dot_product_attention(q, k, v, mask)
+
+    nan_target = as_target(nan_grad, mask="sentinel", empty_rows="finite")
+    with pytest.raises(PropertyFailure, match="nan in dk"):
+        empty_rows_zero(nan_target.call, case)
 
 
 # --- options ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from xattn_ref._calls import cotangent
 from xattn_ref._kernel import plain_attention
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
 from xattn_ref.targets import online_softmax_kernel
-from xattn_ref.tolerance import TF32_EPS, format_pair, kernel_budget, matmul_eps
+from xattn_ref.tolerance import TF32_EPS, Budget, format_pair, kernel_budget, matmul_eps
 
 LOW = [torch.float32, torch.float16, torch.bfloat16]
 STDS = [1.0, 10.0, 100.0]
@@ -64,6 +64,65 @@ def test_wrong_values_a_few_roundings_off_are_caught(dtype):
         budget = kernel_budget(case, g, grads=False)
         wrong = budget.truth["out"] * (1 + 100 * torch.finfo(dtype).eps)
         assert not budget.compare("out", wrong).ok, std
+
+
+def test_float64_gradients_in_the_subnormals_are_within_the_budget():
+    """dk of about -3.04e-318 (615,000 subnormal spacings eta): SDPA is off by 15 eta. The truth
+    multiplies by the scale last (scaling the subnormal dS first rounds it at eta, and |q| = 268
+    then multiplies that: the truth itself was off by 85 eta against 84 allowed, the sweep's one
+    float64 false failure), and the budget counts a dS rounded before |q| multiplies it."""
+    mask = MaskSpec("query_key", (SlicePattern("all_false"),) * 2 + (SlicePattern("random", 3, 48, 0),))
+    case = CaseSpec(3, 4, 3, 65, 64, 8, torch.float64, "cpu", 48035, (1.0, 1.0, 100.0), (1.0, 1.0, 1e-3),
+                    mask, head_scale=(1.0, 10.0, 1.0, 1.0)).build()  # fmt: skip
+    g = cotangent(case, (3, 4, 3, 8))
+    budget = kernel_budget(case, g, grads=True)
+    got = results(sdpa, case, g)
+    assert 0 < abs(budget.truth["dk"][2, 1, 12, 62].item()) < 1e-317
+    for name in GRADS:
+        assert budget.compare(name, got[name]).ok, budget.compare(name, got[name]).explain()
+
+
+def test_an_online_softmax_through_an_underflowed_rescale_is_within_the_budget():
+    """float32 dk of 2.4e-42 (1,700 subnormal spacings): the online softmax differentiates through
+    its running maximum, and its rescale factor exp(-92.9) underflowed, so the two cancelling
+    paths at key 8 (a running maximum) leave it off by 8e-41; the budget counts the
+    accumulator's subnormal spacing there (the sweep's one float32 false failure before)."""
+    pad = (SlicePattern("all_true"), SlicePattern("all_false"), SlicePattern("all_false"))
+    case = CaseSpec(3, 2, 1, 127, 16, 16, torch.float32, "cpu", 227, (10.0, 1.0, 1.0), (1e3, 1.0, 1.0),
+                    MaskSpec("key_padding", pad), logit_shift=(-30.0, 0.0, 0.0), value_mean=(8.0, 0.0, 0.0),
+                    head_scale=(1.0, 10.0)).build()  # fmt: skip
+    g = cotangent(case, (3, 2, 1, 16))
+    budget = kernel_budget(case, g, grads=True)
+    got = results(online_softmax_kernel, case, g)
+    assert abs(got["dk"][0, 1, 8, 0] - budget.truth["dk"][0, 1, 8, 0]) > 1e-41
+    for name in GRADS:
+        assert budget.compare(name, got[name]).ok, budget.compare(name, got[name]).explain()
+
+
+def test_an_infinity_is_within_the_budget_only_where_the_allowance_reaches_the_range():
+    """Where ``truth + allowed`` reaches past float16's largest value a correct result may round to
+    +inf (and to -inf below): an infinity there is within the budget, of either sign only when the
+    allowance spans both ends; elsewhere an infinity fails."""
+    truth = torch.tensor([[60000.0, 60000.0, -60000.0, 100.0, 0.0]], dtype=torch.float64)
+    floor = torch.tensor([[1e4, 1e4, 1e4, 1e4, 2e5]], dtype=torch.float64)
+    budget = Budget({"y": truth}, {"y": torch.zeros_like(truth)}, {"y": floor}, {"y": 2.0}, torch.float16)
+    inf = torch.inf
+    actual = torch.tensor([[inf, -inf, -inf, inf, -inf]], dtype=torch.float16)
+    assert budget.compare("y", actual).error.isinf().tolist() == [[False, True, False, True, False]]
+
+
+def test_a_plain_implementation_that_overflows_does_not_make_the_budget_infinite():
+    """The plain float16 dk overflows here (its partial sums pass 65504): its error is not a
+    measure of anything, and the budget stands on the floor alone (it was infinite for the row)."""
+    mask = MaskSpec("key_padding", (SlicePattern("all_true"),))
+    case = CaseSpec(1, 1, 40, 2, 64, 64, torch.float16, "cpu", 0, (0.01,), (1e3,), mask,
+                    logit_shift=(-30.0,), head_scale=(10.0,)).build()  # fmt: skip
+    g = cotangent(case, (1, 1, 40, 64))
+    plain_dk = results(plain, case, g)["dk"]
+    assert not plain_dk.isfinite().all()
+    budget = kernel_budget(case, g, grads=True)
+    assert budget.allowed("dk").isfinite().all()
+    assert budget.plain_error["dk"].max() < 65504
 
 
 def test_a_small_batch_element_cannot_hide_behind_a_large_one():

@@ -464,6 +464,14 @@ class AttentionCase:
         b, hkv, lk = self.k.shape[0], self.k.shape[1], self.k.shape[2]
         return (~self.full_mask.any(-2)).reshape(b, hkv, self.groups, lk).all(2)
 
+    def with_empty_rows_open(self) -> AttentionCase:
+        """A copy whose rows with no allowed key allow every key (one full bool mask, no causal
+        flag): what a finite sentinel (``finfo.min``) computes on such rows in exact arithmetic,
+        the meaning of the empty-row policy ``finite``."""
+        full = self.full_mask
+        opened = full | self.empty_rows.unsqueeze(-1)
+        return dataclasses.replace(self, mask=opened, causal=None)
+
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"q": self.q, "k": self.k, "v": self.v, "mask": self.mask}
 

@@ -170,9 +170,15 @@ def empty_rows_zero(call: Call, case: Any) -> bool:
     shape = (*rows.shape, case.v.shape[-1])
     out, grads = _forward(call, case, cotangent(case, shape, rows))
     if _judged(call, case) is not None:  # policy finite: any finite value will do
+        # an infinity is finite enough where the exact gradient of the sentinel's meaning (every
+        # key of an empty row allowed) is itself beyond the dtype's range
+        opened = case.with_empty_rows_open()
+        g = cotangent(case, shape, rows)
         for name, t in ((case.output_name, out), *grads.items()):
             index = (
-                first_nonfinite(t * rows.unsqueeze(-1)) if name == case.output_name else first_nonfinite(t)
+                first_nonfinite(t * rows.unsqueeze(-1))
+                if name == case.output_name
+                else _unexplained_nonfinite(call, opened, name, t, g)
             )
             if index is not None:
                 source = "" if name == case.output_name else " from a cotangent non-zero only on empty rows"

@@ -86,16 +86,13 @@ DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (0.0, 0.0, 0.0, -30.0, -30.0, 30.0)
 #: normalization in half precision shows there, while zero-mean values hide it under the
 #: weights' own rounding.
 DEFAULT_VALUE_MEANS: tuple[float, ...] = (0.0, 0.0, 0.0, 8.0, -8.0)
-#: Factors of ``q`` drawn per query head (``head_scales=[1.0, 0.1, 10.0]``: heads with logit
-#: scales 100 times apart in one case). Off by default: with them (and long query rows) the
-#: no-false-failure sweep found SDPA's float16 dk = inf where the float64 truth is finite, and a
-#: float64 grouped-query dk in the subnormals off by 100 spacings where the model allows 84:
-#: neither is explained yet.
-DEFAULT_HEAD_SCALES: tuple[float, ...] = (1.0,)
+#: Factors of ``q`` drawn per query head: heads with logit scales 100 times apart in one case
+#: (``[1.0]`` for alike heads). 1 first, so shrinking makes the heads alike.
+DEFAULT_HEAD_SCALES: tuple[float, ...] = (1.0, 1.0, 0.1, 10.0)
 #: Lengths at the tile boundaries of blocked kernels (tiles of 64, 128 and 256 keys or queries:
 #: the last tile full, one short, one long), drawn for Lk in about one case of four and for Lq
-#: in about one case of sixteen, within the length ranges (Lk up to 257 by default: long rows
-#: are where a sum accumulated in half precision drifts furthest; Lq up to 6 by default).
+#: in about one case of sixteen, within the length ranges (Lq up to 129 and Lk up to 257 by
+#: default: long rows are where a sum accumulated in half precision drifts furthest).
 DEFAULT_TILE_LENGTHS: tuple[int, ...] = (63, 64, 65, 127, 128, 129, 255, 256, 257)
 
 
@@ -311,7 +308,7 @@ def attention_cases(
     max_batch_size: int = 3,
     max_num_heads: int = 2,
     min_q_len: int = 1,
-    max_q_len: int = 6,
+    max_q_len: int = 129,
     min_kv_len: int = 1,
     max_kv_len: int = 257,
     head_dims: Sequence[int] = (8, 1, 16, 64),
@@ -343,9 +340,8 @@ def attention_cases(
     - ``dtypes``: dtypes to draw from (default float64, float32, float16, bfloat16).
     - ``devices``: devices to draw from, e.g. ``["cpu", "cuda"]`` (default CPU only).
     - ``max_batch_size``, ``max_num_heads``: B and H are drawn from 1 to these.
-    - ``min_q_len``, ``max_q_len``: range of Lq (default 1 to 6; with a larger ``max_q_len``,
-      about seven cases in eight have Lq <= 6, the others are anywhere in the range or at a
-      tile boundary).
+    - ``min_q_len``, ``max_q_len``: range of Lq (default 1 to 129: about seven cases in eight
+      have Lq <= 6, the others are anywhere in the range or at a tile boundary).
     - ``min_kv_len``, ``max_kv_len``: range of Lk (default 1 to 257: half the examples use
       Lk <= 8, a quarter reach the long contexts that size-dispatched kernels use, a quarter sit
       at a tile boundary).

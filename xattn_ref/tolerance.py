@@ -61,9 +61,16 @@ by at most ``n eps_acc sum|terms|`` (``n u_acc`` in the output's floor).
    Dv accumulated terms); ``delta_i`` by ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i| + sum_j
    P_ij e_ij + eps_acc n sum_j P_ij |dP_ij| + (eps + eps_acc Dv) sum_e |g_ie||out_ie|``; and
    ``dS_ij`` by ``f_ij = (pi + pg)_ij |dP_ij - delta_i| + P_ij e_ij + P_ij d_i + 2 eps |dS_ij|
-   (+ eta)`` (the difference and the product of ``dS`` rounded, each once), and at
+   (+ eta (|dP_ij| + |delta_i| + 1 + 1/|s|))`` (the difference and the product of ``dS`` rounded,
+   each once; in the subnormals a rounding is ``eta`` whatever the size: an underflowed weight
+   meets ``dP`` and ``delta`` apart in a backward that differentiates the normalization by the
+   quotient rule, and a kernel that folds the scale into ``dS`` rounds ``s dS``, which ``|k|``
+   or ``|q|`` then multiplies without ``s``), and at
    the row's largest logit also ``eps_acc n sum_j |dS_ij|`` (a kernel that differentiates through
-   its shift ``m_i`` adds ``-sum_j dS_ij`` there, zero in exact arithmetic). So (each result also
+   its shift ``m_i`` adds ``-sum_j dS_ij`` there, zero in exact arithmetic), and at every key
+   ``eta_acc sum_j (|dP_ij| + |delta_i|)`` (the accumulator's subnormal spacing: an online
+   softmax that differentiates through its running maximum meets, at a key that was one, two
+   cancelling paths through a rescale factor ``exp(m_old - m_new)`` that underflowed). So (each result also
    ``+ eta (n + 4)``: near the subnormals, the rounding of its n terms and of the at most 4
    operations before them)::
 
@@ -79,9 +86,16 @@ the per-head floors times G (one accumulation over all G n terms: each ``n eps s
 bound grows at most G-fold).
 
 In float64 the truth is computed in the same precision, so it carries the same first-order
-error as the result: the floor counts both sides (twice). Two results in T that should both
-equal the same truth (the output before and after changing the padding, say) may differ by the
-sum of their budgets: ``factor=2``. Nothing here is tuned:
+error as the result: the floor counts both sides (twice). (It multiplies by the scale last, so a
+subnormal ``dS`` is not rounded before ``|q|`` multiplies it.)
+
+Infinities. Where ``truth + allowed`` reaches past T's largest finite value, a value a correct
+result may take rounds to ``+inf`` (likewise ``-inf`` below), so that infinity is within the
+allowance (:meth:`Budget.settle`); anywhere else an infinity is an error. A plain result that is
+not finite measures nothing: its error counts as zero, and the floor stands alone.
+
+Two results in T that should both equal the same truth (the output before and after changing
+the padding, say) may differ by the sum of their budgets: ``factor=2``. Nothing here is tuned:
 the rule and the first-order terms are the whole model. ``scripts/tightness.py`` measures how
 tight it is and ``scripts/false_failures.py`` that correct kernels never exceed it.
 
@@ -144,7 +158,7 @@ def per_batch_max_error(actual: torch.Tensor, truth: torch.Tensor) -> torch.Tens
 def _error(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     a = actual.detach().to(device="cpu", dtype=torch.float64)
     e = expected.detach().to(device="cpu", dtype=torch.float64)
-    return (a - e).abs().nan_to_num(nan=float("inf"))
+    return (a - e).abs().nan_to_num(nan=math.inf, posinf=math.inf)
 
 
 def _per_batch_max(t: torch.Tensor) -> torch.Tensor:
@@ -227,22 +241,23 @@ class Budget:
         allowed = self.allowed(name, batch=batch, factor=factor)
         return Comparison(name, self.settle(name, actual, batch), self.settle(name, exp, batch), allowed)
 
-    def overflows(self, name: str, batch: slice = slice(None)) -> torch.Tensor:
-        """Bool: where the truth, within its allowance, reaches the dtype's largest finite value
-        (there a correctly rounded result is an infinity of the truth's sign)."""
-        truth = self.truth[name][batch]
-        return truth.abs() + self.allowed(name, batch=batch) >= torch.finfo(self.dtype).max
+    def overflows(self, name: str, batch: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bool, ``(up, down)``: where the truth, within its allowance, reaches above the dtype's
+        largest finite value, and below its most negative one. A value there that a correct result
+        may take rounds to ``+inf`` (``-inf``), so that infinity is within the allowance."""
+        truth, allowed = self.truth[name][batch], self.allowed(name, batch=batch)
+        top = torch.finfo(self.dtype).max
+        return truth + allowed >= top, truth - allowed <= -top
 
     def settle(self, name: str, result: torch.Tensor, batch: slice = slice(None)) -> torch.Tensor:
-        """``result`` with the infinities that correctly round an out-of-range truth replaced by
+        """``result`` with the infinities within the allowance (see :meth:`overflows`) replaced by
         the truth (float64, CPU); unchanged when there are none."""
-        beyond = self.overflows(name, batch)
-        if not bool(beyond.any()):
+        up, down = self.overflows(name, batch)
+        if not bool((up | down).any()):
             return result
         r = result.detach().to(device="cpu", dtype=torch.float64)
-        truth = self.truth[name][batch]
-        legit = beyond & r.isinf() & (r.sign() == truth.sign())
-        return torch.where(legit, truth, r)
+        legit = (up & (r == torch.inf)) | (down & (r == -torch.inf))
+        return torch.where(legit, self.truth[name][batch], r)
 
 
 #: Unit of one rounding in TF32 (10 mantissa bits), what float32 matmuls round to on a CUDA
@@ -339,7 +354,8 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         c = g64.abs() @ v.abs().transpose(-2, -1)  # |terms| of dP = g·v
         delta = (g64 * out).sum(-1, keepdim=True)
         ds = p * (dp - delta)
-        truth.update(dq=scale * ds @ k, dk=scale * ds.transpose(-2, -1) @ q, dv=p.transpose(-2, -1) @ g64)
+        # the scale last: a subnormal dS scaled first would round at eta and then be multiplied by |k|
+        truth.update(dq=scale * (ds @ k), dk=scale * (ds.transpose(-2, -1) @ q), dv=p.transpose(-2, -1) @ g64)
         # Backward passes recompute the weights as exp(s - lse) from a stored logsumexp, whose
         # error does not cancel: its own rounding (eps_acc |lse|, |lse| <= max_j a_ij + log n),
         # that of the largest logit it was shifted by (eps_acc max_j a_ij), and the accumulation
@@ -368,17 +384,31 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         # accumulation error, eps_acc n sum_j |dS_ij|
         top = m & (s == shift)
         f = f + top * eps_acc * rows * ads.sum(-1, keepdim=True)
-        # in units of eta: the underflowed weights against dP - delta, dS's own, through delta
-        f_eta = mf * ((dp - delta).abs() + 1) + p * (mf * (dp - delta).abs()).sum(-1, keepdim=True)
+        # in units of eta: the underflowed weights against dP and delta (apart: a backward that
+        # differentiates the normalization by the quotient rule multiplies each by them, and
+        # underflowed roundings do not cancel), dS's own rounding (scaled or not: a kernel that
+        # folds the scale into dS rounds s dS, and |k| multiplies that rounding without s),
+        # through delta
+        dpd = dp.abs() + delta.abs()
+        f_eta = mf * (dpd + 1 + 1 / sc) + p * (mf * dpd).sum(-1, keepdim=True)
+        # in units of the accumulator's eta: a kernel that rescales its running sums by
+        # exp(m_old - m_new) (online softmax) and differentiates through its running maximum
+        # gets, at a key that was a running maximum (any key, for some chunking), the two
+        # cancelling paths through a rescale factor that underflowed: off by eta_acc times the
+        # weights (each at most 1 before rescaling) against dP and delta, the whole row at most
+        eta_acc = torch.finfo(torch.float32 if eps_acc != eps else case.dtype).smallest_normal * eps_acc
+        f_acc = mf * (mf * dpd).sum(-1, keepdim=True)
         floor.update(
             dq=sc * f @ k.abs()
             + eps_acc * rows * sc * (ads @ k.abs())
             + eps * truth["dq"].abs()
-            + eta * (sc * f_eta @ k.abs() + rows + 4),
+            + eta * (sc * f_eta @ k.abs() + rows + 4)
+            + eta_acc * (sc * f_acc @ k.abs()),
             dk=sc * f.transpose(-2, -1) @ q.abs()
             + eps_acc * cols * sc * (ads.transpose(-2, -1) @ q.abs())
             + eps * truth["dk"].abs()
-            + eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4),
+            + eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4)
+            + eta_acc * (sc * f_acc.transpose(-2, -1) @ q.abs()),
             dv=pi.transpose(-2, -1) @ g64.abs()
             + eps_acc * cols * (p.transpose(-2, -1) @ g64.abs())
             + eps * truth["dv"].abs()
@@ -406,7 +436,7 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     if grads:
         gp = torch.autograd.grad(plain_out, leaves, grad_outputs=g.to(device=device, dtype=case.dtype))
         plain.update(zip(("dq", "dk", "dv"), gp))
-    plain_error = {n: _finite_or_zero(_error(plain[n], truth[n]).amax(-1, keepdim=True)) for n in truth}
+    plain_error = {n: _finite_or_zero(_error(plain[n], truth[n])).amax(-1, keepdim=True) for n in truth}
     return Budget(truth, plain_error, floor, rule, case.dtype)
 
 
