@@ -31,6 +31,7 @@ DTYPE = {
     "finfo_min_additive": "float16",
     "half_accumulator": "bfloat16",
     "half_softmax": "float16",
+    "sentinel_empty_rows": "float32",
 }
 
 
@@ -67,8 +68,10 @@ def reproduce_lines(text: str) -> list[list[str]]:
 
 
 # batch_global_max needs two batch elements of very different scales: 100-300 examples; a sum
-# accumulated in half precision, long rows of values far from zero mean: 200-400 (README).
+# accumulated in half precision, long rows of values far from zero mean: 200-400 (README); a
+# sentinel mistaken for an empty row, rows shifted below it: about 200.
 EXAMPLES = {
+    "sentinel_empty_rows": "500",
     "batch_global_max": "300",
     "unguarded_long_context": "300",
     "half_accumulator": "500",
@@ -79,7 +82,7 @@ EXAMPLES = {
 @pytest.mark.parametrize("name", list(CAUGHT_BY))
 def test_each_known_bad_kernel_exits_1_naming_its_property(name):
     args = [*FAST, "--max-examples", EXAMPLES.get(name, "25"), "--dtype", DTYPE.get(name, "float64")]
-    if name in ("half_accumulator", "half_softmax"):
+    if name in ("half_accumulator", "half_softmax", "sentinel_empty_rows"):
         args += ["--property", CAUGHT_BY[name]]
     r = cli(f"xattn_ref.known_bad:{name}", *args)
     assert r.returncode == 1, r.stdout + r.stderr

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis.errors import InvalidArgument
 
 from xattn_ref.cases import MASK_LAYOUTS, AttentionCase
-from xattn_ref.strategies import attention_cases, layer_cases, masks
+from xattn_ref.strategies import HALF_SHIFT_CAP, attention_cases, layer_cases, masks
 
 SHAPES = {"key_padding": (2, 1, 1, 5), "query_key": (2, 1, 3, 5), "full": (2, 2, 3, 5), "shared": (3, 5)}
 
@@ -170,15 +170,15 @@ def test_logit_shifts_make_rows_whose_allowed_logits_are_all_far_from_zero():
     assert seen["below"] >= 20 and seen["above"] >= 10, seen
 
 
-def test_defaults_draw_tile_lengths_values_far_from_zero_mean_and_unlike_heads_when_asked():
-    """The inputs that show a half-precision accumulator (long rows, values far from zero mean)
-    and tile-boundary bugs are drawn by default, query tiles and unlike heads when asked, and
+def test_defaults_draw_tile_lengths_values_far_from_zero_mean_and_unlike_heads():
+    """The inputs that show a half-precision accumulator (long rows, values far from zero mean),
+    tile-boundary bugs (keys and queries) and heads of unlike scales are drawn by default, and
     each can be turned off."""
     seen = {"tile_kv": 0, "tile_q": 0, "mean": 0, "heads": 0}
     tiles = {63, 64, 65, 127, 128, 129, 255, 256, 257}
 
-    @settings(max_examples=300, database=None, suppress_health_check=list(HealthCheck))
-    @given(attention_cases(dtypes=[torch.float64], max_q_len=129, head_scales=[1.0, 0.1, 10.0]))
+    @settings(max_examples=300, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(attention_cases(dtypes=[torch.float64]))
     def count(case):
         seen["tile_kv"] += case.k.shape[2] in tiles
         seen["tile_q"] += case.q.shape[2] in tiles
@@ -186,12 +186,12 @@ def test_defaults_draw_tile_lengths_values_far_from_zero_mean_and_unlike_heads_w
         seen["heads"] += len(set(case.spec.head_scale)) > 1
 
     count()
-    # measured with the same arguments as defaults: 92, 19, 126, 21 (heads differ only at H = 2)
+    # measured: 100, 24, 161, 58 in 300 derandomized draws (heads differ only when H = 2)
     assert seen["tile_kv"] >= 50 and seen["tile_q"] >= 5 and seen["mean"] >= 50 and seen["heads"] >= 10, seen
 
     off = {"tile_kv": 0}
 
-    @settings(max_examples=300, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(attention_cases(dtypes=[torch.float64], tile_lengths=[], value_means=[0.0], head_scales=[1.0]))
     def none(case):
         off["tile_kv"] += case.k.shape[2] in tiles  # only by chance, anywhere in 1..257
@@ -208,3 +208,18 @@ def test_value_means_keep_the_root_mean_square():
     v = spec.build().v
     assert abs(v.pow(2).mean().sqrt().item() - 3.0) < 0.1
     assert abs(v.mean().item() / v.std().item() - 8.0) < 0.5
+
+
+def test_large_shifts_are_drawn_in_float32_and_float64_and_capped_in_half_precision():
+    """Logits under a -1e4 sentinel in float32 and float64; in float16 and bfloat16 the shift is
+    capped at HALF_SHIFT_CAP (a bfloat16 logit of -20000 rounds by up to 64: nothing to judge)."""
+    seen: dict[torch.dtype, set[float]] = {}
+
+    @settings(max_examples=60, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(attention_cases(logit_shifts=[-20000.0, 1000.0]))
+    def draw(case):
+        seen.setdefault(case.dtype, set()).update(case.spec.logit_shift)
+
+    draw()
+    assert seen[torch.float32] == seen[torch.float64] == {-20000.0, 1000.0}, seen
+    assert seen[torch.float16] == seen[torch.bfloat16] == {-HALF_SHIFT_CAP, HALF_SHIFT_CAP}, seen

@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_TILE_LENGTHS",
     "DEFAULT_VALUE_MEANS",
     "DEFAULT_VALUE_STDS",
+    "HALF_SHIFT_CAP",
     "attention_cases",
     "encoder_cases",
     "layer_cases",
@@ -71,15 +72,22 @@ DEFAULT_LOGIT_STDS: tuple[float, ...] = (1.0, 0.01, 10.0, 100.0)
 #: Standard deviations of ``v`` drawn per batch element.
 DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
 #: Shifts of every logit of a batch element (see ``CaseSpec``), drawn per batch element; 0 (no
-#: shift) in half the draws and first, so shrinking removes the shift. -30 (a third) puts a row's
+#: shift) in half the draws and first, so shrinking removes the shift. -30 (a sixth) puts a row's
 #: logits below -16, where ``finfo(float16).min + logit`` overflows to -inf; +30 puts them far
-#: above 0, where an unshifted exp overflows in float16. Larger shifts (-1000: a very negative
-#: logsumexp; -20000: logits under a -1e4 sentinel, where ``known_bad.sentinel_empty_rows``
-#: zeroes valid rows) are available through ``logit_shifts`` but not drawn by default: in
-#: float16 they put ``q.k`` before scaling beyond the dtype's range (``-20000 sqrt(D)``), and
-#: kernels that scale after the product (most written by hand) give NaN there: a finding of
-#: its own, which would hide every other in float16.
-DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (0.0, 0.0, 0.0, -30.0, -30.0, 30.0)
+#: above 0, where an unshifted exp overflows in float16, and +1000 where it overflows in every
+#: dtype; -1000 gives a very negative logsumexp (cuDNN's NaN dq, pytorch#196678), and -20000
+#: logits under a -1e4 sentinel (where ``known_bad.sentinel_empty_rows``, flashinfer's bug,
+#: zeroes valid rows). In float16 and bfloat16 shifts are capped at :data:`HALF_SHIFT_CAP`.
+DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (*(0.0,) * 6, -30.0, -30.0, 30.0, -1000.0, -20000.0, 1000.0)
+#: The largest shift drawn in float16 and bfloat16 (either sign; larger ones are drawn as this).
+#: Past -16 ``finfo(float16).min + logit`` overflows and past +11 an unshifted exp does, so 30
+#: reaches both. Beyond it a half-precision logit keeps too few digits to judge: a logit z rounds
+#: by up to ``eps |z| / 2``, which ``exp`` turns into a factor ``e^(eps |z| / 2)`` on its weight
+#: (bfloat16 at -20000: ``e^78``), past any first-order bound, so no correct kernel could be told
+#: from a wrong one; and in float16 ``q.k`` before the scale (``shift * sqrt(D)``), the gradients
+#: and their partial sums leave the range (65504). At 30 the factor is at most ``e^0.12``. Large
+#: shifts (a logsumexp of -1000, logits under a -1e4 sentinel) are drawn in float32 and float64.
+HALF_SHIFT_CAP = 30.0
 #: Means of ``v`` in units of its spread (its root mean square stays ``value_std``), drawn per
 #: batch element; 0 first (and in three draws of five), so shrinking removes it. Far from zero
 #: mean, ``out = P v`` is large next to the spread of v: an accumulator or a softmax
@@ -352,7 +360,8 @@ def attention_cases(
     - ``logit_stds``: standard deviations of ``q.k/sqrt(D)``, drawn per batch element.
     - ``value_stds``: standard deviations of ``v``, drawn per batch element.
     - ``logit_shifts``: shifts of all the logits of a batch element, drawn per batch element
-      (``[0.0]`` for none): rows whose allowed logits are all very negative or far above 0.
+      (``[0.0]`` for none): rows whose allowed logits are all very negative or far above 0; in
+      float16 and bfloat16 within ``±HALF_SHIFT_CAP`` (30).
     - ``value_means``: means of ``v`` in units of its spread, drawn per batch element (``[0.0]``
       for zero-mean values; its root mean square stays the drawn ``value_stds``).
     - ``head_scales``: factors of ``q`` drawn per query head (``[1.0]`` for alike heads).
@@ -584,7 +593,7 @@ def _attention_cases(
         logit_std=tuple(draw(_choice(logit_stds)) for _ in range(b)),
         value_std=tuple(draw(_choice(value_stds)) for _ in range(b)),
         mask=mask,
-        logit_shift=tuple(draw(_choice(logit_shifts)) for _ in range(b)),
+        logit_shift=tuple(_in_range(draw(_choice(logit_shifts)), dtype) for _ in range(b)),
         value_mean=tuple(draw(_choice(value_means)) for _ in range(b)),
         head_scale=tuple(draw(_choice(head_scales)) for _ in range(h)),
         num_kv_heads=0 if hkv == h else hkv,
@@ -593,6 +602,14 @@ def _attention_cases(
         causal=causal,
     )
     return spec.build()
+
+
+def _in_range(shift: float, dtype: torch.dtype) -> float:
+    """``shift``, within ``[-HALF_SHIFT_CAP, HALF_SHIFT_CAP]`` in float16 and bfloat16 (see
+    :data:`HALF_SHIFT_CAP`); unchanged in float32 and float64."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return shift
+    return max(-HALF_SHIFT_CAP, min(HALF_SHIFT_CAP, shift))
 
 
 def _check_devices(devices: object) -> tuple[str, ...]:
