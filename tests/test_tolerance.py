@@ -99,6 +99,18 @@ def test_an_online_softmax_through_an_underflowed_rescale_is_within_the_budget()
         assert budget.compare(name, got[name]).ok, budget.compare(name, got[name]).explain()
 
 
+def test_a_zero_scale_gives_a_finite_budget_that_still_catches_a_wrong_value():
+    """scale=0: uniform weights. The floor's terms for a scale folded into dS vanish with it (they
+    divide by the scale), so the budget stays finite and a wrong output fails."""
+    spec = CaseSpec(1, 1, 3, 5, 8, 8, torch.float32, "cpu", 3, (1.0,), (1.0,), None, scale=0.0)
+    case = spec.build()
+    g = cotangent(case, (1, 1, 3, 8))
+    budget = kernel_budget(case, g, grads=True)
+    assert all(budget.allowed(n).isfinite().all() for n in ("out", *GRADS))
+    truth = budget.truth["out"]
+    assert budget.compare("out", truth.float()).ok and not budget.compare("out", truth.float() * 1.01).ok
+
+
 def test_an_infinity_is_within_the_budget_only_where_the_allowance_reaches_the_range():
     """Where ``truth + allowed`` reaches past float16's largest value a correct result may round to
     +inf (and to -inf below): an infinity there is within the budget, of either sign only when the

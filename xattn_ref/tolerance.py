@@ -390,13 +390,15 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         # folds the scale into dS rounds s dS, and |k| multiplies that rounding without s),
         # through delta
         dpd = dp.abs() + delta.abs()
-        f_eta = mf * (dpd + 1 + 1 / sc) + p * (mf * dpd).sum(-1, keepdim=True)
+        folded = 1 / sc if sc else 0.0  # a zero scale leaves s dS = 0: nothing to round
+        f_eta = mf * (dpd + 1 + folded) + p * (mf * dpd).sum(-1, keepdim=True)
         # in units of the accumulator's eta: a kernel that rescales its running sums by
         # exp(m_old - m_new) (online softmax) and differentiates through its running maximum
         # gets, at a key that was a running maximum (any key, for some chunking), the two
         # cancelling paths through a rescale factor that underflowed: off by eta_acc times the
         # weights (each at most 1 before rescaling) against dP and delta, the whole row at most
-        eta_acc = torch.finfo(torch.float32 if eps_acc != eps else case.dtype).smallest_normal * eps_acc
+        acc = torch.float32 if case.dtype in (torch.float16, torch.bfloat16) else case.dtype
+        eta_acc = torch.finfo(acc).smallest_normal * torch.finfo(acc).eps
         f_acc = mf * (mf * dpd).sum(-1, keepdim=True)
         floor.update(
             dq=sc * f @ k.abs()
