@@ -167,13 +167,12 @@ def empty_rows_zero(call: Call, case: Any) -> bool:
     rows = case.empty_rows
     if not bool(rows.any()):
         return False
-    shape = (*rows.shape, case.v.shape[-1])
-    out, grads = _forward(call, case, cotangent(case, shape, rows))
+    g = cotangent(case, (*rows.shape, case.v.shape[-1]), rows)
+    out, grads = _forward(call, case, g)
     if _judged(call, case) is not None:  # policy finite: any finite value will do
         # an infinity is finite enough where the exact gradient of the sentinel's meaning (every
         # key of an empty row allowed) is itself beyond the dtype's range
         opened = case.with_empty_rows_open()
-        g = cotangent(case, shape, rows)
         for name, t in ((case.output_name, out), *grads.items()):
             index = (
                 first_nonfinite(t * rows.unsqueeze(-1))
