@@ -43,19 +43,19 @@ def main() -> int:
     targets.append(load_target("xattn_ref.targets:online_softmax_kernel"))
     properties = {t.name: plan.select_properties(t.kind, None, None) for t in targets}
     tasks = plan.tasks(targets, properties, ALL_DTYPES, ["cpu"])
-    start, runs, examples, failures, defects = time.perf_counter(), 0, 0, 0, 0
+    start, runs, examples, failures, nonfinite = time.perf_counter(), 0, 0, 0, 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for r in run_tasks(targets, tasks, settings=settings, seed=seed, jobs=args.jobs):
             runs, examples = runs + r.tested, examples + r.examples
             if r.status == "failed" and NONFINITE & {r.property, r.root}:
-                defects += 1
+                nonfinite += 1
                 print(f"NON-FINITE seed={seed} {r.target} {r.id}: {r.message}\n  {r.case}", flush=True)
             elif r.status in ("failed", "error"):
                 failures += 1
                 print(f"FALSE FAILURE seed={seed} {r.target} {r.id}: {r.message}\n  {r.case}", flush=True)
     elapsed = time.perf_counter() - start
     print(
-        f"{failures} false failures, {defects} non-finite results the model does not admit, in {runs} "
+        f"{failures} false failures, {nonfinite} non-finite results the model does not admit, in {runs} "
         f"runs ({examples} examples, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
         f"targets {', '.join(t.name for t in targets)}) in {elapsed:.0f} s"
     )

@@ -278,9 +278,8 @@ def test_grouped_heads_and_biases_are_drawn_often():
         drawn.append(case)
 
     collect()
-    assert sum(1 < c.k.shape[1] < c.q.shape[1] for c in drawn) >= 10, sum(
-        1 < c.k.shape[1] < c.q.shape[1] for c in drawn
-    )
+    grouped = sum(1 < c.k.shape[1] < c.q.shape[1] for c in drawn)
+    assert grouped >= 10, grouped
     assert sum(c.bias is not None for c in drawn) >= 50
 
 

@@ -12,6 +12,7 @@ from xattn_ref.checks import PROPERTIES
 from xattn_ref.kinds import KINDS
 from xattn_ref.known_bad import CAUGHT_BY, FINITE_DEFECTS, KNOWN_BAD, neg_inf_softmax
 from xattn_ref.plan import select_properties
+from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
 from xattn_ref.targets import BUILTINS, Builtin, as_target, safe_sdpa_kernel, sdpa_kernel
 
@@ -207,7 +208,6 @@ FINITE_CASES = [
 @pytest.mark.parametrize(("name", "dtype", "std"), FINITE_CASES, ids=lambda x: str(x))
 def test_each_finite_defect_is_caught_in_every_dtype_and_logit_scale_where_it_exists(name, dtype, std):
     from xattn_ref._devices import parse_dtype
-    from xattn_ref.profiles import profile_settings
     from xattn_ref.strategies import attention_cases
 
     dt = parse_dtype(dtype)
@@ -225,7 +225,6 @@ def test_each_finite_defect_is_caught_in_every_dtype_and_logit_scale_where_it_ex
 def test_finite_defects_of_low_precision_pass_where_they_do_not_exist(name):
     """The same inputs, the same number of examples, in float64 and float32: they pass, so what
     catches them in low precision is the defect, not a model too tight for correct code."""
-    from xattn_ref.profiles import profile_settings
     from xattn_ref.strategies import attention_cases
 
     for dt in (torch.float64, torch.float32):

@@ -468,9 +468,8 @@ class AttentionCase:
         """A copy whose rows with no allowed key allow every key (one full bool mask, no causal
         flag): what a finite sentinel (``finfo.min``) computes on such rows in exact arithmetic,
         the meaning of the empty-row policy ``finite``."""
-        full = self.full_mask
-        opened = full | self.empty_rows.unsqueeze(-1)
-        return dataclasses.replace(self, mask=opened, causal=None)
+        full = self.full_mask  # empty_rows would build it again
+        return dataclasses.replace(self, mask=full | ~full.any(-1, keepdim=True), causal=None)
 
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"q": self.q, "k": self.k, "v": self.v, "mask": self.mask}
