@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 pytest_plugins = ["pytester"]
 
@@ -80,6 +81,10 @@ def test_layer_targets(run):
     result.stdout.fnmatch_lines(["*--kind layer --dim 16 --context-dim 16*"])
 
 
+HAS_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: cuda is not skipped")
+
+
+@HAS_CUDA
 def test_unavailable_devices_and_inapplicable_properties_are_skipped_with_the_reason(run):
     selected = "sdpa_kernel and (device_consistency or finite_output) and float32"
     result = run("--xattn-profile", "ci", "-k", selected, "-rs")
@@ -92,6 +97,7 @@ def test_unavailable_devices_and_inapplicable_properties_are_skipped_with_the_re
         result.stdout.fnmatch_lines([line])
 
 
+@HAS_CUDA
 def test_a_run_that_tests_nothing_does_not_pass(run):
     result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "-k", "finite_output and cuda")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED

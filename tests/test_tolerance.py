@@ -99,6 +99,24 @@ def test_an_online_softmax_through_an_underflowed_rescale_is_within_the_budget()
         assert budget.compare(name, got[name]).ok, budget.compare(name, got[name]).explain()
 
 
+def test_flushing_float32_subnormals_to_zero_is_within_cuda_budgets_only():
+    """On an H200, SDPA's efficient backend gave float32 dk = 0 where the truth is -2.25e-41 (a
+    row whose logits are shifted by -1000): it flushes subnormals to zero. CUDA budgets count a
+    value near zero as off by up to the smallest normal float32; CPU budgets by the subnormal
+    spacing, which a flushed gradient exceeds."""
+    mask = MaskSpec("shared", (SlicePattern("all_true"),))
+    case = CaseSpec(2, 1, 1, 31, 8, 8, torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask,
+                    logit_shift=(-1000.0, 0.0)).build()  # fmt: skip
+    g = cotangent(case, (2, 1, 1, 8))
+    tiny = torch.finfo(torch.float32).smallest_normal
+    flushed = {n: torch.where(t.abs() < tiny, 0.0, t) for n, t in results(sdpa, case, g).items()}
+    cpu, cuda = (kernel_budget(case, g, grads=True, flush_to_zero=f) for f in (False, True))
+    assert 0 < abs(cpu.truth["dk"][0, 0, 4, 0].item()) < tiny and flushed["dk"][0, 0, 4, 0] == 0
+    assert not cpu.compare("dk", flushed["dk"]).ok
+    for name, t in flushed.items():
+        assert cuda.compare(name, t).ok, cuda.compare(name, t).explain()
+
+
 def test_a_zero_scale_gives_a_finite_budget_that_still_catches_a_wrong_value():
     """scale=0: uniform weights. The floor's terms for a scale folded into dS vanish with it (they
     divide by the scale), so the budget stays finite and a wrong output fails."""

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from xattn_ref.errors import TargetError
+from xattn_ref.errors import NotTaken, TargetError
 from xattn_ref.tolerance import Budget
 
 __all__ = [
@@ -55,6 +55,8 @@ def invoke(fn: Callable[..., Any], args: dict[str, Any], kwargs: dict[str, Any] 
     kwargs = kwargs or {}
     try:
         return fn(*args.values(), **kwargs)
+    except NotTaken:  # outside the target's documented limits: the example is left out
+        raise
     except Exception as exc:  # the target's own failure, reported as such
         shapes = ", ".join(
             f"{n} {tuple(t.shape) if isinstance(t, torch.Tensor) else t}"
@@ -111,6 +113,8 @@ def forward_backward(
     wrt = [*leaves.values(), *params.values()]
     try:
         grads = torch.autograd.grad(out, wrt, grad_outputs=g, allow_unused=True)
+    except NotTaken:
+        raise
     except Exception as exc:
         raise TargetError(f"the target's backward pass raised {type(exc).__name__}: {exc}") from exc
     names = [f"d{n}" for n in leaves] + [f"d({n})" for n in params]

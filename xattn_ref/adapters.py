@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xattn_ref.errors import XattnArgumentError
+from xattn_ref.errors import NotTaken, XattnArgumentError
 
 __all__ = [
     "SDPA_BACKENDS",
@@ -46,6 +46,10 @@ __all__ = [
     "pack",
     "padding_from_allowed",
     "sdpa",
+    "sdpa_cudnn",
+    "sdpa_efficient",
+    "sdpa_flash",
+    "sdpa_math",
     "self_attention_layer",
     "transformer_encoder_layer",
     "unpack",
@@ -221,25 +225,60 @@ SDPA_BACKENDS = {
 }
 
 
+#: What torch raises when the backends allowed cannot take an input (CUDA; CPU)
+_NO_KERNEL = ("No available kernel", "No viable backend")
+
+
 def sdpa(backend: str | None = None) -> Callable[..., torch.Tensor]:
     """A kernel target for ``scaled_dot_product_attention``, on one backend if named
-    (``math``, ``flash``, ``efficient``, ``cudnn``; default: torch's choice)."""
+    (``math``, ``flash``, ``efficient``, ``cudnn``; default: torch's choice).
+
+    The kernel is ``fn(q, k, v, mask, **kwargs)``: the mask is SDPA's ``attn_mask`` (bool,
+    **True = may attend**, or a float mask), and the dialect's keywords (``is_causal``,
+    ``scale``) pass through; ``enable_gqa`` is set when k has fewer heads than q. Where the
+    named backend does not take a case (torch finds no kernel: flash takes no ``attn_mask``
+    and no float64, cuDNN only some shapes), the kernel raises
+    :class:`~xattn_ref.errors.NotTaken`: the example is left out and counted, and a property
+    no example exercised is not-applicable (give flash ``--mask none`` so that it is
+    exercised). Named ones: ``sdpa_math``, ``sdpa_flash``, ``sdpa_efficient``,
+    ``sdpa_cudnn``::
+
+        xattn-check xattn_ref.adapters:sdpa_efficient --device cuda --dtype float16
+    """
     if backend is not None and backend not in SDPA_BACKENDS:
         raise XattnArgumentError(
             f"backend must be one of {', '.join(SDPA_BACKENDS)} or None, got {backend!r}"
         )
 
-    def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def kernel(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, **kwargs: Any
+    ) -> torch.Tensor:
+        if k.shape[-3] != q.shape[-3]:
+            kwargs["enable_gqa"] = True
         context: Any = nullcontext()
         if backend is not None:
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             context = sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[backend]))
-        with context:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        try:
+            with context:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kwargs)
+        except RuntimeError as exc:
+            if backend is None or not any(m in str(exc) for m in _NO_KERNEL):
+                raise
+            raise NotTaken(
+                f"SDPA's {backend} backend takes no such input: {str(exc).splitlines()[0]}"
+            ) from None
 
-    kernel.__name__ = f"sdpa_{backend or 'default'}"
+    kernel.__name__ = kernel.__qualname__ = f"sdpa_{backend or 'default'}"
     return kernel
+
+
+#: SDPA on one backend each (torch raises where a backend cannot take a case)
+sdpa_math = sdpa("math")
+sdpa_flash = sdpa("flash")
+sdpa_efficient = sdpa("efficient")
+sdpa_cudnn = sdpa("cudnn")
 
 
 class _MHALayer(nn.Module):

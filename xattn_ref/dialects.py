@@ -31,6 +31,9 @@ field (option)          the kernel is called with
                         gradients: PyTorch >= 2.5 SDPA, FlexAttention, flash-attention) or
                         ``finite`` (any finite output, e.g. the mean of the values as Hugging
                         Face eager attention gives; NaN and inf are still failures)
+``head_dims``           ``any``: D and Dv drawn apart from 8, 1, 16 and 64; ``fused``: Dv = D, a
+                        multiple of 8 up to 128 (8, 16, 64, 128), what fused kernels take
+                        (flash-attention, cuDNN, SDPA's flash backend)
 ``forward_only``        the kernel is not differentiable: gradient properties are skipped, the
                         forward halves of the others still run
 ======================  ==========================================================================
@@ -54,7 +57,7 @@ if TYPE_CHECKING:
 
     from xattn_ref.cases import AttentionCase
 
-__all__ = ["DEFAULT_SCALES", "GQA_HEADS", "Dialect"]
+__all__ = ["DEFAULT_SCALES", "FUSED_HEAD_DIMS", "GQA_HEADS", "Dialect"]
 
 #: Query heads drawn for grouped-query kernels (H_kv is drawn among the divisors of H).
 GQA_HEADS: tuple[int, ...] = (4, 2, 6)
@@ -62,6 +65,10 @@ GQA_HEADS: tuple[int, ...] = (4, 2, 6)
 #: Scales drawn for kernels that take ``scale=``: 1 (T5, no scaling; the default scale only when
 #: D = 1), 0.2 and 0.3 (never ``D ** -0.5`` for the drawn D: a kernel that ignores them is off).
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.2, 0.3)
+
+#: Head dims of ``head_dims="fused"`` (Dv = D): multiples of 8 up to 128, which flash-attention,
+#: cuDNN and SDPA's flash backend all take; 8 first, so examples shrink toward it.
+FUSED_HEAD_DIMS: tuple[int, ...] = (8, 16, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class Dialect:
     query_padding: bool = False
     self_attention: bool = False
     empty_rows: str = "zero"
+    head_dims: str = "any"
     forward_only: bool = False
 
     def __post_init__(self) -> None:
@@ -88,6 +96,7 @@ class Dialect:
             "mask": ("bool", "additive", "sentinel", "none"),
             "causal": ("none", "top_left", "bottom_right"),
             "empty_rows": ("zero", "finite"),
+            "head_dims": ("any", "fused"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -155,6 +164,8 @@ class Dialect:
             words.append("self-attention")
         if self.empty_rows != "zero":
             words.append(f"empty rows {self.empty_rows}")
+        if self.head_dims == "fused":
+            words.append("Dv = D, a multiple of 8")
         if self.forward_only:
             words.append("forward-only")
         return ", ".join(words) or "plain"
@@ -182,6 +193,7 @@ class Dialect:
         extra += ["Lq == Lk"] if self.self_attention else []
         extra += ["padded queries allow no key"] if self.query_padding else []
         extra += [f"empty rows {self.empty_rows}"] if self.empty_rows != "zero" else []
+        extra += ["Dv = D, a multiple of 8"] if self.head_dims == "fused" else []
         extra += ["forward-only"] if self.forward_only else []
         tail = "; " + ", ".join(extra) if extra else ""
         return f"fn(q, k, v, mask{kw}) -> out in SDPA's layout; {kv}; {mask}{tail}"
@@ -216,6 +228,8 @@ class Dialect:
             args["causal"] = self.causal
         if self.self_attention:
             args["self_attention"] = True
+        if self.head_dims == "fused":
+            args["head_dim"] = st.sampled_from(FUSED_HEAD_DIMS)
         return args
 
     def probe(self, dtype: torch.dtype, device: str) -> AttentionCase:

@@ -9,6 +9,9 @@
 - :class:`UsageError`: bad options to ``xattn-check`` or the pytest plugin;
 - :class:`Inexpressible`: a case cannot be said in a kernel's dialect (padding to a kernel
   that takes no mask); the property leaves that variant out.
+- :class:`NotTaken`: raised by a target (or its adapter) for an input outside its documented
+  limits (a fused backend that takes no float64, no mask or no such head dim); the example is
+  left out, and a property that no example exercised is not-applicable, never passed.
 
 Strategies raise Hypothesis's own ``InvalidArgument`` for bad arguments, as Hypothesis does.
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "Inexpressible",
+    "NotTaken",
     "PropertyFailure",
     "TargetError",
     "TargetLoadError",
@@ -42,6 +46,12 @@ class TargetError(Exception):
 
 class Inexpressible(ValueError):
     """A case cannot be handed to a kernel in its dialect (a mask to a kernel that takes none)."""
+
+
+class NotTaken(Exception):
+    """Raise it from a target for an input outside its documented limits (not a bug: SDPA's flash
+    backend takes no float64). The example is left out of the property and counted; a property
+    that no example exercised is reported not-applicable with this message."""
 
 
 class UsageError(Exception):

@@ -345,6 +345,9 @@ _DIALECT_OPTIONS = (
            type="switch", default=False),
     Option("empty_rows", "policy for rows with no allowed key: zero (exact) or finite (e.g. the mean of v)",
            type="choice", choices=("zero", "finite"), default="zero"),
+    Option("head_dims", "any: D and Dv drawn apart (1 to 64); fused: Dv = D in 8, 16, 64, 128, what "
+           "fused kernels (flash-attention, cuDNN) take", type="choice", choices=("any", "fused"),
+           default="any"),
     _FORWARD_ONLY,
 )  # fmt: skip
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name, parse_dtype, unavailable_reason
-from xattn_ref.errors import TargetError, TargetLoadError, UsageError
+from xattn_ref.errors import NotTaken, TargetError, TargetLoadError, UsageError
 from xattn_ref.kinds import KINDS
 from xattn_ref.runner import Task
 from xattn_ref.targets import BUILTINS, Target, load_target, resolve_options
@@ -102,7 +102,8 @@ def tasks(
 
 def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str]) -> str | None:
     """Call the target once on a plain valid case, on the first requested device and dtype that
-    is available here. Returns where it ran (None if nowhere is available); raises
+    is available here and that the target takes (it may raise :class:`NotTaken` for a dtype or
+    device outside its limits). Returns where it ran (None if nowhere); raises
     :class:`UsageError` when the target is unusable there."""
     for device in devices:
         for dtype in dtypes:
@@ -110,6 +111,8 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
                 case = KINDS[target.kind].probe(target.options, dtype, device)
                 try:
                     target.call(case)
+                except NotTaken:
+                    continue
                 except TargetError as exc:
                     raise UsageError(
                         f"unusable target {target.name} (probed on {dtype_name(dtype)}, {device}): {exc}"

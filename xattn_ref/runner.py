@@ -39,7 +39,7 @@ from hypothesis.errors import FlakyFailure, FlakyReplay, HypothesisException
 
 from xattn_ref._devices import dtype_name, unavailable_reason
 from xattn_ref.checks import PROPERTIES
-from xattn_ref.errors import PropertyFailure, TargetError
+from xattn_ref.errors import NotTaken, PropertyFailure, TargetError
 from xattn_ref.kinds import KINDS
 
 __all__ = ["KeyedDatabase", "Result", "Status", "Task", "run_property", "run_seed", "run_tasks"]
@@ -147,8 +147,9 @@ def run_property(
     if prop_.gradients and not call.differentiable:
         result.status, result.message = "skipped", "not differentiable: the target is declared forward-only"
         return result
-    counts = {"examples": 0, "applied": 0}
+    counts = {"examples": 0, "applied": 0, "not_taken": 0}
     last: list[Any] = [None]
+    not_taken: list[str] = []  # why the target left the first one out
 
     def check(case: Any) -> None:
         counts["examples"] += 1
@@ -162,6 +163,10 @@ def run_property(
             if not shrink_errors:
                 raise _Stop(exc, case) from exc
             raise
+        except NotTaken as exc:  # outside the target's documented limits: not exercised
+            counts["not_taken"] += 1
+            not_taken[:1] = not_taken[:1] or [str(exc).splitlines()[0] if str(exc) else "NotTaken"]
+            return
         counts["applied"] += bool(applied)
 
     key = (target.name, prop, name, device)
@@ -191,9 +196,14 @@ def run_property(
     except HypothesisException as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}".splitlines()[0]
     result.examples, result.applied = counts["examples"], counts["applied"]
+    left_out = (
+        f"; the target did not take {counts['not_taken']} of them ({not_taken[0]})" if not_taken else ""
+    )
     if result.status == "passed" and result.applied == 0:
         result.status = "not-applicable"
-        result.message = f"none of the {result.examples} drawn examples exercised it"
+        result.message = f"none of the {result.examples} drawn examples exercised it{left_out}"
+    elif result.status == "passed" and not_taken:
+        result.message = f"{result.applied} of {result.examples} drawn examples exercised it{left_out}"
     result.elapsed = time.perf_counter() - start
     return result
 

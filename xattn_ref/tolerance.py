@@ -78,6 +78,12 @@ by at most ``n eps_acc sum|terms|`` (``n u_acc`` in the output's floor).
        floor_dq = |s| f |k| + eps_acc n |s| |dS| |k| + eps |dq|
        floor_dk = |s| f^T |q| + eps_acc n |s| |dS|^T |q| + eps |dk|
 
+Flush to zero. On CUDA, kernels are often built to flush float32 subnormals to zero (nvcc
+``--use_fast_math``, Triton): a value below the smallest normal float32 becomes 0, off by up to
+that number. There ``eta`` and ``eta_acc`` are that number (about 1.2e-38) for float32 and
+bfloat16 (whose arithmetic is float32's), not the subnormal spacing (:func:`underflow_unit`;
+seen on an H200: SDPA's efficient backend gave dk = 0 where the truth is -2.25e-41).
+
 Dialects. A non-default scale is ``s`` itself. A bias ``b_ij`` on the logits is counted in
 ``z`` above. A causal mask is part of the allowed keys.
 With grouped-query attention the model runs on k and v repeated to every query head, and dk
@@ -136,6 +142,7 @@ __all__ = [
     "layer_budget",
     "matmul_eps",
     "per_batch_max_error",
+    "underflow_unit",
 ]
 
 
@@ -273,17 +280,32 @@ def matmul_eps(dtype: torch.dtype, device: str | torch.device) -> tuple[float, s
     return torch.finfo(dtype).eps, None
 
 
+def underflow_unit(dtype: torch.dtype, *, flush_to_zero: bool) -> float:
+    """How far one rounding near zero in ``dtype`` may be off: the subnormal spacing, or with
+    ``flush_to_zero`` the smallest normal float32 where that is larger (float32 and bfloat16,
+    whose arithmetic is float32's). GPU kernels are often built to flush float32 subnormals to
+    zero (nvcc ``--use_fast_math``, Triton), and a flushed value is off by up to that much."""
+    info = torch.finfo(dtype)
+    spacing = info.smallest_normal * info.eps
+    if flush_to_zero and dtype != torch.float64:
+        return max(spacing, torch.finfo(torch.float32).smallest_normal)
+    return spacing
+
+
 def _terms(n: torch.Tensor) -> torch.Tensor:
     # A sum of n terms, in any order (a plain loop included), rounds each term at most n times.
     return n.to(torch.float64)
 
 
-def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None = None) -> Budget:
+def kernel_budget(
+    case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None = None, flush_to_zero: bool | None = None
+) -> Budget:
     """The budget of a kernel case (:class:`~xattn_ref.cases.AttentionCase`) for the cotangent
     ``g``: the truth and the first-order floor from the float64 computation on the exactly upcast
     inputs (see the module docstring), the plain error from the same guarded attention run in
     the case's dtype. ``tf32``: whether float32 matmuls round to TF32 (default: as this device
-    and torch's settings say)."""
+    and torch's settings say). ``flush_to_zero``: whether float32 subnormals may be flushed to
+    zero (:func:`underflow_unit`; default: on CUDA)."""
     from xattn_ref._kernel import expand_kv, plain_attention
 
     f64, cpu = torch.float64, "cpu"
@@ -315,7 +337,8 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
     # pi: bound on the error of each normalized weight, P_ij (r_ij - sum_k P_ik r_ik) to first
     # order, which vanishes when one key takes all the weight
     # eta: the absolute error of a weight that underflows into T's subnormals
-    eta = torch.finfo(case.dtype).smallest_normal * torch.finfo(case.dtype).eps
+    ftz = case.device.type == "cuda" if flush_to_zero is None else flush_to_zero
+    eta = underflow_unit(case.dtype, flush_to_zero=ftz)
     # roundings of S: q and k scaled (q·s, or both by sqrt(s)), S itself, S + bias; the
     # accumulation of its D products in any order, in float32 for every input below float64
     # (eps_dot D a: with one dominant product every later addition rounds at its size, so
@@ -398,7 +421,7 @@ def kernel_budget(case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None 
         # cancelling paths through a rescale factor that underflowed: off by eta_acc times the
         # weights (each at most 1 before rescaling) against dP and delta, the whole row at most
         acc = torch.float32 if case.dtype in (torch.float16, torch.bfloat16) else case.dtype
-        eta_acc = torch.finfo(acc).smallest_normal * torch.finfo(acc).eps
+        eta_acc = underflow_unit(acc, flush_to_zero=ftz)
         f_acc = mf * (mf * dpd).sum(-1, keepdim=True)
         floor.update(
             dq=sc * f @ k.abs()
