@@ -209,6 +209,38 @@ def test_the_same_seed_gives_the_same_verdicts_serially_and_in_parallel():
     assert strip(serial.stdout) == strip(parallel.stdout)
 
 
+SPAWNED = """
+import torch
+from xattn_ref import plan, runner
+from xattn_ref.profiles import profile_settings
+from xattn_ref.targets import as_target, load_target
+
+targets = [load_target("xattn_ref.known_bad:batch_global_max"), load_target("xattn_ref.targets:sdpa_kernel")]
+props = {t.name: ["batch_independence", "reference_agreement"] for t in targets}
+tasks = plan.tasks(targets, props, [torch.float32, torch.float16], ["cpu"])
+settings = profile_settings("ci", max_examples=20)
+go = lambda jobs: [
+    (r.target, r.property, r.dtype, r.status, r.examples, r.message)
+    for r in runner.run_tasks(targets, tasks, settings=settings, seed=5, jobs=jobs)
+]
+serial = go(1)
+runner._can_fork = lambda: False  # as with an initialised CUDA context, or on macOS
+assert runner._start_method(targets) == "spawn"
+assert runner._start_method([as_target(lambda q, k, v, mask: q)]) is None  # held in-process: serial
+spawned = go(2)
+assert serial == spawned, (serial, spawned)
+print(sum(r[3] == "failed" for r in serial), "failed", sum(r[3] == "passed" for r in serial), "passed")
+"""
+
+
+def test_where_fork_is_unsafe_spawned_workers_load_the_targets_again_and_agree():
+    r = subprocess.run(
+        [sys.executable, "-c", SPAWNED], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["4", "failed", "4", "passed"], r.stdout
+
+
 def test_a_fixed_seed_profile_honours_seed():
     base = [f"{TARGETS}:good_kernel", *FAST, "--dtype", "float32", "--property", "finite_output"]
     r = cli(*base, "--seed", "5")

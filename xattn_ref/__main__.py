@@ -2,4 +2,5 @@ import sys
 
 from xattn_ref.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ replays exactly one of them.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import multiprocessing
 import sys
@@ -248,6 +249,38 @@ def _can_fork() -> bool:
     return not (torch.cuda.is_available() and torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
 
 
+def _reloadable(target: Any) -> tuple[str, str, str | None, dict[str, Any]] | None:
+    """What a spawned process needs to load ``target`` again by its spec (None: held in-process
+    only, as :func:`xattn_ref.targets.as_target` makes them)."""
+    spec = str(getattr(target, "spec", None) or getattr(target, "name", ""))
+    if ":" not in spec or not hasattr(target, "kind"):
+        return None
+    return target.name, target.kind, target.spec, dict(target.options)
+
+
+def _init_spawned(
+    threads: int, entries: list[tuple[str, str, str | None, dict[str, Any]]], tasks: list[Task], options: Any
+) -> None:
+    from xattn_ref.targets import load_target
+
+    torch.set_num_threads(threads)
+    targets = [
+        dataclasses.replace(load_target(spec or name, kind, opts), name=name, spec=spec)
+        for name, kind, spec, opts in entries
+    ]
+    _SHARED.update(targets=targets, tasks=tasks, options=options)
+
+
+def _start_method(targets: list[Any]) -> str | None:
+    """``fork`` where it is safe (no initialised CUDA context, not macOS); else ``spawn`` when
+    every target can be loaded again by its spec; else None (serial)."""
+    if _can_fork():
+        return "fork"
+    if "spawn" in multiprocessing.get_all_start_methods() and all(_reloadable(t) for t in targets):
+        return "spawn"
+    return None
+
+
 def run_tasks(
     targets: list[Any],
     tasks: list[Task],
@@ -259,9 +292,12 @@ def run_tasks(
     threads: int = 1,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Run every task; results in task order. ``jobs > 1`` runs them in forked processes (on a
-    CPU-only run; with an initialised accelerator they run serially). The first target error of
-    each target is then run again with shrinking, so it is reported with its minimal case."""
+    """Run every task; results in task order. ``jobs > 1`` runs them in forked processes, or
+    where fork is unsafe (an initialised CUDA context, macOS) in spawned ones that load the
+    targets again by their specs (so a target's module sets what it needs, e.g. the float32
+    matmul precision, there too); targets held in-process only then run serially. The first
+    target error of each target is then run again with shrinking, so it is reported with its
+    minimal case."""
     options: dict[str, Any] = {"settings": settings, "seed": seed, "database": database}
     results: list[Result | None] = [None] * len(tasks)
     for index, result in _execute(targets, tasks, options, jobs, threads):
@@ -285,7 +321,8 @@ def run_tasks(
 def _execute(
     targets: list[Any], tasks: list[Task], options: dict[str, Any], jobs: int, threads: int
 ) -> Iterator[tuple[int, Result]]:
-    if jobs <= 1 or len(tasks) <= 1 or not _can_fork():
+    method = _start_method(targets) if jobs > 1 and len(tasks) > 1 else None
+    if method is None:
         for i, task in enumerate(tasks):
             yield (
                 i,
@@ -294,10 +331,15 @@ def _execute(
                 ),
             )
         return
-    _SHARED.update(targets=targets, tasks=tasks, options=options)
+    ctx = multiprocessing.get_context(method)
+    if method == "fork":
+        _SHARED.update(targets=targets, tasks=tasks, options=options)
+        init: tuple[Callable[..., None], tuple[Any, ...]] = (_init_worker, (threads,))
+    else:
+        entries = [_reloadable(t) for t in targets]
+        init = (_init_spawned, (threads, entries, tasks, options))
     try:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(min(jobs, len(tasks)), initializer=_init_worker, initargs=(threads,)) as pool:
+        with ctx.Pool(min(jobs, len(tasks)), initializer=init[0], initargs=init[1]) as pool:
             yield from pool.imap_unordered(_work, range(len(tasks)))
     finally:
         _SHARED.clear()
