@@ -1,6 +1,7 @@
-"""Sweep: run every property × dtype of the correct built-in targets (kernels and layers) and of a
-second correct kernel written differently (chunked online softmax in float32) over many seeds,
-and count failures. Correct targets must never fail (no false failures).
+"""Sweep: run every property × dtype of the correct built-in targets (kernels and layers) and of
+three correct kernels written differently (chunked online softmax in float32; the same with
+flash-attention's backward from a float32 logsumexp; eager attention, the scores in the input
+dtype) over many seeds, and count failures. Correct targets must never fail (no false failures).
 
 A NaN, or an infinity where the float64 truth within its allowance stays inside the dtype's
 range, is not a question of tolerance (a looser model would not excuse a NaN, and would excuse
@@ -40,7 +41,8 @@ def main() -> int:
     torch.set_num_threads(1)
     settings = profile_settings("dev", max_examples=args.examples)
     targets = [b.load() for b in BUILTINS if b.should_pass]
-    targets.append(load_target("xattn_ref.targets:online_softmax_kernel"))
+    for name in ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel"):
+        targets.append(load_target(f"xattn_ref.targets:{name}"))
     properties = {t.name: plan.select_properties(t.kind, None, None) for t in targets}
     tasks = plan.tasks(targets, properties, ALL_DTYPES, ["cpu"])
     start, runs, examples, failures, nonfinite = time.perf_counter(), 0, 0, 0, 0

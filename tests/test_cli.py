@@ -31,6 +31,7 @@ DTYPE = {
     "finfo_min_additive": "float16",
     "half_accumulator": "bfloat16",
     "half_softmax": "float16",
+    "half_logsumexp": "bfloat16",
     "sentinel_empty_rows": "float32",
 }
 

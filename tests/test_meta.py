@@ -17,7 +17,10 @@ from xattn_ref.runner import run_property
 from xattn_ref.targets import BUILTINS, Builtin, as_target, safe_sdpa_kernel, sdpa_kernel
 
 CORRECT_KERNELS = [b for b in BUILTINS if b.kind != "layer" and b.should_pass]
-CORRECT_KERNELS.append(Builtin("xattn_ref.targets:online_softmax_kernel"))
+CORRECT_KERNELS += [
+    Builtin(f"xattn_ref.targets:{n}")
+    for n in ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel")
+]
 
 
 def test_every_kernel_property_has_a_known_bad_kernel_that_it_catches():

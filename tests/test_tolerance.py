@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from xattn_ref._calls import cotangent
 from xattn_ref._kernel import plain_attention
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
-from xattn_ref.targets import online_softmax_kernel
+from xattn_ref.targets import eager_kernel, flash_backward_kernel, online_softmax_kernel
 from xattn_ref.tolerance import TF32_EPS, Budget, format_pair, kernel_budget, matmul_eps
 
 LOW = [torch.float32, torch.float16, torch.bfloat16]
@@ -41,7 +41,9 @@ def plain(q, k, v, mask):
 
 @pytest.mark.parametrize("std", STDS)
 @pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("fn", [sdpa, plain, online_softmax_kernel], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "fn", [sdpa, plain, online_softmax_kernel, flash_backward_kernel, eager_kernel], ids=lambda f: f.__name__
+)
 def test_correct_implementations_are_within_the_budget(fn, dtype, std):
     for seed in range(3):
         case = make_case(dtype, std, seed)
@@ -97,6 +99,24 @@ def test_an_online_softmax_through_an_underflowed_rescale_is_within_the_budget()
     assert abs(got["dk"][0, 1, 8, 0] - budget.truth["dk"][0, 1, 8, 0]) > 1e-41
     for name in GRADS:
         assert budget.compare(name, got[name]).ok, budget.compare(name, got[name]).explain()
+
+
+def test_bfloat16_scores_off_by_whole_units_are_within_the_budget():
+    """Eager attention (the scores rounded to bfloat16, as Hugging Face's eager attention rounds
+    them) at logit std 100, and 1000 with a head scaled by 10: a score of 1000 is off by up to 4,
+    enough to change which key a row attends to. The budget bounds the weights' errors exactly
+    (``expm1`` of the logits' error, at most the farthest value): the first-order model it
+    replaced failed both cases (out off by 0.0451 against 0.044 allowed; dk off by 3.5e-5
+    against 1.3e-7)."""
+    one = CaseSpec(1, 1, 3, 102, 8, 8, torch.bfloat16, "cpu", 0, (100.0,), (1.0,), None).build()
+    pad = MaskSpec("key_padding", (SlicePattern("all_false"), SlicePattern("all_true")))
+    two = CaseSpec(2, 1, 3, 224, 8, 8, torch.bfloat16, "cpu", 84941854, (100.0, 100.0), (1.0, 1.0), pad,
+                   head_scale=(10.0,)).build()  # fmt: skip
+    for case in (one, two):
+        g = cotangent(case, (case.batch_size, 1, 3, 8))
+        budget = kernel_budget(case, g, grads=True)
+        for name, t in results(eager_kernel, case, g).items():
+            assert budget.compare(name, t).ok, budget.compare(name, t).explain()
 
 
 def test_flushing_float32_subnormals_to_zero_is_within_cuda_budgets_only():

@@ -42,6 +42,7 @@ __all__ = [
     "finfo_min_additive",
     "finfo_min_fill",
     "half_accumulator",
+    "half_logsumexp",
     "half_precision_math",
     "half_softmax",
     "minus_1e9_fill",
@@ -275,6 +276,17 @@ class _WrongGradient(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
+def half_logsumexp(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """flash-attention's backward with the logsumexp kept in the input dtype, not float32: in
+    float16 and bfloat16 every recomputed weight of a row is off by the same factor, which
+    normalization no longer cancels (``targets.flash_backward`` with ``lse_dtype=q.dtype``)."""
+    from xattn_ref.targets import flash_backward
+
+    return flash_backward(q, k, v, mask, lse_dtype=q.dtype)
+
+
 def dk_doubled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """A custom backward whose dk is twice what it should be."""
     return _WrongGradient.apply(q, k, v, mask, "dk_doubled")  # type: ignore[no-any-return, no-untyped-call]
@@ -355,6 +367,7 @@ KNOWN_BAD = {
         ignores_qk,
         dk_doubled,
         dq_unscaled,
+        half_logsumexp,
         dv_heads_reversed,
         wrong_scale_in_bfloat16,
         half_accumulator,
@@ -381,6 +394,7 @@ CAUGHT_BY = {
     "ignores_qk": "reference_agreement",
     "dk_doubled": "reference_agreement",
     "dq_unscaled": "reference_agreement",
+    "half_logsumexp": "reference_agreement",
     "dv_heads_reversed": "reference_agreement",
     "wrong_scale_in_bfloat16": "reference_agreement",
     "half_accumulator": "reference_agreement",
@@ -420,6 +434,7 @@ FINITE_DEFECTS: dict[str, FiniteDefect] = {
     "wrong_scale_in_bfloat16": FiniteDefect(("bfloat16",), (1.0, 10.0)),
     "half_accumulator": FiniteDefect(_HALF, (1.0, 10.0), {"value_means": [8.0]}),
     "half_softmax": FiniteDefect(_HALF, (1.0, 10.0), {"value_means": [8.0]}),
+    "half_logsumexp": FiniteDefect(_HALF, (1.0, 10.0, 100.0)),
     "minus_1e4_fill": FiniteDefect(_ALL, (1.0, 10.0, 100.0)),
     "sentinel_empty_rows": FiniteDefect(
         ("float64", "float32"), (1.0, 10.0, 100.0), {"logit_shifts": [0.0, -20000.0]}

@@ -38,6 +38,9 @@ __all__ = [
     "as_target",
     "load_target",
     "mha_layer_need_weights_false",
+    "eager_kernel",
+    "flash_backward",
+    "flash_backward_kernel",
     "online_softmax_kernel",
     "reference_kernel",
     "resolve_options",
@@ -140,6 +143,71 @@ def safe_sdpa_kernel(
     from xattn_ref.guard import safe_sdpa
 
     return safe_sdpa(q, k, v, attn_mask=mask)
+
+
+def eager_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A correct kernel as model code writes it (Hugging Face's eager attention): the scores
+    ``q @ k^T * scale`` rounded to the input dtype twice, the softmax in float32 (float64 for
+    float64 inputs) cast back, ``P @ v`` in the input dtype; rows with no allowed key 0. With
+    logits of hundreds, a bfloat16 score is off by whole units: a tolerance model that is only
+    first-order in the logits' errors fails it there."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    s = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    p = s.to(acc).softmax(-1).nan_to_num(0.0).to(q.dtype)  # an empty row: NaN, then 0
+    out: torch.Tensor = p @ v
+    return out
+
+
+class _FlashBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, lse_dtype: Any
+    ) -> Any:
+        out = online_softmax_kernel(q, k, v, mask)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.mask, ctx.lse_dtype = mask, lse_dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        q, k, v, out = ctx.saved_tensors
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+        qa, ka, va, ga, oa = (t.to(acc) for t in (q, k, v, g, out))
+        scale = q.shape[-1] ** -0.5
+        s = scale * (qa @ ka.transpose(-2, -1))
+        allowed = torch.ones_like(s, dtype=torch.bool) if ctx.mask is None else ctx.mask.expand(s.shape)
+        lse = torch.where(allowed, s, -torch.inf).logsumexp(-1, keepdim=True)
+        lse = lse.to(ctx.lse_dtype or acc).to(acc)
+        p = torch.where(allowed, torch.exp(s - torch.where(lse.isfinite(), lse, 0.0)), 0.0)
+        ds = p * (ga @ va.transpose(-2, -1) - (ga * oa).sum(-1, keepdim=True))
+        dq, dk, dv = scale * (ds @ ka), scale * (ds.transpose(-2, -1) @ qa), p.transpose(-2, -1) @ ga
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
+
+
+def flash_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    lse_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """:func:`online_softmax_kernel` with flash-attention's backward written out: the weights
+    recomputed from the forward's logsumexp, ``P = exp(S - lse)``, kept in ``lse_dtype``
+    (default: the accumulator's, float32, as flash-attention, xformers and cuDNN keep it), and
+    ``delta = rowsum(g * out)``."""
+    return _FlashBackward.apply(q, k, v, mask, lse_dtype)  # type: ignore[no-any-return, no-untyped-call]
+
+
+def flash_backward_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A third correct kernel: :func:`flash_backward` with a float32 logsumexp."""
+    return flash_backward(q, k, v, mask)
 
 
 def online_softmax_kernel(

@@ -35,27 +35,36 @@ by at most ``n eps_acc sum|terms|`` (``n u_acc`` in the output's floor).
        r_ij = u (2 a_ij + |S_ij| (+ |z_ij|) + |z_ij - m_i| + 2) + u_dot D a_ij
 
    Normalizing cancels the common part: the normalized weight is off by
-   ``pi_ij = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one key takes
-   all the weight. What normalizing does not cancel: the division and the weight's storage in T
-   (``2u P_ij``), and the row sum of n terms, which scales every weight of the row alike
-   (``n u_acc P_ij``). A weight that underflows into T's subnormals is off by ``eta`` (the
-   subnormal spacing) instead.
+   ``pi_ij = P_ij ((1 - P_ij) r_ij + sum_{k != j} P_ik r_ik)`` to first order, which vanishes
+   when one key takes all the weight. That holds while ``r`` is small; a bfloat16 logit of 1000
+   is off by up to 4, enough to change which key a row attends to. So the weights' errors are
+   bounded exactly, for logits each off by at most ``r_ij`` (:func:`_saturated`): ``P'_ij`` lies
+   between ``P e^-r / (P e^-r + B - P e^r)`` and ``P e^r / (P e^r + A - P e^-r)`` (``A = sum_k
+   P_ik e^-r_ik``, ``B = sum_k P_ik e^r_ik``), and an average ``sum_j P'_ij x_j`` moves by at
+   most ``sum_j P_ij expm1(r_ij) |x_j - <x>_i| / A_i``, and never beyond the farthest ``x_j``;
+   both are ``pi`` and ``P r`` to first order. What normalizing does not cancel: the division
+   and the weight's storage in T (``2u P_ij``), and the row sum of n terms, which scales every
+   weight of the row alike (``n u_acc P_ij``). A weight that underflows into T's subnormals is
+   off by ``eta`` (the subnormal spacing) instead.
 2. ``out_i = sum_j P_ij v_j``: the common scaling of the row's weights moves ``out_i`` by its
    size, and ``sum_j P_ij rho_j v_j = sum_j P_ij rho_j (v_j - out_i) + out_i sum_j P_ij rho_j``;
    with the sum's accumulation (``u_acc n sum_j P_ij |v_j|``) and the output's rounding::
 
-       floor_out = sum_j P_ij (r_ij + 2u) |v_j - out_i| + 3u |out_i|
-                   + u_acc n (sum_j P_ij |v_j| + |out_i|)
+       floor_out = min(sum_j P_ij expm1(r_ij) |v_j - out_i| / A_i, max_j |v_j - out_i|)
+                   + sum_j 2u P_ij |v_j - out_i| + 3u |out_i| + u_acc n (sum_j P_ij |v_j| + |out_i|)
 
 3. The gradients count each rounding at ``eps`` (a margin of 2 over ``u``: they chain more
    operations, and kernels order them in more ways). Backward passes recompute
    ``P = exp(S - lse)`` from a stored logsumexp, whose error does not cancel:
-   ``pg_ij = P_ij (eps (2 L_i + 2) + 2 eps_dot D max_k a_ik + eps_acc n)``, ``L_i = max_j a_ij +
-   log(n + 1) >= |lse_i|`` (its own rounding, that of the largest logit it was shifted by, the
+   ``pg_ij = P_ij (eps_acc (2 L_i + 2) + 2 eps_dot D max_k a_ik + eps_acc n)``, ``L_i = max_j
+   a_ij + log(n + 1) >= |lse_i|`` (the logsumexp is kept in the accumulator's dtype, as
+   flash-attention, xformers, cuDNN and torch keep it: one kept in T is a defect,
+   ``known_bad.half_logsumexp``; its own rounding, that of the largest logit it was shifted by, the
    accumulation order of S, which a backward that recomputes S need not share with the
    forward that made the lse: off by that much even where one key takes all the weight; and the
    row sum). The first-order weight errors are ``r_ij = eps (3 a_ij + 1) + eps_dot D a_ij`` (``a``
-   with ``|b_ij|`` added, and a fourth rounding, under a bias) and their ``pi``. Then, with
+   with ``|b_ij|`` added, and a fourth rounding, under a bias) and their ``pi`` (exact, as
+   above; delta's part of them at most the farthest ``|dP_ij - delta_i|``). Then, with
    ``dP = g v^T`` (terms ``c_ij = sum_e |g_ie||v_je|``), ``delta_i = sum_j P_ij dP_ij`` and
    ``dS = P (dP - delta)``: ``dP_ij`` is off by ``e_ij = (eps + eps_acc Dv) c_ij`` (one rounding,
    Dv accumulated terms); ``delta_i`` by ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i| + sum_j
@@ -292,6 +301,30 @@ def underflow_unit(dtype: torch.dtype, *, flush_to_zero: bool) -> float:
     return spacing
 
 
+def _saturated(p: torch.Tensor, r: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far the weights ``P = softmax(z)`` of each row move when every logit ``z_ij`` moves by
+    up to ``r_ij``, exactly (not to first order, which fails once ``r`` nears 1: a bfloat16
+    logit of 1000 is off by up to 4, enough to swap a row's largest weight):
+
+    - ``moved_ij = P_ij expm1(r_ij) / sum_k P_ik exp(-r_ik)``: with ``sum_j`` over
+      ``|x_j - <x>_P|`` it bounds how far any average ``sum_j P_ij x_j`` moves (first order:
+      ``P_ij r_ij``);
+    - ``w_ij``: how far the weight ``P_ij`` itself moves, the larger of
+      ``P e^r / (P e^r + A - P e^-r) - P`` and ``P - P e^-r / (P e^-r + B - P e^r)``,
+      ``A = sum_k P_ik e^-r_ik``, ``B = sum_k P_ik e^r_ik`` (first order: ``P_ij ((1 - P_ij)
+      r_ij + sum_{k != j} P_ik r_ik)``, which vanishes when one key takes all the weight).
+    """
+    r = torch.where(m, r, 0.0).clamp(max=300.0)  # e^300 is finite in float64; w <= 1 long before
+    up, down = torch.exp(r), torch.exp(-r)
+    lo = (p * down).sum(-1, keepdim=True)
+    hi = (p * up).sum(-1, keepdim=True)
+    moved = p * torch.expm1(r) / torch.where(lo > 0, lo, 1.0)
+    pu, pd = p * up, p * down
+    upper = pu / torch.where(pu + lo - pd > 0, pu + lo - pd, 1.0) - p
+    lower = p - pd / torch.where(pd + hi - pu > 0, pd + hi - pu, 1.0)
+    return moved * m, torch.maximum(upper, lower).clamp(min=0.0) * m
+
+
 def _terms(n: torch.Tensor) -> torch.Tensor:
     # A sum of n terms, in any order (a plain loop included), rounds each term at most n times.
     return n.to(torch.float64)
@@ -346,8 +379,7 @@ def kernel_budget(
     roundings = 4 if bias is not None else 3
     eps_dot = eps if case.dtype == f64 else torch.finfo(torch.float32).eps
     r = (eps * (roundings * a + 1) + eps_dot * q.shape[-1] * a) * m
-    pr = p * r
-    pi = p * ((1 - p) * r + (pr.sum(-1, keepdim=True) - pr))
+    pr, pi = _saturated(p, r, m)
     mf = m.to(f64)  # a weight that underflows is off by eta: those terms are counted in units of
     # eta and multiplied by it last (eta times a scale would itself round away in float64)
     rows = _terms(m.sum(-1, keepdim=True))  # (B, H, Lq, 1)
@@ -365,7 +397,12 @@ def kernel_budget(
     s_plain = s if bias is None else s - bias
     r_out = (u * (2 * a0 + s_plain.abs() + z_round + (s - shift).abs() + 2) + u_dot * q.shape[-1] * a0) * m
     gap = (v.unsqueeze(-3) - out.unsqueeze(-2)).abs_()  # |v_j - out_i|, (B, H, Lq, Lk, Dv)
-    spread = torch.einsum("bhij,bhije->bhie", p * (r_out + 2 * u), gap)
+    # the weights' errors saturate: |out' - out| <= sum_j P_ij expm1(r_ij) |v_j - out_i| /
+    # sum_k P_ik exp(-r_ik) (first order: sum_j P_ij r_ij |v_j - out_i|), and never beyond the
+    # farthest allowed value (out' is a convex combination of them)
+    moved = torch.einsum("bhij,bhije->bhie", _saturated(p, r_out, m)[0], gap)
+    farthest = torch.where(m.unsqueeze(-1), gap, 0.0).amax(-2)
+    spread = torch.minimum(moved, farthest) + torch.einsum("bhij,bhije->bhie", p * 2 * u, gap)
     spread_eta = torch.einsum("bhij,bhije->bhie", mf, gap) + rows + 2
     # the sums: P v (u_acc n sum_j P_ij |v_j|) and the softmax's row sum, whose error scales every
     # weight of the row alike and so the output (u_acc n |out_i|)
@@ -387,15 +424,21 @@ def kernel_budget(
         # the weight)
         a_max = torch.where(m, a, 0.0).amax(-1, keepdim=True)
         lse = a_max + torch.log(m.sum(-1, keepdim=True) + 1.0)
-        pg = p * (eps * (2 * lse + 2) + 2 * eps_dot * q.shape[-1] * a_max)
+        pg = p * (eps_acc * (2 * lse + 2) + 2 * eps_dot * q.shape[-1] * a_max)
         # the row sum of n weights (any order) scales every weight of the row alike
         pg = pg + p * eps_acc * rows
-        pi, pr = pi + pg, pr + pg
+        pi = pi + pg
         # dP_ij = g_i·v_j sums Dv terms; delta = sum_j P_ij dP_ij sums n of them (or Dv, as
         # g_i·out_i): the weights' errors (against dP - delta), dP's, and both accumulations
         dv_terms = float(v.shape[-1])
         dp_err = (eps + eps_acc * dv_terms) * c
-        d_delta = (pr * (dp - delta).abs()).sum(-1, keepdim=True) + (p * dp_err).sum(-1, keepdim=True)
+        # (the weights' part never beyond the farthest allowed dP: delta averages them)
+        spread_dp = (dp - delta).abs()
+        by_weights = torch.minimum(
+            (pr * spread_dp).sum(-1, keepdim=True),
+            torch.where(m, spread_dp, 0.0).amax(-1, keepdim=True),
+        )
+        d_delta = by_weights + (pg * spread_dp).sum(-1, keepdim=True) + (p * dp_err).sum(-1, keepdim=True)
         d_delta = d_delta + eps_acc * rows * (p * dp.abs()).sum(-1, keepdim=True)
         d_delta = d_delta + (eps + eps_acc * dv_terms) * (g64.abs() * out.abs()).sum(-1, keepdim=True)
         ads, sc = ds.abs(), abs(scale)
