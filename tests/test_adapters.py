@@ -160,3 +160,14 @@ def test_a_layer_that_pools_the_padding_is_caught():
     r = run("compaction_equivalence", pooled_with_padding_layer(), kind="encoder", dim=16)
     assert r.status == "failed", r.message
     assert run("finite_output", pooled_with_padding_layer(), kind="encoder", dim=16).status == "passed"
+
+
+def test_an_sdpa_backend_leaves_out_the_cases_it_does_not_take_and_says_how_many():
+    """SDPA's flash backend on the CPU takes no Dv != D: those examples are left out and counted,
+    the rest are judged (a backend that took none would be not-applicable, never passed)."""
+    from xattn_ref.adapters import sdpa
+
+    r = run("reference_agreement", sdpa("flash"), torch.float16)
+    assert r.status == "passed", r.message
+    assert "the target did not take" in r.message and "SDPA's flash backend takes no such input" in r.message
+    assert 0 < r.applied < r.examples

@@ -91,6 +91,16 @@ def test_each_known_bad_kernel_exits_1_naming_its_property(name):
     assert "reproduce: xattn-check xattn_ref.known_bad:" in r.stdout
 
 
+def test_a_backend_that_takes_nothing_here_is_not_applicable_and_the_run_exits_2():
+    r = cli("xattn_ref.adapters:sdpa_efficient", *FAST, "--device", "cpu", "--property", "finite_output")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert (
+        "n/a: finite_output: none of the 25 drawn examples exercised it; the target did not take 25"
+        in r.stdout
+    )
+    assert "SDPA's efficient backend takes no such input" in r.stdout
+
+
 def test_a_good_kernel_exits_0_and_says_what_was_not_tested():
     r = cli(f"{TARGETS}:good_kernel", *FAST, "--dtype", "float64,bfloat16")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -274,7 +274,7 @@ def sdpa(backend: str | None = None) -> Callable[..., torch.Tensor]:
     return kernel
 
 
-#: SDPA on one backend each (torch raises where a backend cannot take a case)
+#: SDPA on one backend each (NotTaken where torch finds no kernel of that backend for a case)
 sdpa_math = sdpa("math")
 sdpa_flash = sdpa("flash")
 sdpa_efficient = sdpa("efficient")

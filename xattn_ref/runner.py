@@ -166,7 +166,8 @@ def run_property(
             raise
         except NotTaken as exc:  # outside the target's documented limits: not exercised
             counts["not_taken"] += 1
-            not_taken[:1] = not_taken[:1] or [str(exc).splitlines()[0] if str(exc) else "NotTaken"]
+            if not not_taken:
+                not_taken.append(str(exc).splitlines()[0] if str(exc) else "NotTaken")
             return
         counts["applied"] += bool(applied)
 
@@ -263,7 +264,7 @@ def _init_spawned(
 ) -> None:
     from xattn_ref.targets import load_target
 
-    torch.set_num_threads(threads)
+    _init_worker(threads)
     targets = [
         dataclasses.replace(load_target(spec or name, kind, opts), name=name, spec=spec)
         for name, kind, spec, opts in entries

@@ -83,9 +83,13 @@ by at most ``n eps_acc sum|terms|`` (``n u_acc`` in the output's floor).
    ``+ eta (n + 4)``: near the subnormals, the rounding of its n terms and of the at most 4
    operations before them)::
 
-       floor_dv = (pi + pg)^T |g| + eps_acc n P^T |g| + eps |dv|           (n: queries of key j)
-       floor_dq = |s| f |k| + eps_acc n |s| |dS| |k| + eps |dq|
-       floor_dk = |s| f^T |q| + eps_acc n |s| |dS|^T |q| + eps |dk|
+       floor_dv = (pi + pg)^T |g| + (eps_acc n + u t) P^T |g| + eps |dv|    (n: queries of key j)
+       floor_dq = |s| f |k| + (eps_acc n + u t) |s| |dS| |k| + eps |dq|
+       floor_dk = |s| f^T |q| + (eps_acc n + u t) |s| |dS|^T |q| + eps |dk|
+
+   (``t = ceil(n / 32)``: a blocked backward may add each block's float32 sum into a gradient
+   kept in T, rounding once per block; torch's CPU flash-attention backward does, with blocks
+   of 32 queries: :data:`SMALLEST_TILE`.)
 
 Flush to zero. On CUDA, kernels are often built to flush float32 subnormals to zero (nvcc
 ``--use_fast_math``, Triton): a value below the smallest normal float32 becomes 0, off by up to
@@ -143,6 +147,7 @@ import torch
 
 __all__ = [
     "LAYER_STAGES",
+    "SMALLEST_TILE",
     "TF32_EPS",
     "Budget",
     "Comparison",
@@ -275,6 +280,14 @@ class Budget:
         legit = (up & (r == torch.inf)) | (down & (r == -torch.inf))
         return torch.where(legit, self.truth[name][batch], r)
 
+
+#: The smallest block of queries (or keys) whose float32 sum a blocked backward adds into a
+#: gradient kept in the input dtype: torch's CPU flash-attention backward adds each block of 32
+#: queries into dk and dv in the input dtype (``FlashAttentionKernel.cpp``); flash-attention's
+#: tiles are 64 or more and keep the sums in float32. A sum of n terms in such a kernel is
+#: rounded to T up to ``ceil(n / 32)`` times; one rounded per term is the defect
+#: ``known_bad.half_accumulator``.
+SMALLEST_TILE = 32
 
 #: Unit of one rounding in TF32 (10 mantissa bits), what float32 matmuls round to on a CUDA
 #: device whose float32 matmul precision is not "highest".
@@ -466,19 +479,23 @@ def kernel_budget(
         acc = torch.float32 if case.dtype in (torch.float16, torch.bfloat16) else case.dtype
         eta_acc = underflow_unit(acc, flush_to_zero=ftz)
         f_acc = mf * (mf * dpd).sum(-1, keepdim=True)
+        # partial sums in T: a kernel may add each block's (float32) sum into a T-valued gradient,
+        # rounding it once per block of at least SMALLEST_TILE queries (dk, dv) or keys (dq):
+        # torch's CPU flash-attention backward does, with blocks of 32 queries into dk and dv
+        key_blocks, query_blocks = torch.ceil(rows / SMALLEST_TILE), torch.ceil(cols / SMALLEST_TILE)
         floor.update(
             dq=sc * f @ k.abs()
-            + eps_acc * rows * sc * (ads @ k.abs())
+            + (eps_acc * rows + u * key_blocks) * sc * (ads @ k.abs())
             + eps * truth["dq"].abs()
             + eta * (sc * f_eta @ k.abs() + rows + 4)
             + eta_acc * (sc * f_acc @ k.abs()),
             dk=sc * f.transpose(-2, -1) @ q.abs()
-            + eps_acc * cols * sc * (ads.transpose(-2, -1) @ q.abs())
+            + (eps_acc * cols + u * query_blocks) * sc * (ads.transpose(-2, -1) @ q.abs())
             + eps * truth["dk"].abs()
             + eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4)
             + eta_acc * (sc * f_acc.transpose(-2, -1) @ q.abs()),
             dv=pi.transpose(-2, -1) @ g64.abs()
-            + eps_acc * cols * (p.transpose(-2, -1) @ g64.abs())
+            + (eps_acc * cols + u * query_blocks) * (p.transpose(-2, -1) @ g64.abs())
             + eps * truth["dv"].abs()
             + eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
         )
