@@ -137,6 +137,29 @@ def test_a_backward_that_rounds_dv_once_per_block_of_32_queries_is_within_the_bu
         assert budget.compare(name, t).ok, budget.compare(name, t).explain()
 
 
+def test_an_infinity_from_a_partial_sum_past_the_range_is_within_the_budget_only_there():
+    """torch's CPU flash-attention backward adds blocks of 32 queries into a float16 dk: over 127
+    queries with values of spread 1000, a partial sum passes 65504 though the whole does not, and
+    dk[1, 1, 1, 0] is inf where the truth is finite (the main job's one false failure once the
+    logsumexp counted at float32's eps). An infinity is admitted where the sizes of the terms
+    sum past the range (a partial sum may), and nowhere else."""
+    pads = tuple(SlicePattern(n) for n in ("all_false",) * 3 + ("all_true",) + ("all_false",) * 2)
+    case = CaseSpec(3, 2, 127, 4, 8, 8, torch.float16, "cpu", 904641753, (1.0, 0.01, 1.0),
+                    (1.0, 1000.0, 1.0), MaskSpec("full", pads),
+                    logit_shift=(0.0, -30.0, 0.0)).build()  # fmt: skip
+    g = cotangent(case, (3, 2, 127, 8))
+    got = results(sdpa, case, g)["dk"]
+    budget = kernel_budget(case, g, grads=True)
+    top = torch.finfo(torch.float16).max
+    assert got[1, 1, 1, 0].isinf() and abs(budget.truth["dk"][1, 1, 1, 0]) < top
+    assert budget.reach["dk"][1, 1, 1, 0] >= top
+    assert budget.compare("dk", got).ok, budget.compare("dk", got).explain()
+    small = (budget.reach["dk"] < 1.0).nonzero()[0].tolist()
+    wrong = got.clone()
+    wrong[tuple(small)] = torch.inf
+    assert not budget.compare("dk", wrong).ok
+
+
 def test_flushing_float32_subnormals_to_zero_is_within_cuda_budgets_only():
     """On an H200, SDPA's efficient backend gave float32 dk = 0 where the truth is -2.25e-41 (a
     row whose logits are shifted by -1000): it flushes subnormals to zero. CUDA budgets count a

@@ -110,7 +110,9 @@ subnormal ``dS`` is not rounded before ``|q|`` multiplies it.)
 
 Infinities. Where ``truth + allowed`` reaches past T's largest finite value, a value a correct
 result may take rounds to ``+inf`` (likewise ``-inf`` below), so that infinity is within the
-allowance (:meth:`Budget.settle`); anywhere else an infinity is an error. A plain result that is
+allowance (:meth:`Budget.settle`); so is one of either sign where the sizes of a gradient's
+terms sum past the range (a blocked backward's partial sum kept in T may overflow there:
+:attr:`Budget.reach`); anywhere else an infinity is an error. A plain result that is
 not finite measures nothing: its error counts as zero, and the floor stands alone.
 
 Two results in T that should both equal the same truth (the output before and after changing
@@ -140,7 +142,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -237,6 +239,9 @@ class Budget:
     floor: dict[str, torch.Tensor]
     rule: dict[str, float]
     dtype: torch.dtype
+    #: per element, the largest magnitude a partial sum of the quantity may take (the sum of its
+    #: terms' sizes): where it passes the dtype's range, a blocked sum kept in T may overflow
+    reach: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -265,10 +270,15 @@ class Budget:
     def overflows(self, name: str, batch: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         """Bool, ``(up, down)``: where the truth, within its allowance, reaches above the dtype's
         largest finite value, and below its most negative one. A value there that a correct result
-        may take rounds to ``+inf`` (``-inf``), so that infinity is within the allowance."""
+        may take rounds to ``+inf`` (``-inf``), so that infinity is within the allowance. Where a
+        partial sum may pass the range (:attr:`reach`), an infinity of either sign is."""
         truth, allowed = self.truth[name][batch], self.allowed(name, batch=batch)
         top = torch.finfo(self.dtype).max
-        return truth + allowed >= top, truth - allowed <= -top
+        up, down = truth + allowed >= top, truth - allowed <= -top
+        if name in self.reach:
+            partial = self.reach[name][batch] >= top
+            up, down = up | partial, down | partial
+        return up, down
 
     def settle(self, name: str, result: torch.Tensor, batch: slice = slice(None)) -> torch.Tensor:
         """``result`` with the infinities within the allowance (see :meth:`overflows`) replaced by
@@ -421,6 +431,7 @@ def kernel_budget(
     # weight of the row alike and so the output (u_acc n |out_i|)
     floor = {"out": spread + 3 * u * out.abs() + u_acc * rows * (p @ v.abs() + out.abs()) + eta * spread_eta}
     rule = {"out": 2.0}
+    reach: dict[str, torch.Tensor] = {}
     if grads:
         g64 = g.detach().to(device=cpu, dtype=f64)
         dp = g64 @ v.transpose(-2, -1)
@@ -500,9 +511,15 @@ def kernel_budget(
             + eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
         )
         rule.update(dq=3.0, dk=3.0, dv=3.0)
+        reach.update(
+            dq=sc * (ads @ k.abs()),
+            dk=sc * (ads.transpose(-2, -1) @ q.abs()),
+            dv=p.transpose(-2, -1) @ g64.abs(),
+        )
         if groups > 1:
             for n in ("dk", "dv"):
                 b_, _, lk, d_ = truth[n].shape
+                reach[n] = reach[n].reshape(b_, -1, groups, lk, d_).sum(2)
                 truth[n] = truth[n].reshape(b_, -1, groups, lk, d_).sum(2)
                 # one accumulation over the whole group's G * Lq terms: each per-head sum bound
                 # (n_h eps sum|terms_h|) grows to at most G times itself
@@ -522,7 +539,7 @@ def kernel_budget(
         gp = torch.autograd.grad(plain_out, leaves, grad_outputs=g.to(device=device, dtype=case.dtype))
         plain.update(zip(("dq", "dk", "dv"), gp))
     plain_error = {n: _finite_or_zero(_error(plain[n], truth[n])).amax(-1, keepdim=True) for n in truth}
-    return Budget(truth, plain_error, floor, rule, case.dtype)
+    return Budget(truth, plain_error, floor, rule, case.dtype, reach)
 
 
 #: Rounding stages of an attention layer: input projections, logits, the weighted sum of values,
