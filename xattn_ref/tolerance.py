@@ -494,28 +494,30 @@ def kernel_budget(
         # rounding it once per block of at least SMALLEST_TILE queries (dk, dv) or keys (dq):
         # torch's CPU flash-attention backward does, with blocks of 32 queries into dk and dv
         key_blocks, query_blocks = torch.ceil(rows / SMALLEST_TILE), torch.ceil(cols / SMALLEST_TILE)
-        floor.update(
-            dq=sc * f @ k.abs()
-            + (eps_acc * rows + u * key_blocks) * sc * (ads @ k.abs())
-            + eps * truth["dq"].abs()
-            + eta * (sc * f_eta @ k.abs() + rows + 4)
-            + eta_acc * (sc * f_acc @ k.abs()),
-            dk=sc * f.transpose(-2, -1) @ q.abs()
-            + (eps_acc * cols + u * query_blocks) * sc * (ads.transpose(-2, -1) @ q.abs())
-            + eps * truth["dk"].abs()
-            + eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4)
-            + eta_acc * (sc * f_acc.transpose(-2, -1) @ q.abs()),
-            dv=pi.transpose(-2, -1) @ g64.abs()
-            + (eps_acc * cols + u * query_blocks) * (p.transpose(-2, -1) @ g64.abs())
-            + eps * truth["dv"].abs()
-            + eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
-        )
-        rule.update(dq=3.0, dk=3.0, dv=3.0)
+        # the sizes of each gradient's terms, summed: its accumulation errors, and how large a
+        # partial sum may grow (Budget.reach)
         reach.update(
             dq=sc * (ads @ k.abs()),
             dk=sc * (ads.transpose(-2, -1) @ q.abs()),
             dv=p.transpose(-2, -1) @ g64.abs(),
         )
+        floor.update(
+            dq=sc * f @ k.abs()
+            + (eps_acc * rows + u * key_blocks) * reach["dq"]
+            + eps * truth["dq"].abs()
+            + eta * (sc * f_eta @ k.abs() + rows + 4)
+            + eta_acc * (sc * f_acc @ k.abs()),
+            dk=sc * f.transpose(-2, -1) @ q.abs()
+            + (eps_acc * cols + u * query_blocks) * reach["dk"]
+            + eps * truth["dk"].abs()
+            + eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4)
+            + eta_acc * (sc * f_acc.transpose(-2, -1) @ q.abs()),
+            dv=pi.transpose(-2, -1) @ g64.abs()
+            + (eps_acc * cols + u * query_blocks) * reach["dv"]
+            + eps * truth["dv"].abs()
+            + eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
+        )
+        rule.update(dq=3.0, dk=3.0, dv=3.0)
         if groups > 1:
             for n in ("dk", "dv"):
                 b_, _, lk, d_ = truth[n].shape
