@@ -105,6 +105,8 @@ RUNS = [
         [f"{A}:sdpa_cudnn", *HALF, *FUSED, "--strict", "--property", "nan_padding_invariance"],
         expect=1,
     ),
+    Run("eager attention (the scores in the input dtype)", ["xattn_ref.targets:eager_kernel"]),
+    Run("flash-attention's backward written out", ["xattn_ref.targets:flash_backward_kernel"]),
     Run("known bad: a -inf softmax", ["xattn_ref.known_bad:neg_inf_softmax"], expect=1),
 ]
 
