@@ -253,8 +253,7 @@ def _can_fork() -> bool:
 def _reloadable(target: Any) -> tuple[str, str, str | None, dict[str, Any]] | None:
     """What a spawned process needs to load ``target`` again by its spec (None: held in-process
     only, as :func:`xattn_ref.targets.as_target` makes them)."""
-    spec = str(getattr(target, "spec", None) or getattr(target, "name", ""))
-    if ":" not in spec or not hasattr(target, "kind"):
+    if ":" not in (target.spec or target.name):
         return None
     return target.name, target.kind, target.spec, dict(target.options)
 
