@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from _support import run
 
 from xattn_ref._devices import ALL_DTYPES
@@ -54,3 +55,51 @@ def test_correct_layers_pass_every_layer_property(factory):
 def test_decoder_layer_runs_as_a_layer_target():
     results = verdicts("decoder", decoder_layer(16, 2), ["no_input_mutation", "batch_independence"])
     assert all(r.status in ("passed", "failed") for r in results.values()), results
+
+
+def _one_real_token_case(dtype):
+    """B=1: x (1, 3, 16), a context of 5 tokens of which only the first is real. The softmax over
+    one allowed key is constant, so dx cancels to zero exactly (dS = dP - dP), and a computation in
+    dtype leaves only its roundings there."""
+    from xattn_ref.cases import LayerCaseSpec, MaskSpec, SlicePattern
+
+    mask = MaskSpec("key_padding", (SlicePattern("one_key", 0),))
+    return LayerCaseSpec(1, 3, 5, 16, 16, dtype, "cpu", 0, (1.0,), (1.0,), mask).build()
+
+
+def test_a_layer_gradient_that_cancels_to_zero_is_judged_by_the_roundings_of_its_parts(monkeypatch):
+    # The model's Monte Carlo term (every operation perturbed by its rounding): without it the
+    # budget of dx is the size of the float64 dx, about 1e-17 here, and a correct float32 layer
+    # (SDPA's flash kernel computes dP and its row average apart) fails; with it, it passes.
+    import contextlib
+    import types
+
+    import xattn_ref._perturbed
+    from xattn_ref._calls import cotangent, forward_backward
+    from xattn_ref.targets import as_target
+
+    call = as_target(multihead_attention_layer(16, 2, need_weights=False), kind="layer", dim=16).call
+    case = _one_real_token_case(torch.float32)
+    g = cotangent(case, (1, 3, 16))
+    _, grads = forward_backward(call, case, g)
+    budget = call.budget(case, g, grads=True)
+    error = (grads["dx"].double() - budget.truth["dx"]).abs().max()
+    assert float(budget.truth["dx"].abs().max()) < 1e-15 < float(error)
+    assert budget.compare("dx", grads["dx"]).ok
+    no_perturbation = contextlib.nullcontext(types.SimpleNamespace(kinks=set()))
+    monkeypatch.setattr(xattn_ref._perturbed, "perturbed", lambda *a, **k: no_perturbation)
+    assert not call.budget(case, g, grads=True).compare("dx", grads["dx"]).ok
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_wrong_gradient_on_the_half_precision_path_alone_is_caught_on_a_gradient(dtype):
+    from xattn_ref.known_bad import half_path_wrong_grad_layer
+
+    layer = half_path_wrong_grad_layer()
+    failed = run("dtype_consistency", layer, dtype, kind="layer", dim=16, max_examples=20)
+    assert failed.status == "failed" and failed.message.startswith(("dcontext[", "d(")), failed.message
+    # its output is right: judged on y alone (forward-only), it passes; and float32 has no defect
+    forward = run("dtype_consistency", layer, dtype, kind="layer", dim=16, forward_only=True, max_examples=20)
+    assert forward.status == "passed", forward.message
+    float32 = run("dtype_consistency", layer, torch.float32, kind="layer", dim=16, max_examples=20)
+    assert float32.status == "passed", float32.message

@@ -210,7 +210,7 @@ class LayerCall:
     def budget(self, case: LayerCase, g: torch.Tensor, *, grads: bool) -> Budget:
         from xattn_ref.tolerance import layer_budget
 
-        return layer_budget(self, case, self.dim + self.context_dim + case.context.shape[1])
+        return layer_budget(self, case, self.dim + self.context_dim + case.context.shape[1], g, grads=grads)
 
 
 class EncoderCall(LayerCall):
@@ -226,7 +226,7 @@ class EncoderCall(LayerCall):
     def budget(self, case: Any, g: torch.Tensor, *, grads: bool) -> Budget:
         from xattn_ref.tolerance import layer_budget
 
-        return layer_budget(self, case, 2 * self.dim + case.x.shape[1])
+        return layer_budget(self, case, 2 * self.dim + case.x.shape[1], g, grads=grads)
 
 
 def _grad_mode(differentiable: bool) -> Any:

@@ -723,6 +723,21 @@ def pooled_with_padding_layer() -> torch.nn.Module:
     return _PooledWithPadding().eval()
 
 
+def _half_path_dk_doubled(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    if q.dtype in (torch.float16, torch.bfloat16):
+        return dk_doubled(q, k, v, mask)  # the fused half-precision kernel, its backward wrong
+    return _guarded(q, k, v, mask)
+
+
+def half_path_wrong_grad_layer() -> torch.nn.Module:
+    """Cross-attention that takes a fused kernel for float16 and bfloat16 inputs, as layers pick
+    flash kernels for half precision, whose backward doubles dk: y is right in every dtype; the
+    gradients of the context and of the key projection are wrong in half precision alone."""
+    return _layer(_half_path_dk_doubled)
+
+
 #: name -> zero-argument factory of a layer (E = 16).
 KNOWN_BAD_LAYERS = {
     f.__name__: f
@@ -733,6 +748,7 @@ KNOWN_BAD_LAYERS = {
         half_precision_math_layer,
         zeroes_padding_in_place_layer,
         mean_pooled_context_layer,
+        half_path_wrong_grad_layer,
     )
 }
 
@@ -744,4 +760,5 @@ LAYER_CAUGHT_BY = {
     "half_precision_math_layer": "dtype_consistency",
     "zeroes_padding_in_place_layer": "no_input_mutation",
     "mean_pooled_context_layer": "compaction_equivalence",
+    "half_path_wrong_grad_layer": "dtype_consistency",
 }

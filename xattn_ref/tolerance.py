@@ -121,17 +121,15 @@ the rule and the first-order terms are the whole model. ``scripts/tightness.py``
 tight it is and ``scripts/false_failures.py`` that correct kernels never exceed it.
 
 Layers (``fn(x, context, context_mask)``) have no reference: the layer's own float64 result on
-the same (exactly upcast) inputs and parameters is the truth. A layer is a chain of sums no
-longer than ``n = E + E_ctx + Lk`` terms (projections, then attention), and a sum of ``n``
-terms rounded in T is off by at most about ``n * eps(T)`` times its magnitude; and rounded
-logits are amplified by ``exp`` as for kernels, which the layer's internals do not let us
-compute. So the plain error is measured instead (:func:`layer_budget`): ``S[b]``, how far one
-rounding of every input moves the float64 output, once per stage of the layer::
-
-    allowed[b] = 2 * LAYER_STAGES * S[b] + n * eps(T) * max|y_float64[b]|
-
-Deliberately loose: it catches NaN, padding that leaks into the output and outputs that depend
-on a fully padded context, not ulps.
+the same (exactly upcast) inputs and parameters is the truth, and a plain run's error is
+measured, not derived (:func:`layer_budget`): how far the float64 output moves when every input
+is rounded once (``S``, once per stage of the layer), and how far the output and the gradients
+move when every operation of the layer has its inputs and results off by their roundings in T
+(Monte Carlo arithmetic: :mod:`xattn_ref._perturbed`). The output keeps a loose floor (it
+catches NaN, padding that leaks into the output and outputs that depend on a fully padded
+context, not ulps); the gradients are judged against three times the measured error, except
+through a ReLU or another kink, where a rounding may switch a unit and only gross errors are
+caught.
 
 :class:`Budget` holds all of it for one case; :meth:`Budget.compare` is the one comparison
 that every property of every kind of target goes through.
@@ -141,13 +139,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 __all__ = [
+    "LAYER_SAMPLES",
     "LAYER_STAGES",
     "SMALLEST_TILE",
     "TF32_EPS",
@@ -175,18 +173,13 @@ def format_pair(a: float, b: float) -> tuple[str, str]:
 def per_batch_max_error(actual: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """``max |actual - truth|`` per batch element (dim 0), in float64 on the CPU; NaN counts as inf."""
     err = _error(actual, truth)
-    return err.reshape(err.shape[0], -1).amax(-1) if err[0].numel() else err.new_zeros(err.shape[0])
+    return _row_max(err, err.shape[0])
 
 
 def _error(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     a = actual.detach().to(device="cpu", dtype=torch.float64)
     e = expected.detach().to(device="cpu", dtype=torch.float64)
     return (a - e).abs().nan_to_num(nan=math.inf, posinf=math.inf)
-
-
-def _per_batch_max(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach().to(device="cpu", dtype=torch.float64).abs()
-    return t.reshape(t.shape[0], -1).amax(-1) if t[0].numel() else t.new_zeros(t.shape[0])
 
 
 @dataclass(frozen=True)
@@ -197,6 +190,7 @@ class Comparison:
     actual: torch.Tensor
     expected: torch.Tensor
     allowed: torch.Tensor  # float64 on the CPU, broadcastable to the error
+    batched: bool = True  # dim 0 is the batch (not so for a parameter's gradient)
 
     @functools.cached_property
     def error(self) -> torch.Tensor:
@@ -218,9 +212,10 @@ class Comparison:
         got, want = format_pair(a, e)
         where = f"{self.what}[{', '.join(str(i) for i in (index[0] + offset, *index[1:]))}]"
         error = self.error.reshape(-1)[flat].item()
+        batch = f" in batch element {index[0] + offset}" if self.batched else ""
         return (
             f"{where} = {got} but {expected_name} gives {want}: error {error:.3g} "
-            f"> allowed {allowed.reshape(-1)[flat].item():.3g} in batch element {index[0] + offset}"
+            f"> allowed {allowed.reshape(-1)[flat].item():.3g}{batch}"
         )
 
 
@@ -242,6 +237,8 @@ class Budget:
     #: per element, the largest magnitude a partial sum of the quantity may take (the sum of its
     #: terms' sizes): where it passes the dtype's range, a blocked sum kept in T may overflow
     reach: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the quantities with no batch dim (a layer parameter's gradient, a sum over the batch)
+    unbatched: frozenset[str] = frozenset()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -265,7 +262,13 @@ class Budget:
         Where the truth is beyond the dtype's range, an infinity of its sign is correct."""
         exp = self.truth[name][batch] if expected is None else expected
         allowed = self.allowed(name, batch=batch, factor=factor)
-        return Comparison(name, self.settle(name, actual, batch), self.settle(name, exp, batch), allowed)
+        return Comparison(
+            name,
+            self.settle(name, actual, batch),
+            self.settle(name, exp, batch),
+            allowed,
+            batched=name not in self.unbatched,
+        )
 
     def overflows(self, name: str, batch: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         """Bool, ``(up, down)``: where the truth, within its allowance, reaches above the dtype's
@@ -548,38 +551,101 @@ def kernel_budget(
 #: the output projection. Each rounds its results once in T.
 LAYER_STAGES = 4
 
+#: Samples of Monte Carlo arithmetic that measure a layer's plain error (:func:`layer_budget`).
+LAYER_SAMPLES = 3
 
-def layer_budget(call: Callable[[Any], torch.Tensor], case: Any, terms: int) -> Budget:
-    """The budget of a layer case. The layer's own float64 result is the truth, and per batch
-    element ``allowed[b] = 2 * plain[b] + terms * eps * max|truth[b]|`` (``terms = E + E_ctx +
-    Lk``), where ``plain[b] = LAYER_STAGES * S[b]`` stands for the error a plain run in T makes:
-    ``S[b]`` is how far one rounding of every input to T moves the float64 output (measured: the
-    inputs multiplied by ``1 ± eps``, random signs, seeded), and each of the layer's stages
-    rounds once. ``S`` carries what the sum bound cannot: the amplification of rounded logits by
-    ``exp`` when the inputs are large."""
+
+def layer_budget(
+    call: Any, case: Any, terms: int, g: torch.Tensor | None = None, *, grads: bool = False
+) -> Budget:
+    """The budget of a layer case: the output ``y`` and, with ``grads``, the gradients of the
+    cotangent ``g`` with respect to every float input (``dx``, ``dcontext``) and trainable
+    parameter (``d(name)``). The layer's own float64 result is the truth; per batch element (per
+    tensor for a parameter's gradient, a sum over the batch), with ``size = max|truth|``::
+
+        allowed_y    = 2 * LAYER_STAGES * S + terms * eps * size
+        allowed_grad = 3 * M + eps * size             (+ size through a kink)
+
+    - ``S``: how far one rounding of every input to T moves the float64 output (measured: the
+      inputs multiplied by ``1 ± eps``, random signs, seeded), once per stage of the layer; it
+      carries the amplification of rounded logits by ``exp`` when the inputs are large.
+    - ``M``: how far the float64 gradients move when every operation of the layer, forward and
+      backward, has its inputs and results off by their roundings in T, matrix products
+      accumulated in float32 for half inputs (Monte Carlo arithmetic,
+      :mod:`xattn_ref._perturbed`; the largest of :data:`LAYER_SAMPLES` seeded samples, as
+      CADNA runs three): the error of a plain run in T, for a black box, times 3 (the rule of
+      flash-attention's tests for gradients). It carries what ``S`` cannot: roundings inside the
+      layer whose exact effect cancels (over a row with one allowed key ``dS = dP - dP = 0``
+      exactly, whatever the inputs; a kernel that computes the two terms apart is off by
+      ``eps |dP|``). Only gradients use it: the output's model is the one it had before.
+    - ``terms * eps * size`` (``terms = E + E_ctx + Lk``, :meth:`LayerCall.budget`): the output's
+      floor, the old layer model's, kept; ``eps * size`` for a gradient: its own rounding.
+    - A kink (:data:`xattn_ref._perturbed.KINKS`: a ReLU, a clamp) that the layer's computation
+      passes through admits ``size`` more in every gradient: a unit that a rounding switches on or
+      off changes a gradient by a whole term (seen: a float16 decoder layer's ``d(linear1.weight)``
+      element 0.231 where float64 gives 0.454), which no bound of the rounding's size covers.
+      Through a kink the gradients are checked for gross errors alone."""
+    from xattn_ref._calls import forward_backward
+    from xattn_ref._perturbed import perturbed
+
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
     eps = torch.finfo(case.dtype).eps
     gen = torch.Generator().manual_seed(case.seed + 4)
-    nudged = {
-        n: t * (1 + eps * torch.randint(0, 2, t.shape, generator=gen).mul(2).sub(1).to(t))
-        for n, t in exact.inputs().items()
-    }
+    nudged = exact.replace(
+        **{
+            n: t * (1 + eps * torch.randint(0, 2, t.shape, generator=gen).mul(2).sub(1).to(t))
+            for n, t in exact.inputs().items()
+        }
+    )
+
     # in the call's own grad mode: under no_grad, layers such as nn.MultiheadAttention take another
     # (fast) path than the one being judged
-    truth = call(exact).detach().double().cpu()
-    moved = call(exact.replace(**nudged)).detach().double().cpu()
-    finite = truth.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # a NaN truth must not make it vacuous
-    per_batch = (truth.shape[0],) + (1,) * (truth.ndim - 1)
-    plain = LAYER_STAGES * _finite_or_zero(per_batch_max_error(moved, truth))
-    floor = terms * eps * _per_batch_max(finite) + torch.finfo(torch.float64).tiny
-    return Budget(
-        truth={"y": truth},
-        plain_error={"y": plain.reshape(per_batch)},
-        floor={"y": floor.reshape(per_batch)},
-        rule={"y": 2.0},
-        dtype=case.dtype,
-    )
+    def results(c: Any) -> dict[str, torch.Tensor]:
+        if grads and g is not None:
+            y, d = forward_backward(call, c, g.detach().to(device=device, dtype=torch.float64))
+            return {case.output_name: y, **d}
+        return {case.output_name: call(c)}
+
+    truth = results(exact)
+    moved = call(nudged).detach().double().cpu()  # the output's S
+    # the gradients' plain error: three samples of Monte Carlo arithmetic (CADNA's three runs),
+    # the largest error of each gradient over them
+    half = case.dtype in (torch.float16, torch.bfloat16)
+    eps_acc = torch.finfo(torch.float32).eps if half else eps  # matmuls accumulate in float32
+    samples, kinked = [], False
+    for i in range(LAYER_SAMPLES if len(truth) > 1 else 0):
+        limit = torch.finfo(case.dtype).max
+        with perturbed(eps, eps_acc=eps_acc, seed=case.seed + 5 + i, limit=limit) as mode:
+            samples.append(results(exact))
+        # a unit of a piecewise-linear activation (ReLU) that a rounding switches on or off
+        # changes a gradient by a whole term: no bound of the rounding's size covers it
+        kinked = kinked or bool(mode.kinks)
+    budget: dict[str, dict[str, torch.Tensor]] = {"truth": {}, "plain_error": {}, "floor": {}}
+    rule: dict[str, float] = {}
+    for name, t in truth.items():
+        t = t.detach().double().cpu()
+        is_output, per_batch = name == case.output_name, name[1:] in case.inputs() or name == case.output_name
+        shape = (t.shape[0],) + (1,) * (t.ndim - 1) if per_batch else (1,) * t.ndim
+        size = _row_max(t.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs(), shape[0])  # a NaN truth must
+        if is_output:  # not make the budget vacuous
+            s = _row_max(_finite_or_zero(_error(moved, t)), shape[0])
+            plain_error, floor = LAYER_STAGES * s, terms * eps * size
+        else:
+            errors = [_row_max(_finite_or_zero(_error(p[name], t)), shape[0]) for p in samples]
+            plain_error, floor = torch.stack(errors).amax(0), (1.0 + eps if kinked else eps) * size
+        budget["truth"][name] = t
+        budget["plain_error"][name] = plain_error.reshape(shape)
+        budget["floor"][name] = (floor + torch.finfo(torch.float64).tiny).reshape(shape)
+        rule[name] = 2.0 if is_output else 3.0
+    unbatched = frozenset(n for n in truth if n != case.output_name and n[1:] not in case.inputs())
+    return Budget(rule=rule, dtype=case.dtype, unbatched=unbatched, **budget)
+
+
+def _row_max(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """The largest element of each of ``rows`` rows of ``t`` (0 for an empty row)."""
+    flat = t.reshape(rows, -1)
+    return flat.amax(-1) if flat.shape[-1] else flat.new_zeros(rows)
 
 
 def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:

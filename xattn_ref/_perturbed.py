@@ -1,0 +1,151 @@
+"""Monte Carlo arithmetic for black-box float64 computations (layers, whose internals the
+tolerance model cannot see).
+
+Inside :func:`perturbed`, every functional aten operation on float64 tensors (forward and
+backward) runs on inputs each multiplied by ``1 + d``, ``|d| <= eps + sqrt(k) eps_sum``, and its
+results by ``1 + d``, ``|d| <= eps`` (``d`` uniform, seeded): the float64 computation carries
+rounding errors of the size a computation in a dtype of rounding unit ``eps`` makes, in the same
+operations, with random signs (Parker's Monte Carlo arithmetic, as Verificarlo does it).
+``eps_sum`` is ``eps_acc`` (float32's for half-precision inputs) for matrix products and
+attention kernels, which accumulate in float32, and ``eps`` for other reductions (torch's CPU
+layer norm backward sums a half-precision bias gradient in half precision: a float16 BERT
+layer's was 4 ulps off over 51 positions).
+
+- ``eps`` on the inputs and the results: each is stored in the dtype (one rounding, at most
+  ``eps / 2``; a library function may be off by one ulp).
+- ``k`` is the operation's reduction length (the K of a matrix product, the keys plus the head
+  dim of an attention kernel, the reduced elements of a sum or softmax; 1 for elementwise
+  operations): a sum of ``k`` products accumulated in floating point is the exact sum of the
+  products each off by up to ``k u_acc`` (its backward error), about ``sqrt(k) u_acc`` for
+  roundings of random signs (Higham and Mary's probabilistic bound).
+- Perturbing the inputs matters beyond that: an operation whose exact result cancels to zero (a
+  softmax's backward over a row with one allowed key: ``dP - sum_j P_j dP_j``) gives 0 for inputs
+  that agree, where a kernel that computes the two terms apart is off by ``eps |dP|``.
+- Views and in-place operations run as they are (their results alias their inputs). Values
+  beyond ``limit`` (the range of the dtype simulated) stay as they are: there they are sentinels
+  such as float64's ``finfo.min`` in a mask, which the computation in that dtype writes as its
+  own exact constant, and perturbing them apart by ``eps`` of their size would tell apart keys
+  that no rounding tells apart (a row of equal sentinels would attend to one key, not all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+__all__ = ["KINKS", "Perturbation", "perturbed", "reduction_length"]
+
+#: Operations whose result, or whose derivative, jumps where an input crosses a point (a unit of a
+#: piecewise-linear activation switching on or off): a rounding there may change a gradient by a
+#: whole term, which no error bound of the rounding's size covers.
+KINKS = frozenset(
+    {
+        "relu",
+        "relu_",
+        "relu6",
+        "threshold",
+        "threshold_",
+        "threshold_backward",
+        "hardtanh",
+        "hardtanh_",
+        "hardtanh_backward",
+        "leaky_relu",
+        "leaky_relu_",
+        "leaky_relu_backward",
+        "prelu",
+        "clamp",
+        "clamp_",
+        "clamp_min",
+        "clamp_min_",
+        "clamp_max",
+        "clamp_max_",
+        "abs",
+        "abs_",
+        "sign",
+        "maximum",
+        "minimum",
+    }
+)
+
+_MATMULS = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "dot", "mv", "addmv", "linear"}
+
+
+def reduction_length(name: str, tensors: list[torch.Tensor], results: list[torch.Tensor]) -> int:
+    """How many products each result element of the aten operation ``name`` sums (at least 1)."""
+    if not tensors:
+        return 1
+    if name in _MATMULS:
+        a = tensors[1] if name.startswith("add") or name == "baddbmm" else tensors[0]
+        return max(1, a.shape[-1]) if a.ndim else 1
+    attention = "attention" in name or "attn" in name  # q (.., Lq, D), k (.., Lk, D), ...
+    if attention and len(tensors) >= 2 and tensors[0].ndim >= 2 and tensors[1].ndim >= 2:
+        return max(1, tensors[0].shape[-1] + max(t.shape[-2] for t in tensors[:3] if t.ndim >= 2))
+    if "norm" in name and tensors[0].ndim:  # over the features; a backward's weight and bias
+        last = max(1, tensors[0].shape[-1])  # gradients over the positions
+        return max(last, tensors[0].numel() // last)
+    if "softmax" in name:
+        return max(1, tensors[0].shape[-1]) if tensors[0].ndim else 1
+    largest = max(t.numel() for t in tensors)
+    smallest_out = min((r.numel() for r in results), default=largest) or 1
+    return max(1, largest // smallest_out)  # a sum or mean: the elements it reduces
+
+
+class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """The mode :func:`perturbed` runs in; ``kinks``: the operations of :data:`KINKS` it saw."""
+
+    def __init__(self, eps: float, eps_acc: float, seed: int, limit: float) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.eps = eps
+        self.eps_acc = eps_acc
+        self.seed = seed
+        self.limit = limit
+        self.generators: dict[torch.device, torch.Generator] = {}
+        self.kinks: set[str] = set()
+
+    def _nudge(self, t: Any, eps: float) -> Any:
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float64 or not t.numel():
+            return t
+        gen = self.generators.get(t.device)
+        if gen is None:
+            gen = self.generators[t.device] = torch.Generator(t.device).manual_seed(self.seed)
+        d = torch.rand(t.shape, generator=gen, dtype=torch.float64, device=t.device).mul_(2).sub_(1)
+        return torch.where(t.abs() <= self.limit, t * (1 + eps * d), t)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        schema = func._schema
+        name = schema.name.split("::")[-1]
+        if name in KINKS:
+            self.kinks.add(name)
+        if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
+            return func(*args, **kwargs)
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if _float64(t)]
+        if not tensors:
+            return func(*args, **kwargs)
+        exact = func(*args, **kwargs)
+        k = reduction_length(name, tensors, [r for r in tree_flatten(exact)[0] if _float64(r)])
+        fused = name in _MATMULS or "attention" in name or "attn" in name  # float32 accumulators
+        within = self.eps + (self.eps_acc if fused else self.eps) * math.sqrt(k)
+        args, kwargs = tree_map(lambda t: self._nudge(t, within), (args, kwargs))
+        return tree_map(lambda t: self._nudge(t, self.eps), func(*args, **kwargs))
+
+
+def _float64(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype == torch.float64
+
+
+@contextlib.contextmanager
+def perturbed(
+    eps: float, *, eps_acc: float | None = None, seed: int, limit: float = torch.finfo(torch.float64).max
+) -> Iterator[Perturbation]:
+    """Every float64 operation run inside perturbed as the module docstring says (``eps``: the
+    rounding unit simulated; ``eps_acc``: the accumulator's, default ``eps``; ``limit``: the
+    largest size perturbed); the same ``seed`` gives the same perturbations."""
+    with Perturbation(eps, eps if eps_acc is None else eps_acc, seed, limit) as mode:
+        yield mode
