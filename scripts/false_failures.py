@@ -10,6 +10,13 @@ such an infinity only by reaching the range): such a failure (``finite_output``,
 the target itself, apart from the false failures, and does not fail the sweep.
 
     python scripts/false_failures.py --seeds 20 --examples 50
+    python scripts/false_failures.py --layers --seeds 20 --examples 50   # correct layers only
+
+``--layers`` runs every layer property of six correct layers instead: the built-in ones
+(cross-attention with ``safe_sdpa``, ``nn.MultiheadAttention`` with ``need_weights=False``,
+``nn.TransformerEncoderLayer``), ``nn.TransformerDecoderLayer``, ``nn.MultiheadAttention``
+self-attention and Hugging Face's ``BertLayer`` (E = 16): their gradients are judged by a
+measured error (Monte Carlo arithmetic), which only such a sweep shows is never too small.
 """
 
 from __future__ import annotations
@@ -25,7 +32,17 @@ from xattn_ref import plan
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_tasks
-from xattn_ref.targets import BUILTINS, load_target
+from xattn_ref.targets import BUILTINS, load_target, resolve_options
+
+#: Correct layers (E = 16) and their kinds, for ``--layers``.
+LAYERS = (
+    ("xattn_ref.adapters:cross_attention_layer()", "layer"),
+    ("xattn_ref.targets:mha_layer_need_weights_false()", "layer"),
+    ("xattn_ref.adapters:decoder_layer()", "layer"),
+    ("xattn_ref.adapters:transformer_encoder_layer()", "encoder"),
+    ("xattn_ref.adapters:self_attention_layer()", "encoder"),
+    ("xattn_ref.adapters:hf_bert_layer()", "encoder"),
+)
 
 #: Properties whose failure is a NaN, or an infinity the allowance does not reach.
 NONFINITE = {"finite_output", "finite_grad"}
@@ -37,12 +54,16 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--examples", type=int, default=50, help="examples per property, dtype and seed")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--layers", action="store_true", help="six correct layers instead (see above)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = profile_settings("dev", max_examples=args.examples)
-    targets = [b.load() for b in BUILTINS if b.should_pass]
-    for name in ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel"):
-        targets.append(load_target(f"xattn_ref.targets:{name}"))
+    if args.layers:
+        targets = [load_target(s, k, resolve_options(k, {"dim": 16}, prefix="")) for s, k in LAYERS]
+    else:
+        targets = [b.load() for b in BUILTINS if b.should_pass]
+        for name in ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel"):
+            targets.append(load_target(f"xattn_ref.targets:{name}"))
     properties = {t.name: plan.select_properties(t.kind, None, None) for t in targets}
     tasks = plan.tasks(targets, properties, ALL_DTYPES, ["cpu"])
     start, runs, examples, failures, nonfinite = time.perf_counter(), 0, 0, 0, 0
