@@ -83,8 +83,8 @@ def reduction_length(name: str, tensors: list[torch.Tensor], results: list[torch
     if name in _MATMULS:
         a = tensors[1] if name.startswith("add") or name == "baddbmm" else tensors[0]
         return max(1, a.shape[-1]) if a.ndim else 1
-    attention = "attention" in name or "attn" in name  # q (.., Lq, D), k (.., Lk, D), ...
-    if attention and len(tensors) >= 2 and tensors[0].ndim >= 2 and tensors[1].ndim >= 2:
+    if _attention(name) and len(tensors) >= 2 and tensors[0].ndim >= 2 and tensors[1].ndim >= 2:
+        # q (.., Lq, D), k (.., Lk, D), ...: D products per logit, Lk weights per output
         return max(1, tensors[0].shape[-1] + max(t.shape[-2] for t in tensors[:3] if t.ndim >= 2))
     if "norm" in name and tensors[0].ndim:  # over the features; a backward's weight and bias
         last = max(1, tensors[0].shape[-1])  # gradients over the positions
@@ -130,10 +130,14 @@ class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
             return func(*args, **kwargs)
         exact = func(*args, **kwargs)
         k = reduction_length(name, tensors, [r for r in tree_flatten(exact)[0] if _float64(r)])
-        fused = name in _MATMULS or "attention" in name or "attn" in name  # float32 accumulators
+        fused = name in _MATMULS or _attention(name)  # float32 accumulators for half inputs
         within = self.eps + (self.eps_acc if fused else self.eps) * math.sqrt(k)
         args, kwargs = tree_map(lambda t: self._nudge(t, within), (args, kwargs))
         return tree_map(lambda t: self._nudge(t, self.eps), func(*args, **kwargs))
+
+
+def _attention(name: str) -> bool:
+    return "attention" in name or "attn" in name
 
 
 def _float64(t: Any) -> bool:

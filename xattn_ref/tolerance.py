@@ -123,8 +123,8 @@ tight it is and ``scripts/false_failures.py`` that correct kernels never exceed 
 Layers (``fn(x, context, context_mask)``) have no reference: the layer's own float64 result on
 the same (exactly upcast) inputs and parameters is the truth, and a plain run's error is
 measured, not derived (:func:`layer_budget`): how far the float64 output moves when every input
-is rounded once (``S``, once per stage of the layer), and how far the output and the gradients
-move when every operation of the layer has its inputs and results off by their roundings in T
+is rounded once (``S``, once per stage of the layer), and how far the gradients move when every
+operation of the layer has its inputs and results off by their roundings in T
 (Monte Carlo arithmetic: :mod:`xattn_ref._perturbed`). The output keeps a loose floor (it
 catches NaN, padding that leaks into the output and outputs that depend on a fully padded
 context, not ulps); the gradients are judged against three times the measured error, except
@@ -580,10 +580,9 @@ def layer_budget(
       inputs multiplied by ``1 ± eps``, random signs, seeded), once per stage of the layer; it
       carries the amplification of rounded logits by ``exp`` when the inputs are large.
     - ``M``: how far the float64 gradients move when every operation of the layer, forward and
-      backward, has its inputs and results off by their roundings in T (:data:`LAYER_ROUNDINGS`
-      of them), matrix products
-      accumulated in float32 for half inputs (Monte Carlo arithmetic,
-      :mod:`xattn_ref._perturbed`; the largest of :data:`LAYER_SAMPLES` seeded samples, as
+      backward, has its inputs and results off by :data:`LAYER_ROUNDINGS` roundings in T,
+      matrix products accumulated in float32 for half inputs (Monte Carlo arithmetic, on the
+      CPU: :mod:`xattn_ref._perturbed`; the largest of :data:`LAYER_SAMPLES` seeded samples, as
       CADNA runs three): the error of a plain run in T, for a black box, times 3 (the rule of
       flash-attention's tests for gradients). It carries what ``S`` cannot: roundings inside the
       layer whose exact effect cancels (over a row with one allowed key ``dS = dP - dP = 0``
@@ -620,19 +619,17 @@ def layer_budget(
 
     truth = results(exact)
     moved = call(nudged).detach().double().cpu()  # the output's S
-    # the gradients' plain error: three samples of Monte Carlo arithmetic (CADNA's three runs),
-    # the largest error of each gradient over them
+    # The gradients' plain error: the largest over LAYER_SAMPLES samples of Monte Carlo arithmetic
+    # (CADNA's three runs), each value off by up to LAYER_ROUNDINGS roundings in T, matrix
+    # products accumulated in float32 for half inputs. The samples run on the CPU, where torch's
+    # float64 attention is a fused kernel (flash attention for the CPU), as accelerators' kernels
+    # are: it computes a backward's sum_j P_ij dP_ij from the forward's output, apart from dP, so
+    # that rounding does not cancel where the true dS does (one allowed key). CUDA's float64
+    # attention is the math path, whose softmax backward takes both from one dP and cancels it:
+    # samples there fell short of float32 results on an H200.
     half = case.dtype in (torch.float16, torch.bfloat16)
-    eps_acc = torch.finfo(torch.float32).eps if half else eps  # matmuls accumulate in float32
-    # Each value off by up to two roundings (LAYER_ROUNDINGS): a kernel of the layer may store a
-    # value and compute with it again, or compute it twice, in T
-    # The samples run on the CPU, where torch's float64 attention is a fused kernel (flash
-    # attention for the CPU), as the kernels of accelerators are: it computes a backward's
-    # sum_j P_ij dP_ij from the forward's output, apart from dP, and that rounding does not
-    # cancel where the true dS does (one allowed key). CUDA's float64 attention is the math
-    # path, whose softmax backward takes both from one dP and cancels it: samples there fell
-    # short of float32 results on an H200.
-    on_cpu = case.to(dtype=torch.float64, device="cpu")
+    eps_acc = torch.finfo(torch.float32).eps if half else eps
+    on_cpu = exact if device == "cpu" else case.to(dtype=torch.float64, device="cpu")
     baseline = truth if device == "cpu" else results(on_cpu)
     samples, kinked = [], False
     for i in range(LAYER_SAMPLES if len(truth) > 1 else 0):
@@ -645,10 +642,11 @@ def layer_budget(
         kinked = kinked or bool(mode.kinks)
     budget: dict[str, dict[str, torch.Tensor]] = {"truth": {}, "plain_error": {}, "floor": {}}
     rule: dict[str, float] = {}
+    unbatched = frozenset(n for n in truth if n != case.output_name and n[1:] not in case.inputs())
     for name, t in truth.items():
         t = t.detach().double().cpu()
-        is_output, per_batch = name == case.output_name, name[1:] in case.inputs() or name == case.output_name
-        shape = (t.shape[0],) + (1,) * (t.ndim - 1) if per_batch else (1,) * t.ndim
+        is_output = name == case.output_name
+        shape = (1,) * t.ndim if name in unbatched else (t.shape[0],) + (1,) * (t.ndim - 1)
         size = _row_max(t.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs(), shape[0])  # a NaN truth must
         if is_output:  # not make the budget vacuous
             s = _row_max(_finite_or_zero(_error(moved, t)), shape[0])
@@ -660,7 +658,6 @@ def layer_budget(
         budget["plain_error"][name] = plain_error.reshape(shape)
         budget["floor"][name] = (floor + torch.finfo(torch.float64).tiny).reshape(shape)
         rule[name] = 2.0 if is_output else 3.0
-    unbatched = frozenset(n for n in truth if n != case.output_name and n[1:] not in case.inputs())
     return Budget(rule=rule, dtype=case.dtype, unbatched=unbatched, **budget)
 
 
