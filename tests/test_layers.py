@@ -103,3 +103,16 @@ def test_a_wrong_gradient_on_the_half_precision_path_alone_is_caught_on_a_gradie
     assert forward.status == "passed", forward.message
     float32 = run("dtype_consistency", layer, torch.float32, kind="layer", dim=16, max_examples=20)
     assert float32.status == "passed", float32.message
+
+
+def test_a_relu_written_as_a_comparison_is_seen_as_a_kink():
+    from xattn_ref._perturbed import perturbed
+
+    h = torch.randn(8, dtype=torch.float64)
+    with perturbed(1e-3, seed=0) as mode:
+        torch.where(h > 0, h, 0.0)
+    assert mode.kinks == {"gt"}
+    with perturbed(1e-3, seed=0) as mode:
+        torch.tensor([1.0, 0.0], dtype=torch.float64).softmax(-1)
+        (torch.tensor([1, 0]) > 0).any()  # a decision on integers reads no rounded value
+    assert not mode.kinks

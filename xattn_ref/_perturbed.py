@@ -70,6 +70,12 @@ KINKS = frozenset(
         "sign",
         "maximum",
         "minimum",
+        # an ordering of float values decides a branch (torch.where(h > 0, h, 0) is a ReLU);
+        # equality tests are not here: they read exact masks (attention_mask == 0)
+        "gt",
+        "lt",
+        "ge",
+        "le",
     }
 )
 
@@ -121,7 +127,7 @@ class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs = kwargs or {}
         schema = func._schema
         name = schema.name.split("::")[-1]
-        if name in KINKS:
+        if name in KINKS and any(_float64(t) for t in tree_flatten((args, kwargs))[0]):
             self.kinks.add(name)
         if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
             return func(*args, **kwargs)
