@@ -32,16 +32,21 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 STDS = (1.0, 10.0, 100.0)
 
 
-def measure(dtype: torch.dtype, std: float, cases: int) -> dict[str, tuple[list[float], list[float]]]:
-    ratios: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in ("out", "dq", "dk", "dv")}
-
-    @settings(
+def _derandomized(cases: int) -> settings:
+    """``cases`` examples, the same ones every time (no database, no deadline)."""
+    return settings(
         max_examples=cases,
         database=None,
         deadline=None,
         derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
+
+
+def measure(dtype: torch.dtype, std: float, cases: int) -> dict[str, tuple[list[float], list[float]]]:
+    ratios: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in ("out", "dq", "dk", "dv")}
+
+    @_derandomized(cases)
     @given(attention_cases(dtypes=[dtype], logit_stds=[std], logit_shifts=[0.0], head_scales=[1.0]))
     def one(case):  # type: ignore[no-untyped-def]
         g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
@@ -75,13 +80,7 @@ def measure_layers(dtype: torch.dtype, cases: int) -> dict[str, tuple[list[float
         n: ([], []) for n in ("y", "dx", "dcontext", "d(params)")
     }
 
-    @settings(
-        max_examples=cases,
-        database=None,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @_derandomized(cases)
     @given(layer_cases(dim=16, dtypes=[dtype]))
     def one(case):  # type: ignore[no-untyped-def]
         g = cotangent(case, (*case.x.shape[:2], 16))
