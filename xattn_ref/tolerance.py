@@ -68,7 +68,9 @@ by at most ``n eps_acc sum|terms|`` (``n u_acc`` in the output's floor).
    ``dP = g v^T`` (terms ``c_ij = sum_e |g_ie||v_je|``), ``delta_i = sum_j P_ij dP_ij`` and
    ``dS = P (dP - delta)``: ``dP_ij`` is off by ``e_ij = (eps + eps_acc Dv) c_ij`` (one rounding,
    Dv accumulated terms); ``delta_i`` by ``d_i = sum_j (P r + pg)_ij |dP_ij - delta_i| + sum_j
-   P_ij e_ij + eps_acc n sum_j P_ij |dP_ij| + (eps + eps_acc Dv) sum_e |g_ie||out_ie|``; and
+   P_ij e_ij + eps_acc n sum_j P_ij |dP_ij| + (eps + eps_acc Dv) sum_e |g_ie||out_ie| + u_acc n
+   sum_j P_ij c_ij`` (the last: a backward that takes ``delta_i`` as ``g_i·out_i`` from the
+   forward's output, as flash-attention's does, carries that output's sum of n terms); and
    ``dS_ij`` by ``f_ij = (pi + pg)_ij |dP_ij - delta_i| + P_ij e_ij + P_ij d_i + 2 eps |dS_ij|
    (+ eta (|dP_ij| + |delta_i| + 1 + 1/|s|))`` (the difference and the product of ``dS`` rounded,
    each once; in the subnormals a rounding is ``eta`` whatever the size: an underflowed weight
@@ -240,6 +242,10 @@ class Budget:
     reach: dict[str, torch.Tensor] = field(default_factory=dict)
     #: the quantities with no batch dim (a layer parameter's gradient, a sum over the batch)
     unbatched: frozenset[str] = frozenset()
+    #: each quantity's floor term by term, where the model derives it (kernels: ``logits``,
+    #: ``weights``, ``dP``, ``delta``, ``dS``, ``sums``, ``rounding``, ``underflow``; they add
+    #: up to :attr:`floor`): what an allowance is made of (``scripts/tightness.py --parts``)
+    parts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -429,11 +435,21 @@ def kernel_budget(
     # farthest allowed value (out' is a convex combination of them)
     moved = torch.einsum("bhij,bhije->bhie", _saturated(p, r_out, m)[0], gap)
     farthest = torch.where(m.unsqueeze(-1), gap, 0.0).amax(-2)
-    spread = torch.minimum(moved, farthest) + torch.einsum("bhij,bhije->bhie", p * 2 * u, gap)
     spread_eta = torch.einsum("bhij,bhije->bhie", mf, gap) + rows + 2
-    # the sums: P v (u_acc n sum_j P_ij |v_j|) and the softmax's row sum, whose error scales every
-    # weight of the row alike and so the output (u_acc n |out_i|)
-    floor = {"out": spread + 3 * u * out.abs() + u_acc * rows * (p @ v.abs() + out.abs()) + eta * spread_eta}
+    # the floor, term by term (Budget.parts): the weights' errors from rounded logits; the
+    # division and the weights' storage (2u each weight: against v_j - out_i, and the part common
+    # to the row, 2u |out_i|); the output's own rounding; the sums: P v (u_acc n sum_j P_ij |v_j|)
+    # and the softmax's row sum, whose error scales every weight of the row alike and so the
+    # output (u_acc n |out_i|); and near the subnormals
+    parts = {
+        "out": {
+            "logits": torch.minimum(moved, farthest),
+            "weights": torch.einsum("bhij,bhije->bhie", p * 2 * u, gap) + 2 * u * out.abs(),
+            "rounding": u * out.abs(),
+            "sums": u_acc * rows * (p @ v.abs() + out.abs()),
+            "underflow": eta * spread_eta,
+        }
+    }
     rule = {"out": 2.0}
     reach: dict[str, torch.Tensor] = {}
     if grads:
@@ -469,15 +485,23 @@ def kernel_budget(
         d_delta = by_weights + (pg * spread_dp).sum(-1, keepdim=True) + (p * dp_err).sum(-1, keepdim=True)
         d_delta = d_delta + eps_acc * rows * (p * dp.abs()).sum(-1, keepdim=True)
         d_delta = d_delta + (eps + eps_acc * dv_terms) * (g64.abs() * out.abs()).sum(-1, keepdim=True)
+        # a backward that takes delta as g_i·out_i from the forward's output (flash-attention's)
+        # also carries that output's sum of n terms: u_acc n sum_e |g_ie| sum_j P_ij |v_je|
+        d_delta = d_delta + u_acc * rows * (p * c).sum(-1, keepdim=True)
         ads, sc = ds.abs(), abs(scale)
         # |error of dS_ij|, with the two roundings of dS = P (dP - delta) itself (the difference
         # and the product, each stored in T by a plain backward)
-        f = pi * (dp - delta).abs() + p * dp_err + p * d_delta + 2 * eps * ads
         # a kernel that differentiates through its shift m_i = max_j z_ij (not detached) adds
         # -sum_j dS_ij, zero in exact arithmetic, to dS at the row's largest logit: its
         # accumulation error, eps_acc n sum_j |dS_ij|
         top = m & (s == shift)
-        f = f + top * eps_acc * rows * ads.sum(-1, keepdim=True)
+        # term by term (Budget.parts): the weights', dP's and delta's errors, and dS's own
+        f = {
+            "weights": pi * (dp - delta).abs(),
+            "dP": p * dp_err,
+            "delta": p * d_delta,
+            "dS": 2 * eps * ads + top * eps_acc * rows * ads.sum(-1, keepdim=True),
+        }
         # in units of eta: the underflowed weights against dP and delta (apart: a backward that
         # differentiates the normalization by the quotient rule multiplies each by them, and
         # underflowed roundings do not cancel), dS's own rounding (scaled or not: a kernel that
@@ -505,21 +529,26 @@ def kernel_budget(
             dk=sc * (ads.transpose(-2, -1) @ q.abs()),
             dv=p.transpose(-2, -1) @ g64.abs(),
         )
-        floor.update(
-            dq=sc * f @ k.abs()
-            + (eps_acc * rows + u * key_blocks) * reach["dq"]
-            + eps * truth["dq"].abs()
-            + eta * (sc * f_eta @ k.abs() + rows + 4)
-            + eta_acc * (sc * f_acc @ k.abs()),
-            dk=sc * f.transpose(-2, -1) @ q.abs()
-            + (eps_acc * cols + u * query_blocks) * reach["dk"]
-            + eps * truth["dk"].abs()
-            + eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4)
-            + eta_acc * (sc * f_acc.transpose(-2, -1) @ q.abs()),
-            dv=pi.transpose(-2, -1) @ g64.abs()
-            + (eps_acc * cols + u * query_blocks) * reach["dv"]
-            + eps * truth["dv"].abs()
-            + eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
+        parts.update(
+            dq={
+                **{n: sc * t @ k.abs() for n, t in f.items()},
+                "sums": (eps_acc * rows + u * key_blocks) * reach["dq"],
+                "rounding": eps * truth["dq"].abs(),
+                "underflow": eta * (sc * f_eta @ k.abs() + rows + 4) + eta_acc * (sc * f_acc @ k.abs()),
+            },
+            dk={
+                **{n: sc * t.transpose(-2, -1) @ q.abs() for n, t in f.items()},
+                "sums": (eps_acc * cols + u * query_blocks) * reach["dk"],
+                "rounding": eps * truth["dk"].abs(),
+                "underflow": eta * (sc * f_eta.transpose(-2, -1) @ q.abs() + cols + 4)
+                + eta_acc * (sc * f_acc.transpose(-2, -1) @ q.abs()),
+            },
+            dv={
+                "weights": pi.transpose(-2, -1) @ g64.abs(),
+                "sums": (eps_acc * cols + u * query_blocks) * reach["dv"],
+                "rounding": eps * truth["dv"].abs(),
+                "underflow": eta * (mf.transpose(-2, -1) @ g64.abs() + cols + 4),
+            },
         )
         rule.update(dq=3.0, dk=3.0, dv=3.0)
         if groups > 1:
@@ -529,10 +558,11 @@ def kernel_budget(
                 truth[n] = truth[n].reshape(b_, -1, groups, lk, d_).sum(2)
                 # one accumulation over the whole group's G * Lq terms: each per-head sum bound
                 # (n_h eps sum|terms_h|) grows to at most G times itself
-                floor[n] = groups * floor[n].reshape(b_, -1, groups, lk, d_).sum(2)
+                parts[n] = {t: groups * x.reshape(b_, -1, groups, lk, d_).sum(2) for t, x in parts[n].items()}
 
     if case.dtype == f64:  # the truth is computed in float64 too: both sides may be off by the floor
-        floor = {n: 2 * f for n, f in floor.items()}
+        parts = {n: {t: 2 * x for t, x in terms.items()} for n, terms in parts.items()}
+    floor = {n: functools.reduce(torch.add, terms.values()) for n, terms in parts.items()}
 
     # the plain same-dtype result, and its error per row (per key for dk, dv)
     device = "cpu" if case.device.type == "mps" else case.device
@@ -545,7 +575,7 @@ def kernel_budget(
         gp = torch.autograd.grad(plain_out, leaves, grad_outputs=g.to(device=device, dtype=case.dtype))
         plain.update(zip(("dq", "dk", "dv"), gp))
     plain_error = {n: _finite_or_zero(_error(plain[n], truth[n])).amax(-1, keepdim=True) for n in truth}
-    return Budget(truth, plain_error, floor, rule, case.dtype, reach)
+    return Budget(truth, plain_error, floor, rule, case.dtype, reach, parts=parts)
 
 
 #: Rounding stages of an attention layer: input projections, logits, the weighted sum of values,
@@ -658,7 +688,9 @@ def layer_budget(
         budget["plain_error"][name] = plain_error.reshape(shape)
         budget["floor"][name] = (floor + torch.finfo(torch.float64).tiny).reshape(shape)
         rule[name] = 2.0 if is_output else 3.0
-    return Budget(rule=rule, dtype=case.dtype, unbatched=unbatched, **budget)
+    return Budget(
+        budget["truth"], budget["plain_error"], budget["floor"], rule, case.dtype, unbatched=unbatched
+    )
 
 
 def _row_max(t: torch.Tensor, rows: int) -> torch.Tensor:
