@@ -227,6 +227,22 @@ def test_a_small_batch_element_cannot_hide_behind_a_large_one():
 
 
 @pytest.mark.parametrize("dtype", LOW)
+def test_the_floor_says_what_it_is_made_of(dtype):
+    """Budget.parts splits each floor into its terms (scripts/tightness.py --parts prints them):
+    they add up to the floor, and where a row has one allowed key, normalization cancels every
+    logit's error, so the output's floor there has no ``logits`` term while other rows do."""
+    mask = MaskSpec("key_padding", (SlicePattern("right_padding", 1), SlicePattern("right_padding", 40)))
+    case = CaseSpec(2, 2, 5, 40, 16, 16, dtype, "cpu", 3, (1.0, 1.0), (1.0, 1e-3), mask).build()
+    g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
+    budget = kernel_budget(case, g, grads=True)
+    assert set(budget.parts) == {"out", *GRADS}
+    for name, terms in budget.parts.items():
+        torch.testing.assert_close(sum(terms.values()), budget.floor[name], rtol=1e-12, atol=0)
+    logits = budget.parts["out"]["logits"]
+    assert bool((logits[0] == 0).all()) and bool((logits[1] > 0).all())
+
+
+@pytest.mark.parametrize("dtype", LOW)
 def test_the_budget_is_a_stated_multiple_of_a_plain_implementations_error(dtype):
     """Median over rows where the plain result is not exact (off by more than a thousandth of a
     rounding): allowed / plain error <= 300 for the output. The floor is a worst-case sum over
