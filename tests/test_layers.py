@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _support import run
 
 from xattn_ref._devices import ALL_DTYPES
@@ -116,3 +117,56 @@ def test_a_relu_written_as_a_comparison_is_seen_as_a_kink():
         torch.tensor([1.0, 0.0], dtype=torch.float64).softmax(-1)
         (torch.tensor([1, 0]) > 0).any()  # a decision on integers reads no rounded value
     assert not mode.kinks
+
+
+def _tf32(t):
+    """float32 rounded to TF32's 10 mantissa bits (to nearest), as TF32 matmuls read their inputs;
+    the gradient passes straight through."""
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+        return t
+    bits = t.detach().contiguous().view(torch.int32)
+    return t + (((bits + 0x1000) & ~0x1FFF).view(torch.float32) - t.detach())
+
+
+class _TF32Products(torch.overrides.TorchFunctionMode):
+    """Matrix products read their float32 inputs rounded to TF32, as on a CUDA device whose float32
+    matmul precision is below "highest"."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        products = (F.linear, torch.matmul, torch.Tensor.__matmul__, F.scaled_dot_product_attention)
+        if func in products:
+            args = tuple(_tf32(a) for a in args)
+        return func(*args, **(kwargs or {}))
+
+
+class _TF32Layer(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args):
+        with _TF32Products():
+            return self.inner(*args)
+
+
+def test_float32_layer_budgets_use_tf32_rounding_where_matmuls_run_in_tf32():
+    # The header says float32 budgets use TF32's rounding on such a device: for layers too. A
+    # correct layer whose products read TF32 inputs (simulated here on the CPU) is within the TF32
+    # budget, output and gradients, and off the float32 one.
+    from xattn_ref._calls import cotangent, forward_backward
+    from xattn_ref.cases import LayerCaseSpec, MaskSpec, SlicePattern
+    from xattn_ref.targets import as_target
+    from xattn_ref.tolerance import layer_budget
+
+    call = as_target(_TF32Layer(cross_attention_layer(dim=16)), kind="layer", dim=16).call
+    mask = MaskSpec("key_padding", (SlicePattern("right_padding", 4), SlicePattern("right_padding", 6)))
+    case = LayerCaseSpec(2, 4, 6, 16, 16, torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask).build()
+    g = cotangent(case, (2, 4, 16))
+    y, grads = forward_backward(call, case, g)
+    results = {"y": y, **grads}
+    tf32 = layer_budget(call, case, 16 + 16 + 6, g, grads=True, tf32=True)
+    for name, value in results.items():
+        c = tf32.compare(name, value)
+        assert c.ok, c.explain()
+    full = layer_budget(call, case, 16 + 16 + 6, g, grads=True, tf32=False)
+    assert not full.compare("y", y).ok

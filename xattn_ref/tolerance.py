@@ -596,7 +596,13 @@ LAYER_ROUNDINGS = 2
 
 
 def layer_budget(
-    call: Any, case: Any, terms: int, g: torch.Tensor | None = None, *, grads: bool = False
+    call: Any,
+    case: Any,
+    terms: int,
+    g: torch.Tensor | None = None,
+    *,
+    grads: bool = False,
+    tf32: bool | None = None,
 ) -> Budget:
     """The budget of a layer case: the output ``y`` and, with ``grads``, the gradients of the
     cotangent ``g`` with respect to every float input (``dx``, ``dcontext``) and trainable
@@ -624,13 +630,18 @@ def layer_budget(
       passes through admits ``size`` more in every gradient: a unit that a rounding switches on or
       off changes a gradient by a whole term (seen: a float16 decoder layer's ``d(linear1.weight)``
       element 0.231 where float64 gives 0.454), which no bound of the rounding's size covers.
-      Through a kink the gradients are checked for gross errors alone."""
+      Through a kink the gradients are checked for gross errors alone.
+
+    ``eps`` is T's rounding unit; for float32 on a CUDA device whose matmuls run in TF32
+    (:func:`matmul_eps`; ``tf32`` overrides it), TF32's, for every operation of the layer (its
+    matrix products read their inputs rounded to TF32 and accumulate in float32)."""
     from xattn_ref._calls import forward_backward
     from xattn_ref._perturbed import perturbed
 
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
-    eps = torch.finfo(case.dtype).eps
+    eps = matmul_eps(case.dtype, case.device)[0] if tf32 is None else (TF32_EPS if tf32 else None)
+    eps = torch.finfo(case.dtype).eps if eps is None or case.dtype != torch.float32 else eps
     gen = torch.Generator().manual_seed(case.seed + 4)
     nudged = exact.replace(
         **{
@@ -657,8 +668,7 @@ def layer_budget(
     # that rounding does not cancel where the true dS does (one allowed key). CUDA's float64
     # attention is the math path, whose softmax backward takes both from one dP and cancels it:
     # samples there fell short of float32 results on an H200.
-    half = case.dtype in (torch.float16, torch.bfloat16)
-    eps_acc = torch.finfo(torch.float32).eps if half else eps
+    eps_acc = torch.finfo(torch.float32).eps if case.dtype != torch.float64 else eps
     on_cpu = exact if device == "cpu" else case.to(dtype=torch.float64, device="cpu")
     baseline = truth if device == "cpu" else results(on_cpu)
     samples, kinked = [], False
