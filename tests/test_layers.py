@@ -170,3 +170,53 @@ def test_float32_layer_budgets_use_tf32_rounding_where_matmuls_run_in_tf32():
         assert c.ok, c.explain()
     full = layer_budget(call, case, 16 + 16 + 6, g, grads=True, tf32=False)
     assert not full.compare("y", y).ok
+
+
+class _ReLUWithLeakyBackward(torch.autograd.Function):
+    """ReLU forward; below float64 (a fused fast path, say), a leaky ReLU's backward (slope
+    0.01): the backward of another activation, on one path only, as layers are judged against
+    their own float64 run."""
+
+    @staticmethod
+    def forward(ctx, h):
+        ctx.save_for_backward(h)
+        return h.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (h,) = ctx.saved_tensors
+        return torch.where(h > 0, grad, 0.0 if h.dtype == torch.float64 else 0.01 * grad)
+
+
+def test_a_relu_layer_far_from_its_kinks_has_its_gradients_judged_in_full(monkeypatch):
+    # A float32 decoder layer's ReLU units are far from their kink (no rounding takes one across),
+    # so its gradients are judged by the Monte Carlo term, not waved through with their own size:
+    # a backward 1% off for the units that are off is caught. Counted as near a kink (the
+    # allowance every ReLU layer had before), it passes.
+    import xattn_ref._perturbed
+
+    layer = decoder_layer(16, 2)
+    layer.layer.activation = _ReLUWithLeakyBackward.apply
+    failed = run("dtype_consistency", layer, torch.float32, kind="layer", dim=16, max_examples=10)
+    assert failed.status == "failed" and failed.message.startswith(("dx[", "dcontext[", "d(")), failed.message
+    monkeypatch.setattr(xattn_ref._perturbed, "near_kink", lambda *a: True)
+    waved = run("dtype_consistency", layer, torch.float32, kind="layer", dim=16, max_examples=10)
+    assert waved.status == "passed", waved.message
+
+
+def test_a_value_near_a_kink_is_told_from_one_far_from_it():
+    from xattn_ref._perturbed import near_kink, perturbed
+
+    def decisions(h, eps, seed=0):
+        with perturbed(eps, seed=seed) as mode:
+            torch.relu(h * 1.0)
+        return mode.decisions
+
+    far = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    near = torch.tensor([1.0, -1e-9, 2.0], dtype=torch.float64)
+    for h, expected in ((far, False), (near, True)):
+        exact = decisions(h, 0.0)
+        samples = [decisions(h, 1e-6, seed) for seed in range(3)]
+        assert near_kink(exact, samples, 1e-6) is expected
+    # decisions that do not match one to one (another path) count as near
+    assert near_kink(decisions(far, 0.0), [[]], 1e-6)

@@ -21,6 +21,10 @@ layer's was 4 ulps off over 51 positions).
 - Perturbing the inputs matters beyond that: an operation whose exact result cancels to zero (a
   softmax's backward over a row with one allowed key: ``dP - sum_j P_j dP_j``) gives 0 for inputs
   that agree, where a kernel that computes the two terms apart is off by ``eps |dP|``.
+- Kinks (:data:`KINKS`: a ReLU, a clamp, an ordering of float values) are recorded with the
+  values they decide on (:attr:`Perturbation.decisions`), so that :func:`near_kink` can tell
+  whether any value came close enough to a kink for a rounding to take it across: with
+  ``eps = 0`` nothing is perturbed and the mode only records, which gives the exact decisions.
 - Views and in-place operations run as they are (their results alias their inputs). Values
   beyond ``limit`` (the range of the dtype simulated) stay as they are: there they are sentinels
   such as float64's ``finfo.min`` in a mask, which the computation in that dtype writes as its
@@ -39,7 +43,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["KINKS", "Perturbation", "perturbed", "reduction_length"]
+__all__ = ["KINKS", "KINK_MARGIN", "Perturbation", "near_kink", "perturbed", "reduction_length"]
 
 #: Operations whose result, or whose derivative, jumps where an input crosses a point (a unit of a
 #: piecewise-linear activation switching on or off): a rounding there may change a gradient by a
@@ -79,6 +83,16 @@ KINKS = frozenset(
     }
 )
 
+#: How far from a kink, in units of the largest deviation the samples show in the value decided on
+#: (or of one rounding of its size, if larger), every value must lie for no rounding to be
+#: taken to cross it (:func:`near_kink`).
+KINK_MARGIN = 4.0
+
+#: A decision: the offsets of the values decided on from each kink point (``x - point``), each
+#: with the size that one rounding of its operands is relative to; ``None`` where the operation's
+#: arguments are not understood (then it counts as near a kink).
+Decision = list[tuple[torch.Tensor, float]] | None
+
 _MATMULS = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "dot", "mv", "addmv", "linear"}
 
 
@@ -102,8 +116,58 @@ def reduction_length(name: str, tensors: list[torch.Tensor], results: list[torch
     return max(1, largest // smallest_out)  # a sum or mean: the elements it reduces
 
 
+def _decision(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Decision:
+    """What the kink operation ``name`` decides on (see :data:`Decision`)."""
+    base = name.removesuffix("_")
+    given = list(args) + [kwargs[k] for k in ("min", "max", "min_val", "max_val") if k in kwargs]
+    if not given or not _float64(given[0]):
+        return None
+    x = given[0]
+    if base in ("relu", "leaky_relu", "prelu", "abs", "sign"):
+        points: list[Any] = [0.0]
+    elif base == "relu6":
+        points = [0.0, 6.0]
+    elif base == "hardtanh":
+        points = [*(given[1:3] if len(given) >= 3 else [-1.0, 1.0])]
+    elif base in ("threshold", "clamp", "clamp_min", "clamp_max"):
+        points = [p for p in given[1 : 3 if base == "clamp" else 2] if p is not None]
+    elif base in ("maximum", "minimum", "gt", "lt", "ge", "le"):
+        points = given[1:2]
+    else:
+        return None
+    out = []
+    for p in points:
+        if not isinstance(p, (int, float)) and not _float64(p):
+            return None
+        size = float(x.abs().max()) + (float(p.abs().max()) if isinstance(p, torch.Tensor) else abs(p))
+        out.append(((x - p).detach().cpu(), size))
+    return out
+
+
+def near_kink(exact: list[Decision], samples: list[list[Decision]], eps: float) -> bool:
+    """Whether some value a kink decides on lies within :data:`KINK_MARGIN` times its largest
+    deviation in the ``samples`` (or one rounding ``eps`` of its size, if larger) of a kink, in
+    the ``exact`` run's decisions: there a rounding may take it across and change a gradient by a
+    whole term. True also where the runs' decisions do not match one to one (another path)."""
+    if any(len(s) != len(exact) for s in samples):
+        return True
+    for i, decision in enumerate(exact):
+        taken = [s[i] for s in samples]
+        if decision is None or any(t is None or len(t) != len(decision) for t in taken):
+            return True
+        for j, (offset, size) in enumerate(decision):
+            moved = [t[j][0] for t in taken if t is not None]
+            if any(m.shape != offset.shape for m in moved):
+                return True
+            deviation = max([float((m - offset).abs().max()) for m in moved] + [eps * size])
+            if bool((offset.abs() <= KINK_MARGIN * deviation).any()):
+                return True
+    return False
+
+
 class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
-    """The mode :func:`perturbed` runs in; ``kinks``: the operations of :data:`KINKS` it saw."""
+    """The mode :func:`perturbed` runs in; ``kinks``: the operations of :data:`KINKS` it saw,
+    ``decisions``: what each of their calls decided on, in order (:func:`near_kink`)."""
 
     def __init__(self, eps: float, eps_acc: float, seed: int, limit: float) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -113,6 +177,7 @@ class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.limit = limit
         self.generators: dict[torch.device, torch.Generator] = {}
         self.kinks: set[str] = set()
+        self.decisions: list[Decision] = []
 
     def _nudge(self, t: Any, eps: float) -> Any:
         if not isinstance(t, torch.Tensor) or t.dtype != torch.float64 or not t.numel():
@@ -127,18 +192,25 @@ class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs = kwargs or {}
         schema = func._schema
         name = schema.name.split("::")[-1]
-        if name in KINKS and any(_float64(t) for t in tree_flatten((args, kwargs))[0]):
+        kink = name in KINKS and any(_float64(t) for t in tree_flatten((args, kwargs))[0])
+        if kink:
             self.kinks.add(name)
-        if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
-            return func(*args, **kwargs)
+        # a backward of a kink (threshold_backward of a ReLU) replays the forward's decision on
+        # what the forward saved (its output, 0 where a unit is off): the forward's is recorded
+        kink = kink and not name.endswith("_backward")
         tensors = [t for t in tree_flatten((args, kwargs))[0] if _float64(t)]
-        if not tensors:
+        aliases = schema.is_mutable or any(r.alias_info is not None for r in schema.returns)
+        if aliases or not tensors or not (self.eps or self.eps_acc):
+            if kink:
+                self.decisions.append(_decision(name, args, kwargs))
             return func(*args, **kwargs)
         exact = func(*args, **kwargs)
         k = reduction_length(name, tensors, [r for r in tree_flatten(exact)[0] if _float64(r)])
         fused = name in _MATMULS or _attention(name)  # float32 accumulators for half inputs
         within = self.eps + (self.eps_acc if fused else self.eps) * math.sqrt(k)
         args, kwargs = tree_map(lambda t: self._nudge(t, within), (args, kwargs))
+        if kink:
+            self.decisions.append(_decision(name, args, kwargs))
         return tree_map(lambda t: self._nudge(t, self.eps), func(*args, **kwargs))
 
 

@@ -626,17 +626,20 @@ def layer_budget(
       ``eps |dP|``). Only gradients use it: the output's model is the one it had before.
     - ``terms * eps * size`` (``terms = E + E_ctx + Lk``, :meth:`LayerCall.budget`): the output's
       floor, the old layer model's, kept; ``eps * size`` for a gradient: its own rounding.
-    - A kink (:data:`xattn_ref._perturbed.KINKS`: a ReLU, a clamp) that the layer's computation
-      passes through admits ``size`` more in every gradient: a unit that a rounding switches on or
-      off changes a gradient by a whole term (seen: a float16 decoder layer's ``d(linear1.weight)``
-      element 0.231 where float64 gives 0.454), which no bound of the rounding's size covers.
-      Through a kink the gradients are checked for gross errors alone.
+    - A kink (:data:`xattn_ref._perturbed.KINKS`: a ReLU, a clamp) that some value the layer's
+      computation decides on lies near (:func:`xattn_ref._perturbed.near_kink`: within
+      :data:`~xattn_ref._perturbed.KINK_MARGIN` times the largest deviation the samples show in
+      that value, or one rounding of its size) admits ``size`` more in every gradient: a unit that
+      a rounding switches on or off changes a gradient by a whole term (seen: a float16 decoder
+      layer's ``d(linear1.weight)`` element 0.231 where float64 gives 0.454), which no bound of the
+      rounding's size covers. There the gradients are checked for gross errors alone; a layer
+      whose every unit is far from its kink (a ReLU layer in float32, mostly) is judged in full.
 
     ``eps`` is T's rounding unit; for float32 on a CUDA device whose matmuls run in TF32
     (:func:`matmul_eps`; ``tf32`` overrides it), TF32's, for every operation of the layer (its
     matrix products read their inputs rounded to TF32 and accumulate in float32)."""
     from xattn_ref._calls import forward_backward
-    from xattn_ref._perturbed import perturbed
+    from xattn_ref._perturbed import near_kink, perturbed
 
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
@@ -671,15 +674,22 @@ def layer_budget(
     eps_acc = torch.finfo(torch.float32).eps if case.dtype != torch.float64 else eps
     on_cpu = exact if device == "cpu" else case.to(dtype=torch.float64, device="cpu")
     baseline = truth if device == "cpu" else results(on_cpu)
-    samples, kinked = [], False
+    samples, modes = [], []
+    limit, r = torch.finfo(case.dtype).max, LAYER_ROUNDINGS
     for i in range(LAYER_SAMPLES if len(truth) > 1 else 0):
-        limit, r = torch.finfo(case.dtype).max, LAYER_ROUNDINGS
         with perturbed(r * eps, eps_acc=r * eps_acc, seed=case.seed + 5 + i, limit=limit) as mode:
             sample = results(on_cpu)
         samples.append({n: (sample[n] - baseline[n]).abs() for n in sample})
-        # a unit of a piecewise-linear activation (ReLU) that a rounding switches on or off
-        # changes a gradient by a whole term: no bound of the rounding's size covers it
-        kinked = kinked or bool(mode.kinks)
+        modes.append(mode)
+    # a unit of a piecewise-linear activation (ReLU) that a rounding switches on or off changes a
+    # gradient by a whole term, which no bound of the rounding's size covers: where some value a
+    # kink decides on lies near enough to it (within KINK_MARGIN times its largest deviation in
+    # the samples, against the exact run's decisions, recorded under an unperturbed mode)
+    kinked = False
+    if any(m.kinks for m in modes):
+        with perturbed(0.0, eps_acc=0.0, seed=0, limit=limit) as exact_mode:
+            results(on_cpu)
+        kinked = near_kink(exact_mode.decisions, [m.decisions for m in modes], r * eps)
     budget: dict[str, dict[str, torch.Tensor]] = {"truth": {}, "plain_error": {}, "floor": {}}
     rule: dict[str, float] = {}
     unbatched = frozenset(n for n in truth if n != case.output_name and n[1:] not in case.inputs())
