@@ -130,8 +130,8 @@ operation of the layer has its inputs and results off by their roundings in T
 (Monte Carlo arithmetic: :mod:`xattn_ref._perturbed`). The output keeps a loose floor (it
 catches NaN, padding that leaks into the output and outputs that depend on a fully padded
 context, not ulps); the gradients are judged against three times the measured error, except
-through a ReLU or another kink, where a rounding may switch a unit and only gross errors are
-caught.
+where a value lies near a ReLU's or another kink's point, where a rounding may switch a unit and
+only gross errors are caught.
 
 :class:`Budget` holds all of it for one case; :meth:`Budget.compare` is the one comparison
 that every property of every kind of target goes through.
@@ -610,7 +610,7 @@ def layer_budget(
     tensor for a parameter's gradient, a sum over the batch), with ``size = max|truth|``::
 
         allowed_y    = 2 * LAYER_STAGES * S + terms * eps * size
-        allowed_grad = 3 * M + eps * size             (+ size through a kink)
+        allowed_grad = 3 * M + eps * size             (+ size near a kink)
 
     - ``S``: how far one rounding of every input to T moves the float64 output (measured: the
       inputs multiplied by ``1 ± eps``, random signs, seeded), once per stage of the layer; it
