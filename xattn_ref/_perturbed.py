@@ -62,6 +62,12 @@ KINKS = frozenset(
         "leaky_relu",
         "leaky_relu_",
         "leaky_relu_backward",
+        "hardsigmoid",
+        "hardsigmoid_",
+        "hardsigmoid_backward",
+        "hardswish",
+        "hardswish_",
+        "hardswish_backward",
         "prelu",
         "clamp",
         "clamp_",
@@ -123,12 +129,16 @@ def _decision(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Decis
     if not given or not _float64(given[0]):
         return None
     x = given[0]
+    if not x.numel():
+        return []
     if base in ("relu", "leaky_relu", "prelu", "abs", "sign"):
         points: list[Any] = [0.0]
     elif base == "relu6":
         points = [0.0, 6.0]
+    elif base in ("hardsigmoid", "hardswish"):
+        points = [-3.0, 3.0]
     elif base == "hardtanh":
-        points = [*(given[1:3] if len(given) >= 3 else [-1.0, 1.0])]
+        points = [given[1] if len(given) > 1 else -1.0, given[2] if len(given) > 2 else 1.0]
     elif base in ("threshold", "clamp", "clamp_min", "clamp_max"):
         points = [p for p in given[1 : 3 if base == "clamp" else 2] if p is not None]
     elif base in ("maximum", "minimum", "gt", "lt", "ge", "le"):
@@ -160,7 +170,7 @@ def near_kink(exact: list[Decision], samples: list[list[Decision]], eps: float) 
             if any(m.shape != offset.shape for m in moved):
                 return True
             deviation = max([float((m - offset).abs().max()) for m in moved] + [eps * size])
-            if bool((offset.abs() <= KINK_MARGIN * deviation).any()):
+            if not math.isfinite(deviation) or bool((offset.abs() <= KINK_MARGIN * deviation).any()):
                 return True
     return False
 
