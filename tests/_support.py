@@ -32,3 +32,9 @@ def run(
 
 def run_all_dtypes(prop: str, fn: Any, **kwargs: Any) -> dict[str, Result]:
     return {r.dtype: r for r in (run(prop, fn, dtype, **kwargs) for dtype in ALL_DTYPES)}
+
+
+def tf32_rounded(t: torch.Tensor) -> torch.Tensor:
+    """float32 rounded to TF32's 10 mantissa bits (to nearest), as TF32 matmuls read their inputs."""
+    bits = t.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)

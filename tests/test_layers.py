@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import run
+from _support import run, tf32_rounded
 
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.adapters import cross_attention_layer, decoder_layer, multihead_attention_layer
@@ -120,12 +120,10 @@ def test_a_relu_written_as_a_comparison_is_seen_as_a_kink():
 
 
 def _tf32(t):
-    """float32 rounded to TF32's 10 mantissa bits (to nearest), as TF32 matmuls read their inputs;
-    the gradient passes straight through."""
+    """float32 rounded to TF32 (:func:`tf32_rounded`); the gradient passes straight through."""
     if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
         return t
-    bits = t.detach().contiguous().view(torch.int32)
-    return t + (((bits + 0x1000) & ~0x1FFF).view(torch.float32) - t.detach())
+    return t + (tf32_rounded(t.detach()) - t.detach())
 
 
 class _TF32Products(torch.overrides.TorchFunctionMode):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _support import tf32_rounded
 
 from xattn_ref._calls import cotangent
 from xattn_ref._kernel import plain_attention
@@ -268,17 +269,11 @@ def test_nan_is_never_within_budget():
     assert not budget.compare("out", wrong).ok
 
 
-def _tf32(t):
-    """Round float32 to TF32's 10 mantissa bits (to nearest), as TF32 matmuls read their inputs."""
-    bits = t.contiguous().view(torch.int32)
-    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
-
-
 def tf32_kernel(q, k, v, mask):
-    s = _tf32(q) @ _tf32(k).transpose(-2, -1) * q.shape[-1] ** -0.5
+    s = tf32_rounded(q) @ tf32_rounded(k).transpose(-2, -1) * q.shape[-1] ** -0.5
     empty = ~mask.any(-1, keepdim=True)
     p = s.masked_fill(~(mask | empty), float("-inf")).softmax(-1).masked_fill(empty, 0.0)
-    return _tf32(p) @ _tf32(v)
+    return tf32_rounded(p) @ tf32_rounded(v)
 
 
 def test_tf32_budgets_admit_a_tf32_kernel_and_float32_budgets_do_not():
