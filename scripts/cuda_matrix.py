@@ -27,6 +27,7 @@ A = "xattn_ref.adapters"
 HALF = ["--dtype", "float16,bfloat16"]
 FUSED = ["--head-dims", "fused"]
 TF32 = str(HERE / "tf32_targets.py")
+LAYER32 = ["--kind", "layer", "--dim", "16", "--dtype", "float32"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ RUNS = [
     ),
     Run("math, float32 in TF32", [f"{TF32}:sdpa_math", "--dtype", "float32"]),
     Run("efficient, float32 in TF32", [f"{TF32}:sdpa_efficient", "--dtype", "float32", *FUSED]),
+    Run("cross-attention layer, float32 in TF32", [f"{TF32}:cross_attention_layer()", *LAYER32]),
+    Run("decoder layer (ReLU), float32 in TF32", [f"{TF32}:decoder_layer()", *LAYER32]),
     Run(
         "math, float32, TF32 forced on by the environment",
         [f"{A}:sdpa_math", "--dtype", "float32"],
