@@ -322,6 +322,14 @@ def matmul_eps(dtype: torch.dtype, device: str | torch.device) -> tuple[float, s
     return torch.finfo(dtype).eps, None
 
 
+def _rounding_unit(case: Any, tf32: bool | None) -> float:
+    """T's rounding unit for the budget of ``case``: TF32's for float32 where matmuls run in TF32
+    (:func:`matmul_eps`, from the device's settings; ``tf32`` overrides them)."""
+    if tf32 is None:
+        return matmul_eps(case.dtype, case.device)[0]
+    return TF32_EPS if tf32 and case.dtype == torch.float32 else torch.finfo(case.dtype).eps
+
+
 def underflow_unit(dtype: torch.dtype, *, flush_to_zero: bool) -> float:
     """How far one rounding near zero in ``dtype`` may be off: the subnormal spacing, or with
     ``flush_to_zero`` the smallest normal float32 where that is larger (float32 and bfloat16,
@@ -383,8 +391,7 @@ def kernel_budget(
     k, v = (expand_kv(t.detach().to(device=cpu, dtype=f64), heads) for t in (case.k, case.v))
     bias = None if case.bias is None else case.bias.detach().to(device=cpu, dtype=f64)
     m = case.full_mask.to(cpu)
-    eps = matmul_eps(case.dtype, case.device)[0] if tf32 is None else (TF32_EPS if tf32 else None)
-    eps = torch.finfo(case.dtype).eps if eps is None else eps
+    eps = _rounding_unit(case, tf32)
     # Sums of many terms (P v, g v^T, delta, dS k, ...) are accumulated in float32, also for half
     # inputs (flash-attention's rule; a half-precision accumulator is a defect:
     # known_bad.half_accumulator, half_softmax): n terms are off by eps_acc n sum|terms|
@@ -643,8 +650,7 @@ def layer_budget(
 
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
-    eps = matmul_eps(case.dtype, case.device)[0] if tf32 is None else (TF32_EPS if tf32 else None)
-    eps = torch.finfo(case.dtype).eps if eps is None or case.dtype != torch.float32 else eps
+    eps = _rounding_unit(case, tf32)
     gen = torch.Generator().manual_seed(case.seed + 4)
     nudged = exact.replace(
         **{
