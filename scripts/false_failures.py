@@ -30,9 +30,10 @@ import torch
 
 from xattn_ref import plan
 from xattn_ref._devices import ALL_DTYPES
+from xattn_ref.kinds import resolve_options
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_tasks
-from xattn_ref.targets import BUILTINS, load_target, resolve_options
+from xattn_ref.targets import BUILTINS, load_target
 
 #: Correct layers (E = 16) and their kinds, for ``--layers``.
 LAYERS = (

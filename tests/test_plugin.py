@@ -31,11 +31,9 @@ def test_header_names_target_profile_and_seed(run):
 def test_dialect_options_come_from_the_command_line_or_the_environment(run, monkeypatch):
     monkeypatch.setenv("XATTN_HEADS", "gqa")
     result = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-mask", "additive",
-                 "--xattn-bias", "--xattn-profile", "ci", "-k", "cpu")  # fmt: skip
+                 "--xattn-bias", "--xattn-profile", "ci", "--xattn-dtype", "float32")  # fmt: skip
     result.stdout.fnmatch_lines(["*k, v with H_kv heads*0 = attend, -inf = masked, finite biases*"])
-    result.assert_outcomes(
-        passed=35, skipped=5
-    )  # n/a (skip): device_consistency on the CPU, dtype_c. in float64
+    result.assert_outcomes(passed=9, skipped=2)  # n/a: device_consistency on the CPU; absent devices
     bad = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-bias")
     bad.stderr.fnmatch_lines(["*xattn_ref: kernel options: bias needs a float mask*"])
 
@@ -99,7 +97,7 @@ def test_unavailable_devices_and_inapplicable_properties_are_skipped_with_the_re
 
 @HAS_CUDA
 def test_a_run_that_tests_nothing_does_not_pass(run):
-    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "-k", "finite_output and cuda")
+    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-device", "cuda")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.stdout.fnmatch_lines(["*xattn_ref: nothing was tested: cuda: no CUDA device available*"])
 
@@ -133,7 +131,7 @@ def test_the_database_keeps_and_replays_failures(run, pytester):
     ("args", "message"),
     [
         (["--xattn-target", "nope_module:x"], "--xattn-target: module 'nope_module' not found"),
-        (["--xattn-profile", "fast"], "unknown profile 'fast'"),
+        (["--xattn-profile", "fast"], "--xattn-profile must be one of dev, ci, thorough, got 'fast'"),
         (["--xattn-kind", "layer", "--xattn-target", "xattn_ref.adapters:decoder_layer()"], "--xattn-dim"),
     ],
 )
@@ -178,3 +176,25 @@ def test_kind_options_come_from_the_registry(run):
     from xattn_ref.plugin import OPTIONS
 
     assert {o.name for k in KINDS.values() for o in k.options} <= set(OPTIONS)
+
+
+@pytest.mark.parametrize("off", ["off", "False"])  # one parser for every switch: tests/test_options.py
+def test_a_switch_set_off_in_the_environment_is_off(run, monkeypatch, off):
+    """``XATTN_STRICT=off`` must not turn strict mode on (the opt-in property stays out)."""
+    monkeypatch.setenv("XATTN_STRICT", off)
+    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q")
+    assert "nan_padding_invariance" not in result.stdout.str()
+    monkeypatch.setenv("XATTN_STRICT", "on")
+    assert (
+        "nan_padding_invariance"
+        in run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q").stdout.str()
+    )
+
+
+def test_absent_devices_are_one_skipped_test_with_the_reason(run):
+    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-profile", "ci",
+                 "--xattn-dtype", "float32", "--xattn-property", "finite_output", "-rs")  # fmt: skip
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*cuda: no CUDA device available*"])

@@ -36,6 +36,7 @@ __all__ = [
     "PROPERTIES",
     "Property",
     "batch_independence",
+    "check",
     "compaction_equivalence",
     "device_consistency",
     "dtype_consistency",
@@ -453,3 +454,20 @@ PROPERTIES: dict[str, Property] = {
         Property("device_consistency", device_consistency, not_applicable=_not_cpu),
     )
 }
+
+
+def check(prop: str, call: Call, case: Any) -> bool:
+    """Run property ``prop`` (a name from :data:`PROPERTIES`) on one case: ``call`` is your
+    callable bound to its kind (:func:`xattn_ref.kinds.kernel_call`, ``layer_call``), ``case``
+    one drawn by the strategies. Raises :class:`~xattn_ref.errors.PropertyFailure` (with the
+    values, the root cause and a rebuild snippet) when the property does not hold; returns
+    whether the case exercised the property at all (False: it says nothing either way)."""
+    if prop not in PROPERTIES:
+        from xattn_ref.errors import XattnArgumentError
+        from xattn_ref.options import did_you_mean
+
+        raise XattnArgumentError(
+            f"prop must be one of {', '.join(PROPERTIES)}, got {prop!r}"
+            + did_you_mean(prop, list(PROPERTIES))
+        )
+    return PROPERTIES[prop].check(call, case)

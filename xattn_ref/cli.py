@@ -16,7 +16,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
+
+from xattn_ref.errors import UsageError
+from xattn_ref.options import RUN_OPTIONS, Option, did_you_mean, pick
 
 __all__ = ["build_parser", "main"]
 
@@ -27,69 +30,111 @@ EXIT_HELP = (
 )
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message, a "did you mean" for a misspelled option,
+    and where to look; exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            words = message.removeprefix("unrecognized arguments: ").split()
+            flags = [s for a in self._actions for s in a.option_strings]
+            message = "unrecognized arguments: " + " ".join(words)
+            message += did_you_mean(words[0].split("=")[0], flags) if words[0].startswith("-") else ""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _all_options() -> list[tuple[Option, str]]:
+    """Every option once, with the kinds it is for ("" for the run's own)."""
+    from xattn_ref.kinds import KINDS
+
+    table: dict[str, tuple[Option, list[str]]] = {o.name: (o, []) for o in RUN_OPTIONS if o.name != "target"}
+    for kind in KINDS.values():
+        for o in kind.options:
+            table.setdefault(o.name, (o, []))[1].append(kind.name)
+    return [(o, ",".join(kinds)) for o, kinds in table.values()]
 
 
 def build_parser() -> argparse.ArgumentParser:
     from xattn_ref.kinds import KINDS
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="xattn-check",
         description="Property-based checks of masked attention at the edges "
         "(empty rows, padding, low precision).",
         epilog=EXIT_HELP,
+        allow_abbrev=False,
     )
     p.add_argument(
         "target",
         nargs="?",
-        help="package.module:name or path/to/file.py:name; name() calls a factory. "
-        "Omit to run the built-in targets.",
+        help="package.module:name or path/to/file.py:name; name() calls a factory (quote it in a "
+        "shell: 'pkg.mod:build()'). Omit to run the built-in targets.",
     )
-    p.add_argument(
-        "--kind",
-        choices=tuple(KINDS),
-        default="kernel",
-        help="; ".join(f"{k.name}: {k.signature}" for k in KINDS.values()),
-    )
-    seen: set[str] = set()
-    for kind in KINDS.values():
-        for option in kind.options:
-            if option.name not in seen:
-                seen.add(option.name)
-                extra: dict[str, Any] = {"nargs": "?", "const": "1"} if option.type == "switch" else {}
-                if option.choices:
-                    extra["metavar"] = "{" + ",".join(option.choices) + "}"
-                p.add_argument(option.flag, dest=option.name, help=f"{option.help} [{kind.name}]", **extra)
-    p.add_argument(
-        "--dtype", type=_csv, help="comma list from float64,float32,float16,bfloat16 (default all)"
-    )
-    p.add_argument(
-        "--device", type=_csv, help="comma list from cpu,cuda,mps (default all; absent ones are skipped)"
-    )
-    p.add_argument("--property", type=_csv, dest="properties", help="only these properties (comma list)")
-    p.add_argument("--skip", type=_csv, default=[], help="skip these properties (comma list)")
-    p.add_argument(
-        "--strict", action="store_true", help="also run the opt-in properties (nan_padding_invariance)"
-    )
-    p.add_argument(
-        "--max-examples", help="examples per run (default: the profile's) [env XATTN_MAX_EXAMPLES]"
-    )
-    p.add_argument("--seed", help="base seed (default random; 0 with the ci profile) [env XATTN_SEED]")
-    p.add_argument("--profile", help="dev (default), ci or thorough [env XATTN_PROFILE]")
-    p.add_argument(
-        "--database", help="directory that keeps failing examples and replays them [env XATTN_DATABASE]"
-    )
-    p.add_argument("--threads", help="torch intra-op threads (default 1) [env XATTN_THREADS]")
-    p.add_argument("--jobs", help="parallel processes (default: the number of cores) [env XATTN_JOBS]")
-    p.add_argument(
-        "--xfail", help="file of expected failures: 'property[dtype-device]' or 'property', '#' comments"
-    )
+    for option, kinds in _all_options():
+        extra: dict[str, Any] = {"nargs": "?", "const": "1"} if option.type == "switch" else {}
+        if option.name == "kind":
+            extra["help"] = "; ".join(f"{k.name}: {k.signature}" for k in KINDS.values())
+        if option.choices or option.metavar:
+            extra["metavar"] = option.metavar or "{" + ",".join(option.choices) + "}"
+        help_ = option.help + (f" [{kinds}]" if kinds else f" [env {option.env}]")
+        p.add_argument(option.flag, dest=option.name, **{"help": help_, **extra})
     p.add_argument("--format", choices=FORMATS, default="text", help="text (default), json or junit")
     p.add_argument("--output", help="write the report here instead of standard output")
     p.add_argument("--quiet", action="store_true", help="no progress on standard error")
     p.add_argument("--list", action="store_true", help="list the kinds and their properties, and exit")
     return p
+
+
+def _join_negative(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--sentinel -1e4`` as ``--sentinel=-1e4``: argparse takes ``-1e4`` for an option, so a
+    value that begins with ``-`` and reads as a number is joined to the flag that takes it."""
+    takes_value = {
+        s for a in parser._actions if a.option_strings and a.nargs is None and a.const is None
+        for s in a.option_strings
+    }  # fmt: skip
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1] in takes_value and word.startswith("-"):
+            try:
+                float(word)
+            except ValueError:
+                pass
+            else:
+                out[-1] = f"{out[-1]}={word}"
+                continue
+        out.append(word)
+    return out
+
+
+def _checked(args: argparse.Namespace) -> dict[str, Any]:
+    """Every option parsed and checked before torch loads (one-line :class:`UsageError`)."""
+    from xattn_ref.kinds import KINDS, resolve_options
+
+    values: dict[str, Any] = {}
+    for option in RUN_OPTIONS:
+        if option.name == "target":
+            continue
+        value, source = pick(option, vars(args))
+        values[option.name] = None if value is None else option.parse(value, source)
+    kind = values["kind"] or "kernel"
+    known = sorted({p for k in KINDS.values() for p in k.properties})
+    for name in ("property", "skip"):
+        for prop in values[name] or []:
+            if prop not in known:
+                raise UsageError(
+                    f"--{name}: unknown property {prop!r}; expected one of {', '.join(known)}"
+                    + did_you_mean(prop, known)
+                )
+    if args.target is not None:
+        given = {o.name: getattr(args, o.name) for k in KINDS.values() for o in k.options}
+        values["options"] = resolve_options(kind, given)
+    else:
+        if args.kind is not None:
+            raise UsageError("--kind names the kind of a TARGET; the built-in targets have theirs")
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UsageError(f"--output: the folder of {args.output!r} does not exist")
+    values["kind"] = kind
+    return values
 
 
 def _list() -> None:
@@ -105,47 +150,51 @@ def _list() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xattn-check``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_join_negative(sys.argv[1:] if argv is None else list(argv), parser))
     if args.list:
         _list()
         return 0
+    try:
+        values = _checked(args)
+    except UsageError as exc:
+        print(f"xattn-check: error: {exc}", file=sys.stderr)
+        return 2
+
     import torch
 
     from xattn_ref import plan
+    from xattn_ref._devices import unavailable_reason
     from xattn_ref.config import resolve_config
-    from xattn_ref.errors import UsageError
-    from xattn_ref.kinds import KINDS
     from xattn_ref.report import Progress, Report, read_xfail
     from xattn_ref.runner import run_tasks
 
     try:
-        config = resolve_config(
-            {n: getattr(args, n) for n in ("profile", "seed", "database", "threads", "jobs", "max_examples")}
-        )
+        config = resolve_config(vars(args))
         torch.set_num_threads(config.threads)
-        dtypes, devices = plan.parse_dtypes(args.dtype), plan.parse_devices(args.device)
-        if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-            raise UsageError(f"--output: the folder of {args.output!r} does not exist")
+        dtypes, devices = plan.parse_dtypes(values["dtype"]), plan.parse_devices(values["device"])
+        absent = tuple(r for r in (unavailable_reason(d) for d in devices) if r is not None)
+        present = [d for d in devices if unavailable_reason(d) is None]
         xfail = read_xfail(args.xfail) if args.xfail else {}
         expected = None
         if args.target is None:
             targets, expected = plan.builtin_targets()
         else:
-            given = {o.name: getattr(args, o.name) for k in KINDS.values() for o in k.options}
-            targets = [plan.load(args.target, args.kind, given)]
+            targets = [plan.load(args.target, values["kind"], values["options"])]
         properties = {
-            t.name: plan.select_properties(t.kind, args.properties, args.skip, strict=args.strict)
+            t.name: plan.select_properties(
+                t.kind, values["property"], values["skip"], strict=values["strict"]
+            )
             for t in targets
         }
         for target in targets:
-            plan.probe(target, dtypes, devices)
+            plan.probe(target, dtypes, present)
     except UsageError as exc:
         print(f"xattn-check: error: {exc}", file=sys.stderr)
         return 2
 
-    tasks = plan.tasks(targets, properties, dtypes, devices)
-    quiet = args.quiet
-    progress = None if quiet else Progress(len(tasks))
+    tasks = plan.tasks(targets, properties, dtypes, present)
+    progress = None if args.quiet or not tasks else Progress(len(tasks))
     start = time.perf_counter()
     results = run_tasks(
         targets,
@@ -158,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_result=None if progress is None else progress.done,
     )
     elapsed = time.perf_counter() - start
-    notes = plan.notes(dtypes, devices, builtins=args.target is None)
-    report = Report(targets, results, config, xfail, elapsed, expected, notes)
+    notes = plan.notes(dtypes, present, builtins=args.target is None)
+    report = Report(targets, results, config, xfail, elapsed, expected, notes, absent)
     text = {"text": report.text, "json": report.json, "junit": report.junit}[args.format]()
     for entry in report.unused_xfail():
         print(f"xattn-check: warning: xfail entry {entry!r} matches no result", file=sys.stderr)
@@ -167,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as file:
             file.write(text + "\n")
-        print(f"xattn-check: {['ok', 'FAILED', 'NOTHING TESTED'][status]}; report written to {args.output}")
+        print(f"xattn-check: {report.summary()}; report written to {args.output}")
     else:
         print(text)
     if status == 2:

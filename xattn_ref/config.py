@@ -25,19 +25,10 @@ from hypothesis import settings as Settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 
 from xattn_ref.errors import UsageError
-from xattn_ref.profiles import DEFAULT_PROFILE, FIXED_SEED_PROFILES, PROFILES, profile_settings
+from xattn_ref.options import RUN_OPTIONS, pick
+from xattn_ref.profiles import DEFAULT_PROFILE, FIXED_SEED_PROFILES, profile_settings
 
-__all__ = ["ENV", "RunConfig", "resolve_config"]
-
-#: option name -> environment variable
-ENV = {
-    "profile": "XATTN_PROFILE",
-    "seed": "XATTN_SEED",
-    "database": "XATTN_DATABASE",
-    "threads": "XATTN_THREADS",
-    "jobs": "XATTN_JOBS",
-    "max_examples": "XATTN_MAX_EXAMPLES",
-}
+__all__ = ["RunConfig", "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -87,45 +78,29 @@ class RunConfig:
         return ", ".join(parts)
 
 
-def _pick(given: dict[str, Any], name: str, flag_prefix: str) -> tuple[Any, str]:
-    if given.get(name) is not None:
-        return given[name], flag_prefix + name.replace("_", "-")
-    env = os.environ.get(ENV[name])
-    if env:
-        return env, "$" + ENV[name]
-    return None, "default"
+_BY_NAME = {o.name: o for o in RUN_OPTIONS}
 
 
-def _int(value: Any, source: str, minimum: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{source} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise UsageError(f"{source} must be at least {minimum}, got {number}")
-    return number
+def _value(given: dict[str, Any], name: str, prefix: str) -> Any:
+    """The option's value from ``given``, the environment or None, parsed by its one parser."""
+    option = _BY_NAME[name]
+    value, source = pick(option, given, prefix)
+    return None if value is None else option.parse(value, source)
 
 
 def resolve_config(given: dict[str, Any], *, flag_prefix: str = "--") -> RunConfig:
     """A :class:`RunConfig` from options (name -> value or None), then the environment, then the
-    defaults. ``flag_prefix`` names the options in errors (``--`` or ``--xattn-``)."""
-    profile, source = _pick(given, "profile", flag_prefix)
-    profile = profile or DEFAULT_PROFILE
-    if profile not in PROFILES:
-        raise UsageError(f"{source}: unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    seed, source = _pick(given, "seed", flag_prefix)
+    defaults (:data:`xattn_ref.options.RUN_OPTIONS`). ``flag_prefix`` names the options in
+    errors (``--`` or ``--xattn-``)."""
+    profile = _value(given, "profile", flag_prefix) or DEFAULT_PROFILE
+    seed = _value(given, "seed", flag_prefix)
     seed_given = seed is not None
-    if seed_given:
-        seed = _int(seed, source, 0)
-    else:
+    if not seed_given:
         seed = 0 if profile in FIXED_SEED_PROFILES else random.randrange(2**32)
-    database, source = _pick(given, "database", flag_prefix)
+    database, source = pick(_BY_NAME["database"], given, flag_prefix)
     if database is not None and os.path.exists(database) and not os.path.isdir(database):
         raise UsageError(f"{source}: {database!r} exists and is not a directory")
-    threads, source = _pick(given, "threads", flag_prefix)
-    threads = 1 if threads is None else _int(threads, source, 1)
-    jobs, source = _pick(given, "jobs", flag_prefix)
-    jobs = (os.cpu_count() or 1) if jobs is None else _int(jobs, source, 1)
-    max_examples, source = _pick(given, "max_examples", flag_prefix)
-    max_examples = None if max_examples is None else _int(max_examples, source, 1)
+    threads = _value(given, "threads", flag_prefix) or 1
+    jobs = _value(given, "jobs", flag_prefix) or (os.cpu_count() or 1)
+    max_examples = _value(given, "max_examples", flag_prefix)
     return RunConfig(profile, int(seed), seed_given, database, threads, jobs, max_examples)

@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from xattn_ref.errors import UsageError
+from xattn_ref.options import Option, did_you_mean
+
 # Nothing heavy at import: the pytest plugin reads the kinds' options in every project that has
 # xattn_ref installed, so torch, Hypothesis and the cases are imported where they are used.
 if TYPE_CHECKING:
@@ -29,7 +32,16 @@ if TYPE_CHECKING:
     from xattn_ref.dialects import Dialect
     from xattn_ref.tolerance import Budget
 
-__all__ = ["KINDS", "Kind", "KernelCall", "LayerCall", "Option", "kernel_call", "layer_call"]
+__all__ = [
+    "KINDS",
+    "Kind",
+    "KernelCall",
+    "LayerCall",
+    "Option",
+    "kernel_call",
+    "layer_call",
+    "resolve_options",
+]
 
 #: ``fn_for(dtype, device)``: the target's callable for one dtype and device (a module copy, or
 #: the product of a factory that takes them).
@@ -253,66 +265,6 @@ def kernel_call(
 def layer_call(fn: Callable[..., Any], dim: int, context_dim: int | None = None) -> LayerCall:
     """A layer callable as a call (it is used as given in every dtype)."""
     return LayerCall(_fixed(fn), dim, context_dim or dim)
-
-
-_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
-
-
-@dataclass(frozen=True)
-class Option:
-    """An option of a kind: ``--NAME`` in the CLI, ``--xattn-NAME`` and ``$XATTN_NAME`` in the
-    plugin.
-
-    - ``type``: ``int`` (at least 1), ``choice`` (one of ``choices``), ``switch`` (on when given
-      alone, or 1/0, true/false, yes/no, on/off) or ``text``;
-    - ``default``: the value when not given; ``default_from``: another option whose value is the
-      default; ``required``: no default at all.
-    """
-
-    name: str
-    help: str
-    required: bool = False
-    default_from: str | None = None
-    type: str = "int"
-    choices: tuple[str, ...] = ()
-    default: Any = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def parse(self, value: Any, flag: str) -> Any:
-        """The value, checked; :class:`ValueError` with a one-line message naming ``flag``."""
-        if self.type == "switch":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _ON or text in _OFF:
-                return text in _ON
-            raise ValueError(
-                f"{flag} takes no value, or one of 1/0, true/false, yes/no, on/off; got {value!r}"
-            )
-        if self.type == "choice":
-            if value not in self.choices:
-                raise ValueError(f"{flag} must be one of {', '.join(self.choices)}, got {value!r}")
-            return value
-        if self.type == "text":
-            return str(value)
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{flag} must be an integer, got {value!r}") from None
-        if number < 1:
-            raise ValueError(f"{flag} must be at least 1, got {number}")
-        return number
-
-    def cli_args(self, value: Any) -> list[str]:
-        """The command-line arguments that give ``value`` (none for a default choice or switch)."""
-        if self.type == "switch":
-            return [self.flag] if value else []
-        if self.type in ("choice", "text") and value == self.default:
-            return []
-        return [self.flag, str(value)]
 
 
 #: The dialect options of kernels (:class:`xattn_ref.dialects.Dialect`), and forward-only.
@@ -616,3 +568,31 @@ KINDS: dict[str, Kind] = {
         ),
     )
 }
+
+
+def resolve_options(kind: str, given: dict[str, Any], prefix: str = "--") -> dict[str, Any]:
+    """The kind's options from ``given`` (name -> value or None), parsed and checked, defaults
+    filled in. Raises :class:`UsageError` naming the flag (``prefix`` + name)."""
+    if kind not in KINDS:
+        raise UsageError(
+            f"{prefix}kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}"
+            + did_you_mean(kind, list(KINDS))
+        )
+    options: dict[str, Any] = {}
+    for option in KINDS[kind].options:
+        flag = prefix + option.name.replace("_", "-")
+        value = given.get(option.name)
+        if value is None and option.default_from is not None:
+            value = options[option.default_from]
+        if value is None:
+            if option.required:
+                raise UsageError(f"{flag} is required for a {kind} target ({option.help})")
+            if option.default is not None:
+                options[option.name] = option.default
+            continue
+        options[option.name] = option.parse(value, flag)
+    try:
+        KINDS[kind].validate(options)
+    except ValueError as exc:
+        raise UsageError(f"{kind} options: {exc}") from None
+    return options

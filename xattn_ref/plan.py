@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name, parse_dtype, unavailable_reason
-from xattn_ref.errors import NotTaken, TargetError, TargetLoadError, UsageError
-from xattn_ref.kinds import KINDS
+from xattn_ref.errors import Inexpressible, NotTaken, TargetError, TargetLoadError, UsageError
+from xattn_ref.kinds import KINDS, resolve_options
 from xattn_ref.runner import Task
-from xattn_ref.targets import BUILTINS, Target, load_target, resolve_options
+from xattn_ref.targets import BUILTINS, Target, load_target
 
 __all__ = [
     "builtin_targets",
@@ -108,9 +108,11 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
     for device in devices:
         for dtype in dtypes:
             if unavailable_reason(device, dtype) is None:
-                case = KINDS[target.kind].probe(target.options, dtype, device)
                 try:
+                    case = KINDS[target.kind].probe(target.options, dtype, device)
                     target.call(case)
+                except Inexpressible as exc:
+                    raise UsageError(f"these options do not go together: {exc}") from None
                 except NotTaken:
                     continue
                 except TargetError as exc:

@@ -13,11 +13,14 @@ suite is collected. Under pytest-xdist the controller's seed goes to every worke
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from xattn_ref.options import Option, pick
 
 if TYPE_CHECKING:
     from xattn_ref.config import RunConfig
@@ -27,40 +30,22 @@ if TYPE_CHECKING:
 __all__ = ["XattnRun", "XattnState"]
 
 PREFIX = "--xattn-"
-#: option name -> (help, environment variable); each kind's own options are added from the
-#: registry (:data:`xattn_ref.kinds.KINDS`, which imports nothing heavy).
-OPTIONS = {
-    "target": (
-        "attention under test, 'package.module:name' or 'file.py:name' ('name()': a factory)",
-        "XATTN_TARGET",
-    ),
-    "kind": ("kind of target (default kernel; see xattn-check --list)", "XATTN_KIND"),
-    "profile": ("Hypothesis profile: dev (default), ci or thorough", "XATTN_PROFILE"),
-    "seed": ("base seed (default random; ci: 0)", "XATTN_SEED"),
-    "database": ("directory that keeps failing examples and replays them", "XATTN_DATABASE"),
-    "threads": ("torch intra-op threads (default 1)", "XATTN_THREADS"),
-    "strict": ("1: also run the opt-in properties (nan_padding_invariance)", "XATTN_STRICT"),
-    "xfail": ("file of expected failures: property or property[dtype-device], '#' comments", "XATTN_XFAIL"),
-}
 
 
-def _kind_options() -> dict[str, tuple[str, str]]:
+def _options() -> dict[str, Option]:
+    """The plugin's options: the run's (:data:`xattn_ref.options.RUN_OPTIONS`, but ``jobs``:
+    pytest-xdist's ``-n`` parallelizes here) and every kind's, each declared once."""
     from xattn_ref.kinds import KINDS
+    from xattn_ref.options import RUN_OPTIONS
 
-    return {
-        o.name: (f"{o.help} [{kind.name}]", "XATTN_" + o.name.upper())
-        for kind in KINDS.values()
-        for o in kind.options
-    }
-
-
-def _switches() -> set[str]:
-    from xattn_ref.kinds import KINDS
-
-    return {o.name for kind in KINDS.values() for o in kind.options if o.type == "switch"}
+    table = {o.name: o for o in RUN_OPTIONS if o.name != "jobs"}
+    for kind in KINDS.values():
+        for o in kind.options:
+            table.setdefault(o.name, dataclasses.replace(o, help=f"{o.help} [{kind.name}]"))
+    return table
 
 
-OPTIONS.update(_kind_options())
+OPTIONS = _options()
 
 
 def _dest(name: str) -> str:
@@ -69,14 +54,13 @@ def _dest(name: str) -> str:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xattn_ref", "xattn_ref: masked-attention property suite")
-    switches = _switches()
-    for name, (help_, env) in OPTIONS.items():
-        extra: dict[str, Any] = {"nargs": "?", "const": "1"} if name in switches else {}
+    for name, option in OPTIONS.items():
+        extra: dict[str, Any] = {"nargs": "?", "const": "1"} if option.type == "switch" else {}
         group.addoption(
-            PREFIX + name.replace("_", "-"),
+            option.pytest_flag,
             dest=_dest(name),
             default=None,
-            help=f"{help_} [env {env}]",
+            help=f"{option.help} [env {option.env}]",
             **extra,
         )
 
@@ -85,12 +69,14 @@ def _given(config: pytest.Config) -> dict[str, Any]:
     return {name: config.getoption(_dest(name)) for name in OPTIONS}
 
 
-def _value(config: pytest.Config, name: str) -> tuple[str | None, str]:
-    given = config.getoption(_dest(name))
-    if given is not None:
-        return str(given), PREFIX + name.replace("_", "-")
-    env = os.environ.get(OPTIONS[name][1])
-    return (env, "$" + OPTIONS[name][1]) if env else (None, "default")
+def _value(config: pytest.Config, name: str) -> tuple[Any, str]:
+    """``(value, source)``: the command line, then the environment (unparsed), or None."""
+    return pick(OPTIONS[name], _given(config), PREFIX)
+
+
+def _parsed(config: pytest.Config, name: str) -> Any:
+    value, source = _value(config, name)
+    return None if value is None else OPTIONS[name].parse(value, source)
 
 
 @dataclass
@@ -149,10 +135,12 @@ class XattnState:
             import torch
 
             torch.set_num_threads(self.config.threads)
-            strict, _src = _value(config, "strict")
-            self.strict = strict not in (None, "", "0", "false", "no")
+            self.strict: bool = _parsed(config, "strict") or False
             xfail, source = _value(config, "xfail")
             self.xfail = read_xfail(xfail, source) if xfail else {}
+            self.dtypes = plan.parse_dtypes(_parsed(config, "dtype"))
+            self.devices = plan.parse_devices(_parsed(config, "device"))
+            only, skip = _parsed(config, "property"), _parsed(config, "skip")
             spec, source = _value(config, "target")
             if spec is None:
                 builtins, should_pass = plan.builtin_targets()
@@ -160,11 +148,15 @@ class XattnState:
                 self.spec = "the built-in correct targets"
             else:
                 kind, _src = _value(config, "kind")
-                options = {n: _value(config, n)[0] for n in _kind_options()}
+                options = {n: _value(config, n)[0] for n in _kind_option_names()}
                 self.targets = [
                     plan.load(spec, kind or "kernel", options, flag_prefix=PREFIX, source=f"{source}: ")
                 ]
                 self.spec = f"{spec} ({self.targets[0].kind}: {self.targets[0].signature})"
+            self.properties = {
+                t.name: plan.select_properties(t.kind, only, skip, PREFIX, strict=self.strict)
+                for t in self.targets
+            }
         except UsageError as exc:
             raise pytest.UsageError(f"xattn_ref: {exc}") from None
         self.results: list[Result] = []
@@ -172,22 +164,29 @@ class XattnState:
 
     def describe(self) -> str:
         from xattn_ref import plan
-        from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES
 
-        notes = "".join(f"; {n}" for n in plan.notes(ALL_DTYPES, ALL_DEVICES))
+        notes = "".join(f"; {n}" for n in (*plan.notes(self.dtypes, self.devices), *self.absent()))
         return f"xattn_ref: targets {self.spec}; {self.config.describe(jobs=False)}{notes}"
 
     def runs(self) -> list[tuple[Target, str, Any, str]]:
-        from xattn_ref import plan
-        from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES
+        """Every target × property × dtype × device that can run here; devices that are absent
+        are left out (the header says so once, and one skipped test gives the reason)."""
+        from xattn_ref._devices import unavailable_reason
 
+        present = [d for d in self.devices if unavailable_reason(d) is None]
         return [
             (t, p, dtype, device)
             for t in self.targets
-            for p in plan.select_properties(t.kind, None, None, strict=self.strict)
-            for dtype in ALL_DTYPES
-            for device in ALL_DEVICES
+            for p in self.properties[t.name]
+            for dtype in self.dtypes
+            for device in present
         ]
+
+    def absent(self) -> list[str]:
+        """Why each requested device that is absent here cannot run."""
+        from xattn_ref._devices import unavailable_reason
+
+        return [r for r in (unavailable_reason(d) for d in self.devices) if r is not None]
 
     def record(self, result: Result) -> None:
         self.results.append(result)
@@ -204,6 +203,12 @@ class XattnState:
 
 _KEY = pytest.StashKey[XattnState]()
 _ACTIVE = pytest.StashKey[bool]()
+
+
+def _kind_option_names() -> list[str]:
+    from xattn_ref.kinds import KINDS
+
+    return list(dict.fromkeys(o.name for kind in KINDS.values() for o in kind.options))
 
 
 def _state(config: pytest.Config) -> XattnState:
@@ -249,11 +254,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from xattn_ref._devices import dtype_name
 
     runs = state.runs()
-    metafunc.parametrize(
-        "xattn_run",
-        [XattnRun(state, *run) for run in runs],
-        ids=[f"{t.name}-{p}-{dtype_name(dt)}-{dev}" for t, p, dt, dev in runs],
-    )
+    params: list[Any] = [XattnRun(state, *run) for run in runs]
+    ids = [f"{t.name}-{p}-{dtype_name(dt)}-{dev}" for t, p, dt, dev in runs]
+    absent = state.absent()
+    if absent:  # one skipped test says why, not one per target, property and dtype
+        params.append(_Absent("; ".join(absent)))
+        ids.append("absent-devices")
+    metafunc.parametrize("xattn_run", params, ids=ids)
+
+
+@dataclass
+class _Absent:
+    """The one test that stands for every run on a requested device that is absent here."""
+
+    reason: str
+
+    def check(self) -> None:
+        pytest.skip(self.reason)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -282,15 +299,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = session.config.stash.get(_KEY, None)
-    if state is None or not state.results or any(r.tested for r in state.results):
+    config = session.config
+    state = config.stash.get(_KEY, None)
+    if state is None or any(r.tested for r in state.results) or hasattr(config, "workerinput"):
         return
-    if hasattr(session.config, "workerinput"):
-        return
-    reasons = "; ".join(dict.fromkeys(r.message for r in state.results))
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if config.pluginmanager.has_plugin("dsession") or exitstatus not in (0, 5):
+        return  # under pytest-xdist the workers ran the tests; a failed session is not green anyway
+    reasons = "; ".join(dict.fromkeys([*(r.message for r in state.results), *state.absent()]))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"xattn_ref: nothing was tested: {reasons}", red=True)
+        reporter.write_line(f"xattn_ref: nothing was tested: {reasons or 'no run was selected'}", red=True)
     session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
 
 

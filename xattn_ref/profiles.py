@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["DEFAULT_PROFILE", "ENV_VAR", "FIXED_SEED_PROFILES", "PROFILES", "profile_settings"]
+__all__ = ["DEFAULT_PROFILE", "FIXED_SEED_PROFILES", "PROFILES", "profile_settings"]
 
-ENV_VAR = "XATTN_PROFILE"
 DEFAULT_PROFILE = "dev"
 
 # Every field that matters is set here: the profiles must not inherit whatever default profile

@@ -110,13 +110,21 @@ class Report:
     elapsed: float
     expected: dict[str, bool] | None = None
     notes: tuple[str, ...] = ()  # e.g. TF32 budgets
+    absent: tuple[str, ...] = ()  # why each requested device that is absent here did not run
 
     def _target(self, name: str) -> Any:
         return next(t for t in self.targets if t.name == name)
 
     def xfailed(self, r: Result) -> str | None:
+        """The reason a finding is expected: its own xfail entry, or its root's (an xfail of a
+        root covers what follows from it)."""
+        if r.status not in ("failed", "error"):
+            return None
         match = xfail_reason(self.xfail, r.property, r.dtype, r.device)
-        return match[1] if match and r.status in ("failed", "error") else None
+        if match is None and r.root is not None and self.follows(r):
+            root = xfail_reason(self.xfail, r.root, r.dtype, r.device)
+            return None if root is None else f"{root[1]} (follows from {r.root})"
+        return None if match is None else match[1]
 
     def follows(self, r: Result) -> bool:
         """A failure whose only evidence is the non-finite value its root property reports."""
@@ -161,8 +169,27 @@ class Report:
         return 0 if self.ok else 1
 
     def nothing_tested(self) -> str:
-        reasons = dict.fromkeys(r.message for r in self.results if not r.tested)
+        reasons = dict.fromkeys([*(r.message for r in self.results if not r.tested), *self.absent])
         return "nothing was tested: " + ("; ".join(reasons) if reasons else "no run was selected")
+
+    def summary(self) -> str:
+        """The last line: the conclusion, then how much was run."""
+        examples = f"{sum(r.examples for r in self.results)} examples in {self.elapsed:.1f} s"
+        if not self.tested:
+            return f"NOTHING TESTED ({examples})"
+        if self.expected is not None:
+            names = [t.name for t in self.targets]
+            hold = sum(self.expected[n] and self.as_expected(n) for n in names)
+            bad = sum(not self.expected[n] and self.as_expected(n) for n in names)
+            wrong = [n for n in names if not self.as_expected(n)]
+            verdict = "ok" if not wrong else "FAILED"
+            text = f"{verdict}: {len(names)} targets: {hold} hold, {bad} fail as expected"
+            text += f", {len(wrong)} NOT as expected ({', '.join(wrong)})" if wrong else ""
+            return f"{text}; {examples}"
+        if self.ok:
+            return f"ok: every tested property holds; {examples}"
+        failed = {(r.target, r.property) for r in self.findings()}
+        return f"FAILED: {len(failed)} failing properties; {examples}"
 
     # --- text --------------------------------------------------------------------------------
 
@@ -174,7 +201,17 @@ class Report:
         return CELL[r.status]
 
     def text(self) -> str:
-        lines = [f"xattn-check: {self.config.describe()}", *(f"xattn-check: {n}" for n in self.notes), ""]
+        lines = [f"xattn-check: {self.config.describe()}", *(f"xattn-check: {n}" for n in self.notes)]
+        lines += [f"xattn-check: not run: {reason}" for reason in self.absent] + [""]
+        na = [
+            {
+                (r.property, r.message)
+                for r in self.results
+                if r.target == t.name and r.status == "not-applicable"
+            }
+            for t in self.targets
+        ]
+        common = set.intersection(*na) if len(self.targets) > 1 and na else set()
         for target in self.targets:
             mine = [r for r in self.results if r.target == target.name]
             props = list(dict.fromkeys(r.property for r in mine))
@@ -193,7 +230,8 @@ class Report:
             for prop, reason in dict.fromkeys(
                 (r.property, r.message) for r in mine if r.status == "not-applicable"
             ):
-                lines.append(f"  n/a: {prop}: {reason}")
+                if (prop, reason) not in common:
+                    lines.append(f"  n/a: {prop}: {reason}")
             if any(r.status == "failed" and self.follows(r) for r in mine):
                 lines.append("  (follows): fails only through the non-finite value that finite_output or")
                 lines.append("             finite_grad reports; see that property's report")
@@ -206,8 +244,8 @@ class Report:
             shown.add((r.target, r.property))
             lines.append(failure_report(self._target(r.target), r, self.config))
             lines.append("")
-        total = sum(r.examples for r in self.results)
-        lines.append(f"{total} examples in {self.elapsed:.1f} s")
+        lines += [f"n/a for every target: {prop}: {reason}" for prop, reason in sorted(common)]
+        lines.append(f"xattn-check: {self.summary()}")
         return "\n".join(lines)
 
     def _verdict(self, target: str, mine: list[Result]) -> str:

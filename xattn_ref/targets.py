@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from xattn_ref import reference
 from xattn_ref.errors import TargetLoadError, UsageError
-from xattn_ref.kinds import KINDS
+from xattn_ref.kinds import KINDS, resolve_options
 
 __all__ = [
     "BUILTINS",
@@ -43,7 +43,6 @@ __all__ = [
     "flash_backward_kernel",
     "online_softmax_kernel",
     "reference_kernel",
-    "resolve_options",
     "padded_causal_kernel",
     "padded_sequence_kernel",
     "safe_sdpa_kernel",
@@ -324,32 +323,6 @@ def as_target(
     except UsageError as exc:
         raise TypeError(str(exc)) from None
     return Target(name or str(getattr(fn, "__name__", type(fn).__name__)), kind, fn, resolved)
-
-
-def resolve_options(kind: str, given: dict[str, Any], prefix: str = "--") -> dict[str, Any]:
-    """The kind's options from ``given`` (name -> value or None), parsed and checked, defaults
-    filled in. Raises :class:`UsageError` naming the flag (``prefix`` + name)."""
-    options: dict[str, Any] = {}
-    for option in KINDS[kind].options:
-        flag = prefix + option.name.replace("_", "-")
-        value = given.get(option.name)
-        if value is None and option.default_from is not None:
-            value = options[option.default_from]
-        if value is None:
-            if option.required:
-                raise UsageError(f"{flag} is required for a {kind} target ({option.help})")
-            if option.default is not None:
-                options[option.name] = option.default
-            continue
-        try:
-            options[option.name] = option.parse(value, flag)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    try:
-        KINDS[kind].validate(options)
-    except ValueError as exc:
-        raise UsageError(f"{kind} options: {exc}") from None
-    return options
 
 
 def _import(module: str) -> Any:

@@ -7,14 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from my_attention import gqa_causal_attention
 
-from xattn_ref import reference
-from xattn_ref.checks import empty_rows_zero, finite_grad, reference_agreement
-from xattn_ref.dialects import Dialect
-from xattn_ref.kinds import kernel_call
-from xattn_ref.strategies import attention_cases
+import xattn_ref as xr
 
 # our shapes: B = 2, H = 4 query heads over 1 or 2 kv heads, D = 16, up to 32 cached keys
-CASES = attention_cases(
+CASES = xr.attention_cases(
     dtypes=[torch.float32, torch.float64],
     batch_size=2,
     num_heads=4,
@@ -23,7 +19,7 @@ CASES = attention_cases(
     max_kv_len=32,
     causal="bottom_right",
 )
-KERNEL = kernel_call(gqa_causal_attention, dialect=Dialect(heads="gqa", causal="bottom_right"))
+KERNEL = xr.kernel_call(gqa_causal_attention, dialect=xr.Dialect(heads="gqa", causal="bottom_right"))
 
 
 @settings(max_examples=40, deadline=None)
@@ -37,7 +33,7 @@ def test_is_finite_and_zero_where_no_key_is_allowed(case):
 @settings(max_examples=10, deadline=None)
 @given(CASES)
 def test_the_reference_speaks_the_same_dialect(case):
-    expected = reference.attention(case.q, case.k, case.v, case.mask, causal="bottom_right")
+    expected = xr.attention(case.q, case.k, case.v, case.mask, causal="bottom_right")
     assert expected.shape == case.q.shape[:3] + case.v.shape[-1:]
 
 
@@ -46,5 +42,5 @@ def test_the_reference_speaks_the_same_dialect(case):
 def test_the_suites_checks_hold(case):
     # reference_agreement compares with the float64 reference within the written tolerance model
     # (a fixed atol fails at large logits, or passes a wrong kernel at small ones)
-    for check in (finite_grad, empty_rows_zero, reference_agreement):
-        check(KERNEL, case)  # raises PropertyFailure, with the values and a rebuild, if not
+    for prop in ("finite_grad", "empty_rows_zero", "reference_agreement"):
+        xr.check(prop, KERNEL, case)  # raises PropertyFailure, with the values and a rebuild, if not

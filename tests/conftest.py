@@ -1,0 +1,22 @@
+"""Test tiers: ``-m "not sweep"`` is the default tier (tox), ``-m sweep`` the sweeps
+(``tox -e sweep``). A test marked ``upstream`` checks a real library's behaviour: its failure
+report says so, so that it reads "upstream changed", not "xattn_ref broke"."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.failed and call.when == "call" and item.get_closest_marker("upstream") is not None:
+        report.sections.append(
+            (
+                "upstream",
+                "This test checks the behaviour of a real library (torch, transformers). If it fails, the "
+                "library changed (a bug fixed or a new one): check the finding by hand and update the test "
+                "and docs/real-libraries.md; xattn_ref itself may be fine.",
+            )
+        )
+    return report
