@@ -80,9 +80,10 @@ def test_hugging_faces_sdpa_with_finfo_min_masks_fails_the_zero_policy():
 @pytest.mark.upstream
 @pytest.mark.sweep
 def test_hugging_faces_eager_attention_is_nan_in_float64_and_float16_and_float32_in_float64():
-    """Real findings, verified by hand (README): ``finfo(float64).min`` becomes ``-inf`` in eager's
-    float32 softmax (NaN for an all-padding row); in float16 ``-65504 + logit`` overflows to
-    ``-inf`` for padded logits below -16; and the float64 path computes its softmax in float32."""
+    """Real findings, verified by hand (docs/real-libraries.md): ``finfo(float64).min`` becomes
+    ``-inf`` in eager's float32 softmax (NaN for an all-padding row); in float16 ``-65504 +
+    logit`` overflows to ``-inf`` for padded logits below -16; and the float64 path computes its
+    softmax in float32."""
     hundred = profile_settings("ci", max_examples=100)  # the float16 overflow needs a rare case
     props = ["finite_output", "reference_agreement"]
     r = verdicts(HF_EAGER, "hf", {"empty_rows": "finite"}, props, settings=hundred)
@@ -143,7 +144,7 @@ def test_self_attention_layers_pass_with_padded_queries(spec):
 @pytest.mark.upstream
 @pytest.mark.parametrize("spec", ENCODERS)
 def test_torchs_inference_fast_path_gives_nan_for_a_fully_padded_sequence(spec):
-    """A real finding, verified by hand (README): under ``torch.no_grad()`` (how forward-only
+    """A real finding, verified by hand (docs/real-libraries.md): under ``torch.no_grad()`` (how forward-only
     targets run) ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` take their fast path,
     which returns NaN for a sequence that is all padding; with autograd on they return finite
     values."""

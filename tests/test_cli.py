@@ -69,7 +69,7 @@ def reproduce_lines(text: str) -> list[list[str]]:
 
 
 # batch_global_max needs two batch elements of very different scales: 100-300 examples; a sum
-# accumulated in half precision, long rows of values far from zero mean: 200-400 (README); a
+# accumulated in half precision, long rows of values far from zero mean: 200-400 (docs/figures.md); a
 # sentinel mistaken for an empty row, rows shifted below it: about 200.
 EXAMPLES = {
     "sentinel_empty_rows": "500",
@@ -174,6 +174,16 @@ def test_the_printed_reproduce_commands_reproduce(tmp_path):
     assert r.stdout.split("minimal example: ")[1].splitlines()[0] in again.stdout
 
 
+def test_the_main_job_is_one_line_per_target_and_ends_with_its_conclusion():
+    r = cli("--dtype", "float32", "--device", "cpu", "--property", "finite_output", "--quiet",
+            "--max-examples", "5")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1].startswith("xattn-check: ok: ") and " fail as expected; " in lines[-1], lines[-1]
+    assert "What a finding looks like" in r.stdout and len(reproduce_lines(r.stdout)) == 1
+    assert len(lines) <= 80 and "NOT as expected" not in r.stdout
+
+
 def test_the_main_jobs_reproduce_commands_reproduce():
     r = cli(
         "--dtype",
@@ -185,10 +195,12 @@ def test_the_main_jobs_reproduce_commands_reproduce():
         "--quiet",
         "--max-examples",
         "10",
+        "--format",
+        "json",
     )
     assert r.returncode == 0, r.stdout + r.stderr  # every built-in verdict as expected
-    assert "(as expected)" in r.stdout and "NOT as expected" not in r.stdout
-    commands = reproduce_lines(r.stdout)
+    findings = [e for e in json.loads(r.stdout)["results"] if e["reproduce"]]
+    commands = [shlex.split(e["reproduce"]) for e in findings]
     assert len(commands) == 2, r.stdout  # the -inf softmax kernel and nn.MultiheadAttention's NaN
     for cmd in commands:
         again = cli(*cmd[1:], "--quiet")

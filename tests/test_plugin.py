@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 pytest_plugins = ["pytester"]
 
 SUITE = ["--pyargs", "xattn_ref.suite", "-p", "no:cacheprovider"]
+TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
 
 
 @pytest.fixture
@@ -133,6 +136,8 @@ def test_the_database_keeps_and_replays_failures(run, pytester):
         (["--xattn-target", "nope_module:x"], "--xattn-target: module 'nope_module' not found"),
         (["--xattn-profile", "fast"], "--xattn-profile must be one of dev, ci, thorough, got 'fast'"),
         (["--xattn-kind", "layer", "--xattn-target", "xattn_ref.adapters:decoder_layer()"], "--xattn-dim"),
+        # an unusable target is one error, as in the CLI, not one failure per property and dtype
+        (["--xattn-target", f"{TARGETS}:wrong_shape"], "unusable target"),
     ],
 )
 def test_usage_errors(run, args, message):

@@ -248,7 +248,7 @@ def test_the_budget_is_a_stated_multiple_of_a_plain_implementations_error(dtype)
     """Median over rows where the plain result is not exact (off by more than a thousandth of a
     rounding): allowed / plain error <= 300 for the output. The floor is a worst-case sum over
     keys, a plain kernel's errors mostly cancel: 54 in float32, about 185 in float16 and
-    bfloat16 here (the README gives the figures over default cases)."""
+    bfloat16 here (docs/tolerance.md gives the figures over default cases)."""
     ratios = []
     for seed in range(4):
         case = make_case(dtype, 1.0, seed)

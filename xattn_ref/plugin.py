@@ -153,6 +153,11 @@ class XattnState:
                     plan.load(spec, kind or "kernel", options, flag_prefix=PREFIX, source=f"{source}: ")
                 ]
                 self.spec = f"{spec} ({self.targets[0].kind}: {self.targets[0].signature})"
+            if spec is not None:  # an unusable target is one usage error, as in the CLI
+                from xattn_ref._devices import unavailable_reason
+
+                present = [d for d in self.devices if unavailable_reason(d) is None]
+                plan.probe(self.targets[0], self.dtypes, present)
             self.properties = {
                 t.name: plan.select_properties(t.kind, only, skip, PREFIX, strict=self.strict)
                 for t in self.targets
@@ -303,6 +308,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash.get(_KEY, None)
     if state is None or any(r.tested for r in state.results) or hasattr(config, "workerinput"):
         return
+    if config.option.collectonly:
+        return  # nothing runs when only collecting
     if config.pluginmanager.has_plugin("dsession") or exitstatus not in (0, 5):
         return  # under pytest-xdist the workers ran the tests; a failed session is not green anyway
     reasons = "; ".join(dict.fromkeys([*(r.message for r in state.results), *state.absent()]))

@@ -201,6 +201,9 @@ class Report:
         return CELL[r.status]
 
     def text(self) -> str:
+        """The verdict matrix of each target, then one report per failing property, then the
+        summary line. The main job (``expected`` given) is one line per target as expected,
+        the matrix only for a target that is not, and one example report of a finding."""
         lines = [f"xattn-check: {self.config.describe()}", *(f"xattn-check: {n}" for n in self.notes)]
         lines += [f"xattn-check: not run: {reason}" for reason in self.absent] + [""]
         na = [
@@ -212,41 +215,57 @@ class Report:
             for t in self.targets
         ]
         common = set.intersection(*na) if len(self.targets) > 1 and na else set()
-        for target in self.targets:
-            mine = [r for r in self.results if r.target == target.name]
-            props = list(dict.fromkeys(r.property for r in mine))
-            columns = list(dict.fromkeys((r.dtype, r.device) for r in mine if r.status != "skipped"))
-            lines.append(f"{target.name} ({target.kind}: {target.signature})")
-            width = max([len(p) for p in props] + [8])
-            lines.append(" " * (width + 2) + "  ".join(f"{dt + '/' + d:>15}" for dt, d in columns))
-            for prop in props:
-                cells = [
-                    next(self._cell(r) for r in mine if (r.property, r.dtype, r.device) == (prop, dt, d))
-                    for dt, d in columns
-                ]
-                lines.append(f"  {prop:<{width}}" + "  ".join(f"{c:>15}" for c in cells))
-            for reason in dict.fromkeys(r.message for r in mine if r.status == "skipped"):
-                lines.append(f"  skipped: {reason}")
-            for prop, reason in dict.fromkeys(
-                (r.property, r.message) for r in mine if r.status == "not-applicable"
-            ):
-                if (prop, reason) not in common:
-                    lines.append(f"  n/a: {prop}: {reason}")
-            if any(r.status == "failed" and self.follows(r) for r in mine):
-                lines.append("  (follows): fails only through the non-finite value that finite_output or")
-                lines.append("             finite_grad reports; see that property's report")
-            lines.append(f"  verdict: {self._verdict(target.name, mine)}")
+        matrix = [t for t in self.targets if self.expected is None or not self.as_expected(t.name)]
+        if self.expected is not None:
+            for t in self.targets:
+                mine = [r for r in self.results if r.target == t.name]
+                mark = "ok " if self.as_expected(t.name) else "BAD"
+                lines.append(f"  {mark} {t.name} [{t.kind}]: {self._verdict(t.name, mine)}")
             lines.append("")
+        for target in matrix:
+            lines += [*self._matrix(target, common), ""]
         shown: set[tuple[str, str]] = set()
+        reported = {t.name for t in matrix}
         for r in self.findings():
             if self.follows(r) or (r.target, r.property) in shown:
                 continue  # one report per property; the matrix shows the rest
+            if r.target not in reported:
+                if shown:  # an expected finding of the main job: one example is enough
+                    continue
+                lines.append("What a finding looks like (an expected one):")
             shown.add((r.target, r.property))
             lines.append(failure_report(self._target(r.target), r, self.config))
             lines.append("")
         lines += [f"n/a for every target: {prop}: {reason}" for prop, reason in sorted(common)]
         lines.append(f"xattn-check: {self.summary()}")
         return "\n".join(lines)
+
+    def _matrix(self, target: Any, common: set[tuple[str, str]]) -> list[str]:
+        """One target's verdicts: a property a row, a dtype/device a column."""
+        mine = [r for r in self.results if r.target == target.name]
+        props = list(dict.fromkeys(r.property for r in mine))
+        columns = list(dict.fromkeys((r.dtype, r.device) for r in mine if r.status != "skipped"))
+        lines = [f"{target.name} ({target.kind}: {target.signature})"]
+        width = max([len(p) for p in props] + [8])
+        lines.append(" " * (width + 2) + "  ".join(f"{dt + '/' + d:>15}" for dt, d in columns))
+        for prop in props:
+            cells = [
+                next(self._cell(r) for r in mine if (r.property, r.dtype, r.device) == (prop, dt, d))
+                for dt, d in columns
+            ]
+            lines.append(f"  {prop:<{width}}" + "  ".join(f"{c:>15}" for c in cells))
+        for reason in dict.fromkeys(r.message for r in mine if r.status == "skipped"):
+            lines.append(f"  skipped: {reason}")
+        for prop, reason in dict.fromkeys(
+            (r.property, r.message) for r in mine if r.status == "not-applicable"
+        ):
+            if (prop, reason) not in common:
+                lines.append(f"  n/a: {prop}: {reason}")
+        if any(r.status == "failed" and self.follows(r) for r in mine):
+            lines.append("  (follows): fails only through the non-finite value that finite_output or")
+            lines.append("             finite_grad reports; see that property's report")
+        lines.append(f"  verdict: {self._verdict(target.name, mine)}")
+        return lines
 
     def _verdict(self, target: str, mine: list[Result]) -> str:
         if not any(r.tested for r in mine):

@@ -189,11 +189,20 @@ def run_property(
         result.status, result.message = "error", str(exc)
         _record_case(result, last[0], call)
     except (FlakyFailure, FlakyReplay) as exc:
-        result.status = "failed"
-        result.message = (
-            "the target gave different verdicts on the same input (non-deterministic): "
-            + (str(exc).splitlines()[0])
-        )
+        raised = [e for e in getattr(exc, "exceptions", ()) if isinstance(e, (TargetError, _Stop))]
+        if raised:  # the target's own error, whatever made it not happen again on the replay
+            error = raised[0].error if isinstance(raised[0], _Stop) else raised[0]
+            result.status, result.shrunk = "error", False
+            result.message = (
+                f"{error} (it did not raise again when the same input was replayed: the error depends "
+                "on earlier calls, as compiled code, a cache or global state can make it)"
+            )
+        else:
+            result.status = "failed"
+            result.message = (
+                "the target gave different verdicts on the same input (non-deterministic): "
+                + (str(exc).splitlines()[0])
+            )
         _record_case(result, last[0], call)
     except HypothesisException as exc:
         result.status, result.message = "error", f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -1,0 +1,145 @@
+"""Every command the README and docs/ show runs as printed.
+
+- every ``bash`` block is valid shell (``bash -n``: an unquoted ``pkg.mod:build()`` is a syntax
+  error);
+- every ``xattn-check`` / ``python -m xattn_ref`` command there, and every one quoted inline,
+  parses with the real parser, its options go together, and its target loads (from the folder a
+  preceding ``cd`` names) -- the run itself is left out where it would take minutes;
+- every ``pytest --pyargs xattn_ref.suite`` command collects with the plugin (``--co``);
+- every ``python`` block runs (its ``test_*`` functions too), but those marked
+  ``<!-- fragment -->``;
+- the README's downstream commands are the ones ``examples/downstream/tox.ini`` runs, which
+  tests/test_downstream.py runs.
+
+``pip install`` and ``tox`` lines are the set-up and the tests that ``.ci/run`` runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"(<!-- fragment -->\n)?```(bash|python)\n(.*?)```", re.S)
+
+
+def blocks(lang: str) -> list[tuple[str, str, bool]]:
+    """``(page, code, fragment)`` for every fenced block in ``lang``."""
+    return [
+        (page.name, m.group(3), bool(m.group(1)))
+        for page in PAGES
+        for m in FENCE.finditer(page.read_text(encoding="utf-8"))
+        if m.group(2) == lang
+    ]
+
+
+def commands() -> list[tuple[str, list[str], Path]]:
+    """``(page, argv, cwd)`` for every command line of every bash block, ``cd`` followed."""
+    found = []
+    for page, code, _ in blocks("bash"):
+        cwd = ROOT
+        for line in code.splitlines():
+            argv = shlex.split(line, comments=True)
+            while argv and "=" in argv[0] and not argv[0].startswith("-"):
+                argv = argv[1:]  # VAR=value prefixes
+            if argv[:1] == ["cd"]:
+                cwd = (cwd / argv[1]).resolve()
+            elif argv:
+                found.append((page, argv, cwd))
+    for page in PAGES:  # inline `xattn-check ...` in the text and tables
+        for span in re.findall(r"`(xattn-check [^`]+)`", page.read_text(encoding="utf-8")):
+            found.append((page.name, shlex.split(span), ROOT))
+    return found
+
+
+XATTN = [
+    pytest.param(argv, cwd, id=f"{page}: {shlex.join(argv)}"[:120])
+    for page, argv, cwd in commands()
+    if argv[0] == "xattn-check" or argv[:3] == ["python", "-m", "xattn_ref"]
+]
+SUITE = [
+    pytest.param(argv, cwd, id=f"{page}: {shlex.join(argv)}"[:120])
+    for page, argv, cwd in commands()
+    if argv[0] == "pytest" and "xattn_ref.suite" in argv
+]
+
+
+@pytest.mark.parametrize(("page", "code"), [(p, c) for p, c, _ in blocks("bash")])
+def test_every_bash_block_is_valid_shell(page, code):
+    r = subprocess.run(["bash", "-n"], input=code, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, f"{page}: {r.stderr}\n{code}"
+
+
+def test_the_pages_show_commands_at_all():
+    assert len(XATTN) >= 20 and len(SUITE) >= 2  # a test that finds nothing proves nothing
+
+
+@pytest.mark.parametrize(("argv", "cwd"), XATTN)
+def test_every_xattn_check_command_parses_and_its_target_loads(argv, cwd, monkeypatch):
+    from xattn_ref import cli, plan
+
+    args = argv[3:] if argv[0] == "python" else argv[1:]
+    if any(a in ("...", "TARGET") for a in args):
+        pytest.fail(f"a placeholder in a command that should run as printed: {shlex.join(argv)}")
+    parser = cli.build_parser()
+    parsed = parser.parse_args(cli._join_negative(args, parser))
+    values = cli._checked(parsed)
+    if parsed.target is None:
+        return
+    module = parsed.target.rsplit(":", 1)[0]
+    needs = module.split(".")[0]
+    if module.endswith(".py") or (cwd / f"{module}.py").exists():  # a file of the checkout's
+        needs = "x_transformers" if module.startswith("examples/real") else "torch"
+    if importlib.util.find_spec(needs) is None:
+        pytest.skip(f"{needs} is not installed here (pip install -e '.[real]')")
+    monkeypatch.chdir(cwd)
+    monkeypatch.syspath_prepend(str(cwd))
+    plan.load(parsed.target, values["kind"], values["options"])
+
+
+@pytest.mark.parametrize(("argv", "cwd"), SUITE)
+def test_every_pytest_suite_command_collects(argv, cwd):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XATTN_", "PYTEST_"))}
+    env["PYTHONPATH"] = str(cwd)
+    args = [a for a in argv[1:] if a not in ("-n", "auto")]
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", *args, "--co", "-q", "-p", "no:cacheprovider"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("page", "code"), [pytest.param(p, c, id=p) for p, c, fragment in blocks("python") if not fragment]
+)
+def test_every_python_block_runs(page, code, tmp_path):
+    if "transformers" in code and importlib.util.find_spec("transformers") is None:
+        pytest.skip("transformers is not installed here")
+    runner = code + (
+        "\n\nfor _name, _fn in list(globals().items()):\n"
+        "    if _name.startswith('test_') and callable(_fn):\n"
+        "        _fn()\n"
+    )
+    (tmp_path / "block.py").write_text(runner, encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, str(tmp_path / "block.py")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, f"{page}:\n{r.stderr[-3000:]}"
+
+
+def test_the_readmes_downstream_commands_are_the_ones_its_tox_ini_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tox_ini = (ROOT / "examples" / "downstream" / "tox.ini").read_text(encoding="utf-8")
+    shown = [shlex.join(argv) for _, argv, cwd in commands() if cwd.name == "downstream" and argv[0] != "pip"]
+    ran = [shlex.join(shlex.split(line)) for line in tox_ini.split("commands =", 1)[1].strip().splitlines()]
+    assert shown and shown == ran, (shown, ran)
+    assert "examples/downstream" in readme
