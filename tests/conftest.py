@@ -6,6 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+# The package's own tests never assert timings: no Hypothesis deadline (first calls of torch
+# ops are slow, and these machines are shared); and they are derandomized, so a test that counts
+# what the strategies draw sees the same draws every run (never flaky).
+from hypothesis import settings
+
+settings.register_profile("xattn-tests", deadline=None, derandomize=True, database=None)
+settings.load_profile("xattn-tests")
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]

@@ -36,7 +36,9 @@ def test_dialect_options_come_from_the_command_line_or_the_environment(run, monk
     result = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-mask", "additive",
                  "--xattn-bias", "--xattn-profile", "ci", "--xattn-dtype", "float32")  # fmt: skip
     result.stdout.fnmatch_lines(["*k, v with H_kv heads*0 = attend, -inf = masked, finite biases*"])
-    result.assert_outcomes(passed=9, skipped=2)  # n/a: device_consistency on the CPU; absent devices
+    # skipped: device_consistency (n/a on the CPU), absent devices; nan_padding_invariance is
+    # opt-in: deselected
+    result.assert_outcomes(passed=9, skipped=2, deselected=1)
     bad = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-bias")
     bad.stderr.fnmatch_lines(["*xattn_ref: kernel options: bias needs a float mask*"])
 
@@ -187,13 +189,10 @@ def test_kind_options_come_from_the_registry(run):
 def test_a_switch_set_off_in_the_environment_is_off(run, monkeypatch, off):
     """``XATTN_STRICT=off`` must not turn strict mode on (the opt-in property stays out)."""
     monkeypatch.setenv("XATTN_STRICT", off)
-    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q")
-    assert "nan_padding_invariance" not in result.stdout.str()
+    opt_in = "test_nan_padding_invariance[xattn_ref.targets:sdpa_kernel"
+    assert opt_in not in run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q").stdout.str()
     monkeypatch.setenv("XATTN_STRICT", "on")
-    assert (
-        "nan_padding_invariance"
-        in run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q").stdout.str()
-    )
+    assert opt_in in run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q").stdout.str()
 
 
 def test_absent_devices_are_one_skipped_test_with_the_reason(run):
@@ -203,3 +202,34 @@ def test_absent_devices_are_one_skipped_test_with_the_reason(run):
         pytest.skip("this machine has CUDA")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED*cuda: no CUDA device available*"])
+
+
+CAMPAIGN = '''
+import os
+
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A fuzzing campaign, as HypoFuzz runs one: the suite's Hypothesis test itself, keyed by
+    its node id, saving what fails in the default example database."""
+    if not os.environ.get("CAMPAIGN"):
+        return None
+    pyfuncitem.obj.hypothesis.inner_test._hypothesis_internal_add_digest = pyfuncitem.nodeid.encode()
+    with pytest.raises(Exception, match="nan in out"):
+        pyfuncitem.obj(xattn_run=pyfuncitem.funcargs["xattn_run"])
+    return True
+'''
+
+
+def test_a_failure_a_fuzzing_campaign_saved_is_replayed_by_the_gate(run, pytester, monkeypatch):
+    pytester.makepyfile(campaign_plugin=CAMPAIGN)
+    args = ["-p", "campaign_plugin", "--xattn-target", "xattn_ref.known_bad:neg_inf_softmax",
+            "--xattn-dtype", "float32", "-k", "finite_output"]  # fmt: skip
+    monkeypatch.setenv("CAMPAIGN", "1")
+    assert run(*args).parseoutcomes()["passed"] == 1  # the campaign found the NaN and saved it
+    assert any(pytester.path.joinpath(".hypothesis", "examples").rglob("*"))
+    monkeypatch.delenv("CAMPAIGN")
+    gate = run(*args)
+    assert gate.ret == pytest.ExitCode.TESTS_FAILED
+    gate.stdout.fnmatch_lines(["*a failure saved in the example database*replays:", "*nan in out*"])

@@ -13,6 +13,7 @@ suite is collected. Under pytest-xdist the controller's seed goes to every worke
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -90,6 +91,41 @@ class XattnRun:
     dtype: Any
     device: str
 
+    def example(self, data: Any) -> None:
+        """One case of this run's kind, drawn from ``data``, and the property checked on it
+        (what HypoFuzz drives); a case the target does not take is rejected."""
+        from hypothesis import reject
+
+        from xattn_ref.checks import PROPERTIES
+        from xattn_ref.errors import NotTaken
+        from xattn_ref.kinds import KINDS
+
+        case = data.draw(KINDS[self.target.kind].cases(self.target.options, self.dtype, self.device))
+        try:
+            PROPERTIES[self.property].check(self.target.call, case)
+        except NotTaken:
+            reject()
+
+    def replay(self, test: Any, nodeid: str) -> None:
+        """Replay what a fuzzing campaign saved for this test in the default example database
+        (``hypothesis fuzz`` keeps its failures there, keyed by the test's id); nothing when
+        it holds none."""
+        __tracebackhide__ = True
+        from hypothesis import Phase, given, settings
+        from hypothesis import strategies as st
+
+        database = settings().database
+        inner = getattr(getattr(test, "hypothesis", None), "inner_test", None)
+        if database is None or inner is None:
+            return
+        inner._hypothesis_internal_add_digest = nodeid.encode()  # HypoFuzz's key for this test
+        again = settings(database=database, phases=(Phase.reuse,), deadline=None)
+        import unittest
+
+        # Hypothesis skips a run of no examples: nothing was saved for this test
+        with contextlib.suppress(pytest.skip.Exception, unittest.SkipTest):
+            again(given(data=st.data())(inner))(xattn_run=self)
+
     def check(self) -> None:
         __tracebackhide__ = True
         from xattn_ref.report import failure_report
@@ -166,6 +202,7 @@ class XattnState:
             raise pytest.UsageError(f"xattn_ref: {exc}") from None
         self.results: list[Result] = []
         self.xfail_used: set[str] = set()
+        self.absent_shown = False
 
     def describe(self) -> str:
         from xattn_ref import plan
@@ -258,24 +295,87 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     state = _state(metafunc.config)
     from xattn_ref._devices import dtype_name
 
-    runs = state.runs()
+    prop = getattr(metafunc.function, "xattn_property", None)
+    runs = [run for run in state.runs() if prop is None or run[1] == prop]
     params: list[Any] = [XattnRun(state, *run) for run in runs]
-    ids = [f"{t.name}-{p}-{dtype_name(dt)}-{dev}" for t, p, dt, dev in runs]
+    ids = [f"{t.name}-{dtype_name(dt)}-{dev}" if prop else f"{t.name}-{p}-{dtype_name(dt)}-{dev}"
+           for t, p, dt, dev in runs]  # fmt: skip
     absent = state.absent()
-    if absent:  # one skipped test says why, not one per target, property and dtype
+    if absent and not state.absent_shown and not metafunc.config.option.collectonly:
+        state.absent_shown = True  # one skipped test says why, not one per property and dtype
         params.append(_Absent("; ".join(absent)))
         ids.append("absent-devices")
+    if not params:  # the property is not selected for any target: deselected, not skipped
+        params, ids = [_Absent("not selected", deselect=True)], ["not-selected"]
     metafunc.parametrize("xattn_run", params, ids=ids)
+
+
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A property test of the suite runs through the runner (a verdict per target, dtype and
+    device: the minimal case, n/a, the root cause, the reproduce command). Its Hypothesis body
+    is what HypoFuzz drives (``hypothesis fuzz``), one example at a time."""
+    run = pyfuncitem.funcargs.get("xattn_run")
+    if not isinstance(run, (XattnRun, _Absent)):
+        return None
+    __tracebackhide__ = True
+    from xattn_ref.errors import PropertyFailure, TargetError
+
+    replayed = None
+    try:
+        run.replay(pyfuncitem.obj, pyfuncitem.nodeid)
+    except (PropertyFailure, TargetError) as exc:
+        replayed = str(exc)
+    if replayed is not None:  # outside the except: the report is this message alone
+        pytest.fail(
+            "a failure saved in the example database (.hypothesis/, where a fuzzing campaign keeps what it "
+            f"finds) replays:\n{replayed}",
+            pytrace=False,
+        )
+    run.check()
+    return True
+
+
+def property_test(name: str) -> Any:
+    """The suite's test of property ``name``: a Hypothesis test over the run that the plugin
+    parametrizes (target × dtype × device). ``pytest`` runs it through the runner; HypoFuzz
+    fuzzes its body, which draws one case of the run's kind and checks the property on it."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from xattn_ref.checks import PROPERTIES
+
+    def test(xattn_run: Any, data: st.DataObject) -> None:
+        xattn_run.example(data)
+
+    test.__name__ = test.__qualname__ = f"test_{name}"
+    test.__doc__ = PROPERTIES[name].summary
+    wrapped = given(data=st.data())(test)
+    wrapped.xattn_property = name  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _run_of(item: pytest.Item) -> Any:
+    return getattr(getattr(item, "callspec", None), "params", {}).get("xattn_run")
 
 
 @dataclass
 class _Absent:
-    """The one test that stands for every run on a requested device that is absent here."""
+    """A test that cannot run here (a device absent, a property no target has), as one skip
+    with the reason."""
 
     reason: str
+    deselect: bool = False
+
+    def replay(self, test: Any, nodeid: str) -> None:
+        pass
 
     def check(self) -> None:
         pytest.skip(self.reason)
+
+    def example(self, data: Any) -> None:
+        from hypothesis import reject
+
+        reject()  # nothing to fuzz here
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -285,8 +385,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from xattn_ref._devices import dtype_name
     from xattn_ref.report import xfail_reason
 
+    unselected = [i for i in items if getattr(_run_of(i), "deselect", False)]
+    if unselected:
+        config.hook.pytest_deselected(items=unselected)
+        items[:] = [i for i in items if i not in unselected]
+
     for item in items:
-        run = getattr(getattr(item, "callspec", None), "params", {}).get("xattn_run")
+        run = _run_of(item)
         if not isinstance(run, XattnRun):
             continue
         match = xfail_reason(state.xfail, run.property, dtype_name(run.dtype), run.device)
