@@ -8,11 +8,12 @@ import time
 import pytest
 import torch
 
-from xattn_ref.known_bad import CAUGHT_BY, KNOWN_BAD
 from xattn_ref.plan import select_properties
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
-from xattn_ref.targets import as_target, sdpa_kernel
+from xattn_ref.targets import as_target
+from xattn_ref.zoo.kernels import sdpa_kernel
+from xattn_ref.zoo.known_bad import CAUGHT_BY, KNOWN_BAD
 
 
 @pytest.mark.parametrize("prop", select_properties("kernel", None, None))

@@ -10,17 +10,17 @@ run "$HF" --kind hf --empty-rows finite
 run "$HF" --kind hf
 run "$HF" --kind hf --mask bool --causal top_left --causal-in-mask --self-attention
 run transformers.models.llama.modeling_llama:eager_attention_forward --kind hf --empty-rows finite
-run 'xattn_ref.adapters:hf_bert_layer()' --kind encoder --dim 16
+run 'xattn_ref.zoo.adapters:hf_bert_layer()' --kind encoder --dim 16
 run "$S" --causal top_left --causal-in-mask --self-attention
 run "$S" --mask additive --bias --scale
-run xattn_ref.targets:sdpa_gqa_kernel --heads gqa
+run xattn_ref.zoo.kernels:sdpa_gqa_kernel --heads gqa
 run "$S" --mask none --causal top_left
-run 'xattn_ref.adapters:transformer_encoder_layer()' --kind encoder --dim 16
-run 'xattn_ref.adapters:transformer_encoder_layer()' --kind encoder --dim 16 --forward-only
-run 'xattn_ref.adapters:self_attention_layer()' --kind encoder --dim 16
-run 'xattn_ref.adapters:self_attention_layer()' --kind encoder --dim 16 --forward-only
-run 'xattn_ref.adapters:multihead_attention_layer()' --kind layer --dim 16
-run 'xattn_ref.targets:mha_layer_need_weights_false()' --kind layer --dim 16
+run 'xattn_ref.zoo.adapters:transformer_encoder_layer()' --kind encoder --dim 16
+run 'xattn_ref.zoo.adapters:transformer_encoder_layer()' --kind encoder --dim 16 --forward-only
+run 'xattn_ref.zoo.adapters:self_attention_layer()' --kind encoder --dim 16
+run 'xattn_ref.zoo.adapters:self_attention_layer()' --kind encoder --dim 16 --forward-only
+run 'xattn_ref.zoo.adapters:multihead_attention_layer()' --kind layer --dim 16
+run 'xattn_ref.zoo.kernels:mha_layer_need_weights_false()' --kind layer --dim 16
 run examples/real/x_transformers_targets.py:attend
 run examples/real/x_transformers_targets.py:attend_flash
-run xattn_ref.adapters:flex_attention_kernel --forward-only --dtype float32 --max-examples 10
+run xattn_ref.zoo.adapters:flex_attention_kernel --forward-only --dtype float32 --max-examples 10

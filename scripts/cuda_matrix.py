@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-A = "xattn_ref.adapters"
+A = "xattn_ref.zoo.adapters"
 HALF = ["--dtype", "float16,bfloat16"]
 FUSED = ["--head-dims", "fused"]
 TF32 = str(HERE / "tf32_targets.py")
@@ -42,7 +42,7 @@ RUNS = [
     Run("built-in targets (the main job)", []),
     # torch picks cuDNN for half inputs with a bool mask, and cuDNN (9.19, H200) gives a row that
     # allows no key a nonzero output: a finding, so the correct verdict there is a failure
-    Run("SDPA, torch's choice of backend", ["xattn_ref.targets:sdpa_kernel"], expect=1),
+    Run("SDPA, torch's choice of backend", ["xattn_ref.zoo.kernels:sdpa_kernel"], expect=1),
     Run("math", [f"{A}:sdpa_math"]),
     Run("math, grouped kv heads", [f"{A}:sdpa_math", "--heads", "gqa"]),
     Run("math, additive mask, bias, scale=", [f"{A}:sdpa_math", "--mask", "additive", "--bias", "--scale"]),
@@ -93,7 +93,7 @@ RUNS = [
     ),
     Run(
         "NaN at padded keys (--strict), torch's choice of backend",
-        ["xattn_ref.targets:sdpa_kernel", "--strict", "--property", "nan_padding_invariance"],
+        ["xattn_ref.zoo.kernels:sdpa_kernel", "--strict", "--property", "nan_padding_invariance"],
         expect=1,  # NaN at a row's only keys reaches it, on every backend, as on the CPU (opt-in)
     ),
     Run(
@@ -114,9 +114,9 @@ RUNS = [
         [f"{A}:sdpa_cudnn", *HALF, *FUSED, "--strict", "--property", "nan_padding_invariance"],
         expect=1,
     ),
-    Run("eager attention (the scores in the input dtype)", ["xattn_ref.targets:eager_kernel"]),
-    Run("flash-attention's backward written out", ["xattn_ref.targets:flash_backward_kernel"]),
-    Run("known bad: a -inf softmax", ["xattn_ref.known_bad:neg_inf_softmax"], expect=1),
+    Run("eager attention (the scores in the input dtype)", ["xattn_ref.zoo.kernels:eager_kernel"]),
+    Run("flash-attention's backward written out", ["xattn_ref.zoo.kernels:flash_backward_kernel"]),
+    Run("known bad: a -inf softmax", ["xattn_ref.zoo.known_bad:neg_inf_softmax"], expect=1),
 ]
 
 

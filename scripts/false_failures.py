@@ -33,16 +33,17 @@ from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.kinds import resolve_options
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_tasks
-from xattn_ref.targets import BUILTINS, load_target
+from xattn_ref.targets import load_target
+from xattn_ref.zoo.builtins import BUILTINS
 
 #: Correct layers (E = 16) and their kinds, for ``--layers``.
 LAYERS = (
-    ("xattn_ref.adapters:cross_attention_layer()", "layer"),
-    ("xattn_ref.targets:mha_layer_need_weights_false()", "layer"),
-    ("xattn_ref.adapters:decoder_layer()", "layer"),
-    ("xattn_ref.adapters:transformer_encoder_layer()", "encoder"),
-    ("xattn_ref.adapters:self_attention_layer()", "encoder"),
-    ("xattn_ref.adapters:hf_bert_layer()", "encoder"),
+    ("xattn_ref.zoo.adapters:cross_attention_layer()", "layer"),
+    ("xattn_ref.zoo.kernels:mha_layer_need_weights_false()", "layer"),
+    ("xattn_ref.zoo.adapters:decoder_layer()", "layer"),
+    ("xattn_ref.zoo.adapters:transformer_encoder_layer()", "encoder"),
+    ("xattn_ref.zoo.adapters:self_attention_layer()", "encoder"),
+    ("xattn_ref.zoo.adapters:hf_bert_layer()", "encoder"),
 )
 
 #: Properties whose failure is a NaN, or an infinity the allowance does not reach.
@@ -64,7 +65,7 @@ def main() -> int:
     else:
         targets = [b.load() for b in BUILTINS if b.should_pass]
         for name in ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel"):
-            targets.append(load_target(f"xattn_ref.targets:{name}"))
+            targets.append(load_target(f"xattn_ref.zoo.kernels:{name}"))
     properties = {t.name: plan.select_properties(t.kind, None, None) for t in targets}
     tasks = plan.tasks(targets, properties, ALL_DTYPES, ["cpu"])
     start, runs, examples, failures, nonfinite = time.perf_counter(), 0, 0, 0, 0

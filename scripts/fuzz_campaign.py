@@ -26,7 +26,7 @@ from pathlib import Path
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--target", default="xattn_ref.known_bad:neg_inf_softmax")
+    parser.add_argument("--target", default="xattn_ref.zoo.known_bad:neg_inf_softmax")
     parser.add_argument(
         "--select", default="finite_output", help="pytest -k expression (default finite_output)"
     )
@@ -61,7 +61,7 @@ def main() -> int:
             campaign.wait()
     saved = [p for p in (folder / ".hypothesis" / "examples").rglob("*") if p.is_file()]
     print(f"the campaign saved {len(saved)} entries in {folder / '.hypothesis'}", flush=True)
-    gate = [sys.executable, "-m", "pytest", "-q", *suite]
+    gate = [sys.executable, "-m", "pytest", "-q", *suite, "--xattn-database", ".hypothesis/examples"]
     print("$", " ".join(gate), flush=True)
     r = subprocess.run(gate, cwd=folder, env=env, capture_output=True, text=True, timeout=600, check=False)
     print(r.stdout[-3000:], r.stderr[-2000:], sep="\n")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from xattn_ref.adapters import cross_attention_layer, decoder_layer, sdpa
+from xattn_ref.zoo.adapters import cross_attention_layer, decoder_layer, sdpa
 
 __all__ = ["cross_attention_layer", "decoder_layer", "sdpa_efficient", "sdpa_math"]
 

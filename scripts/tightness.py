@@ -123,9 +123,9 @@ def measure(dtype: torch.dtype, std: float, cases: int, at: int) -> Measured:
 
 def measure_layers(dtype: torch.dtype, cases: int, at: int) -> Measured:
     from xattn_ref._calls import forward_backward
-    from xattn_ref.adapters import cross_attention_layer
     from xattn_ref.strategies import layer_cases
     from xattn_ref.targets import as_target
+    from xattn_ref.zoo.adapters import cross_attention_layer
 
     call = as_target(cross_attention_layer(dim=16), kind="layer", dim=16).call
     measured = Measured()

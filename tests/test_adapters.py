@@ -10,13 +10,14 @@ import pytest
 import torch
 from _support import SETTINGS, run
 
-from xattn_ref.adapters import flex_attention_kernel, hf_module, pack, unpack
 from xattn_ref.cases import CaseSpec
 from xattn_ref.checks import reference_agreement
+from xattn_ref.conventions import hf_module, pack, unpack
 from xattn_ref.errors import PropertyFailure
 from xattn_ref.plan import load, select_properties
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
+from xattn_ref.zoo.adapters import flex_attention_kernel
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(
@@ -103,7 +104,7 @@ def test_flex_attention_forward_passes_on_the_cpu():
     """FlexAttention (eager, unfused on the CPU: slow, so few examples) with the mask as a
     ``mask_mod`` and a ``BlockMask``; forward-only, as FlexAttention has no CPU backward."""
     props = ["empty_rows_zero", "reference_agreement"]
-    spec = "xattn_ref.adapters:flex_attention_kernel"
+    spec = "xattn_ref.zoo.adapters:flex_attention_kernel"
     r = verdicts(spec, "kernel", {"forward_only": True}, props, (torch.float32,),
                  settings=profile_settings("ci", max_examples=6))  # fmt: skip
     for (prop, dtype), res in r.items():
@@ -115,26 +116,29 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
     seen = []
 
     def spy(q, k, v, cu_q, cu_k, max_q, max_k):
-        from xattn_ref.targets import varlen_reference_kernel
+        from xattn_ref.zoo.kernels import varlen_reference_kernel
 
         seen.append((tuple(q.shape), cu_k.tolist(), max_k))
         return varlen_reference_kernel(q, k, v, cu_q, cu_k, max_q, max_k)
 
     r = run("finite_output", spy, kind="varlen")
     assert r.status == "passed"
-    from xattn_ref.known_bad import varlen_reads_next_key
+    from xattn_ref.zoo.known_bad import varlen_reads_next_key
 
     # equivalence with each sequence alone catches the leak too
     assert run("compaction_equivalence", varlen_reads_next_key, kind="varlen").status == "failed"
     assert any(cu[i] == cu[i + 1] for _, cu, _ in seen for i in range(len(cu) - 1))  # zero-length ones
 
 
-ENCODERS = ["xattn_ref.adapters:transformer_encoder_layer()", "xattn_ref.adapters:self_attention_layer()"]
+ENCODERS = [
+    "xattn_ref.zoo.adapters:transformer_encoder_layer()",
+    "xattn_ref.zoo.adapters:self_attention_layer()",
+]
 
 
 @pytest.mark.sweep
 @pytest.mark.parametrize(
-    "spec", ENCODERS + (["xattn_ref.adapters:hf_bert_layer()"] if HAS_TRANSFORMERS else [])
+    "spec", ENCODERS + (["xattn_ref.zoo.adapters:hf_bert_layer()"] if HAS_TRANSFORMERS else [])
 )
 def test_self_attention_layers_pass_with_padded_queries(spec):
     for (prop, dtype), r in verdicts(spec, "encoder", {"dim": 16}).items():
@@ -154,7 +158,7 @@ def test_torchs_inference_fast_path_gives_nan_for_a_fully_padded_sequence(spec):
 
 
 def test_a_layer_that_pools_the_padding_is_caught():
-    from xattn_ref.known_bad import pooled_with_padding_layer
+    from xattn_ref.zoo.known_bad import pooled_with_padding_layer
 
     r = run("padding_invariance", pooled_with_padding_layer(), kind="encoder", dim=16)
     assert r.status == "failed", r.message
@@ -167,7 +171,7 @@ def test_a_layer_that_pools_the_padding_is_caught():
 def test_an_sdpa_backend_leaves_out_the_cases_it_does_not_take_and_says_how_many():
     """SDPA's flash backend on the CPU takes no Dv != D: those examples are left out and counted,
     the rest are judged (a backend that took none would be not-applicable, never passed)."""
-    from xattn_ref.adapters import sdpa
+    from xattn_ref.zoo.adapters import sdpa
 
     r = run("reference_agreement", sdpa("flash"), torch.float16)
     assert r.status == "passed", r.message

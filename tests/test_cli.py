@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from xattn_ref.cli import main
-from xattn_ref.known_bad import CAUGHT_BY
+from xattn_ref.zoo.known_bad import CAUGHT_BY
 
 TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
 FAST = ["--profile", "ci", "--max-examples", "25", "--device", "cpu", "--quiet"]
@@ -92,14 +92,14 @@ def test_each_known_bad_kernel_exits_1_naming_its_property(name):
     args = [*FAST, "--max-examples", EXAMPLES.get(name, "25"), "--dtype", DTYPE.get(name, "float64")]
     if name in ("half_accumulator", "half_softmax", "sentinel_empty_rows"):
         args += ["--property", CAUGHT_BY[name]]
-    r = cli(f"xattn_ref.known_bad:{name}", *args)
+    r = cli(f"xattn_ref.zoo.known_bad:{name}", *args)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"{CAUGHT_BY[name]} failed for xattn_ref.known_bad:{name}" in r.stdout
-    assert "reproduce: xattn-check xattn_ref.known_bad:" in r.stdout
+    assert f"{CAUGHT_BY[name]} failed for xattn_ref.zoo.known_bad:{name}" in r.stdout
+    assert "reproduce: xattn-check xattn_ref.zoo.known_bad:" in r.stdout
 
 
 def test_a_backend_that_takes_nothing_here_is_not_applicable_and_the_run_exits_2():
-    r = cli("xattn_ref.adapters:sdpa_efficient", *FAST, "--device", "cpu", "--property", "finite_output")
+    r = cli("xattn_ref.zoo.adapters:sdpa_efficient", *FAST, "--device", "cpu", "--property", "finite_output")
     assert r.returncode == 2, r.stdout + r.stderr
     assert (
         "n/a: finite_output: none of the 25 drawn examples exercised it; the target did not take 25"
@@ -160,7 +160,8 @@ def test_a_target_that_misbehaves_on_a_drawn_case_is_a_finding_with_a_minimal_ca
 
 
 def test_the_printed_reproduce_commands_reproduce(tmp_path):
-    r = cli("xattn_ref.known_bad:neg_inf_softmax", *FAST, "--dtype", "float32", "--property", "finite_output")
+    args = ["--dtype", "float32", "--property", "finite_output"]
+    r = cli("xattn_ref.zoo.known_bad:neg_inf_softmax", *FAST, *args)
     commands = reproduce_lines(r.stdout)
     assert r.returncode == 1 and len(commands) == 1
     cmd = commands[0]
@@ -168,7 +169,7 @@ def test_the_printed_reproduce_commands_reproduce(tmp_path):
     again = cli(*cmd[1:], "--quiet")
     assert (
         again.returncode == 1
-        and "finite_output failed for xattn_ref.known_bad:neg_inf_softmax" in again.stdout
+        and "finite_output failed for xattn_ref.zoo.known_bad:neg_inf_softmax" in again.stdout
     )
     # the same minimal example
     assert r.stdout.split("minimal example: ")[1].splitlines()[0] in again.stdout
@@ -222,7 +223,7 @@ def test_the_database_replays_a_failure(tmp_path):
 
 def test_the_same_seed_gives_the_same_verdicts_serially_and_in_parallel():
     args = [
-        "xattn_ref.known_bad:batch_global_max",
+        "xattn_ref.zoo.known_bad:batch_global_max",
         "--device",
         "cpu",
         "--seed",
@@ -245,7 +246,8 @@ from xattn_ref import plan, runner
 from xattn_ref.profiles import profile_settings
 from xattn_ref.targets import as_target, load_target
 
-targets = [load_target("xattn_ref.known_bad:batch_global_max"), load_target("xattn_ref.targets:sdpa_kernel")]
+specs = ("xattn_ref.zoo.known_bad:batch_global_max", "xattn_ref.zoo.kernels:sdpa_kernel")
+targets = [load_target(s) for s in specs]
 props = {t.name: ["batch_independence", "reference_agreement"] for t in targets}
 tasks = plan.tasks(targets, props, [torch.float32, torch.float16], ["cpu"])
 settings = profile_settings("ci", max_examples=20)
@@ -278,14 +280,14 @@ def test_a_fixed_seed_profile_honours_seed():
 
 
 def test_a_file_target_can_import_the_modules_beside_it(tmp_path):
-    (tmp_path / "helper.py").write_text("from xattn_ref.targets import sdpa_kernel as attend\n")
+    (tmp_path / "helper.py").write_text("from xattn_ref.zoo.kernels import sdpa_kernel as attend\n")
     (tmp_path / "mine.py").write_text("from helper import attend\n")
     r = cli(f"{tmp_path / 'mine.py'}:attend", *FAST, "--dtype", "float32", "--property", "finite_output")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_a_module_target_is_looked_up_from_the_current_folder(tmp_path):
-    (tmp_path / "localattn.py").write_text("from xattn_ref.targets import sdpa_kernel as attend\n")
+    (tmp_path / "localattn.py").write_text("from xattn_ref.zoo.kernels import sdpa_kernel as attend\n")
     r = cli_process(
         "localattn:attend", *FAST, "--dtype", "float32", "--property", "finite_output", cwd=tmp_path
     )
@@ -313,7 +315,7 @@ def test_a_good_layer_factory_exits_0():
 
 def test_multihead_attention_as_most_code_calls_it_is_flagged():
     r = cli(
-        "xattn_ref.adapters:multihead_attention_layer()",
+        "xattn_ref.zoo.adapters:multihead_attention_layer()",
         "--kind",
         "layer",
         "--dim",
@@ -333,7 +335,7 @@ def test_multihead_attention_as_most_code_calls_it_is_flagged():
     ("target", "reason"),
     [
         ("no_such_module_xyz:attn", "module 'no_such_module_xyz' not found"),
-        ("xattn_ref.known_bad:no_such_kernel", "has no attribute 'no_such_kernel'"),
+        ("xattn_ref.zoo.known_bad:no_such_kernel", "has no attribute 'no_such_kernel'"),
         (f"{TARGETS}:not_callable", "is int, not callable"),
         (f"{TARGETS}:wrong_shape", "returned shape (2, 2, 3, 1); expected (B, H, Lq, Dv) = (2, 2, 3, 8)"),
         (f"{TARGETS}:returns_list", "returned list; expected a torch.Tensor"),
@@ -373,7 +375,7 @@ def test_bad_targets_exit_2_with_a_one_line_reason(target, reason):
     ],
 )
 def test_bad_options_exit_2_before_the_run(args, reason):
-    r = cli("xattn_ref.targets:sdpa_kernel", *args)
+    r = cli("xattn_ref.zoo.kernels:sdpa_kernel", *args)
     assert r.returncode == 2 and reason in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
@@ -398,7 +400,7 @@ def test_a_negative_value_is_taken_as_printed():
 
 def test_json_output():
     r = cli(
-        "xattn_ref.known_bad:neg_inf_softmax",
+        "xattn_ref.zoo.known_bad:neg_inf_softmax",
         *FAST,
         "--dtype",
         "float32",
@@ -422,7 +424,7 @@ def test_json_output():
 def test_junit_output_and_output_file(tmp_path):
     out = tmp_path / "report.xml"
     r = cli(
-        "xattn_ref.known_bad:neg_inf_softmax",
+        "xattn_ref.zoo.known_bad:neg_inf_softmax",
         *FAST,
         "--dtype",
         "float32",
@@ -443,7 +445,7 @@ def test_xfail_file_keeps_the_rest_of_the_gate(tmp_path):
     xfail.write_text(
         "finite_output[float32-cpu]  # known: NaN on empty contexts, tracked upstream\nfloat32\n"
     )
-    args = ["xattn_ref.known_bad:neg_inf_softmax", *FAST, "--dtype", "float32", "--xfail", str(xfail)]
+    args = ["xattn_ref.zoo.known_bad:neg_inf_softmax", *FAST, "--dtype", "float32", "--xfail", str(xfail)]
     r = cli(*args, "--property", "empty_rows_zero")
     assert r.returncode == 1, r.stdout  # 'float32' is not a substring match: empty_rows_zero still fails
     assert "'float32' matches no result" in r.stderr
@@ -471,7 +473,7 @@ def test_progress_in_a_log_is_one_line_per_finished_run():
 
 
 def test_strict_adds_the_opt_in_properties():
-    base = ["xattn_ref.targets:sdpa_kernel", *FAST, "--dtype", "float32", "--property"]
+    base = ["xattn_ref.zoo.kernels:sdpa_kernel", *FAST, "--dtype", "float32", "--property"]
     assert "nan_padding_invariance" not in cli(*base[:-1]).stdout
     r = cli(*base[:-1], "--strict", "--skip", "reference_agreement,finite_grad,dtype_consistency")
     assert r.returncode == 1 and "nan_padding_invariance failed" in r.stdout, r.stdout

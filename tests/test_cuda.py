@@ -13,12 +13,12 @@ from _support import SETTINGS
 
 from xattn_ref._calls import cotangent
 from xattn_ref._devices import unavailable_reason
-from xattn_ref.adapters import sdpa
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
-from xattn_ref.known_bad import neg_inf_softmax
 from xattn_ref.runner import Result, run_property
 from xattn_ref.targets import as_target
 from xattn_ref.tolerance import TF32_EPS, kernel_budget, matmul_eps
+from xattn_ref.zoo.adapters import sdpa
+from xattn_ref.zoo.known_bad import neg_inf_softmax
 
 NO_CUDA = unavailable_reason("cuda")
 if NO_CUDA is not None:  # one skip with the reason, not one per test

@@ -13,18 +13,19 @@ from hypothesis.errors import InvalidArgument
 
 from xattn_ref import reference
 from xattn_ref._devices import ALL_DTYPES
-from xattn_ref.adapters import allowed_from_additive
 from xattn_ref.cases import AttentionCase, CaseSpec, MaskSpec, SlicePattern, causal_mask
 from xattn_ref.checks import dtype_consistency, empty_rows_zero, finite_grad, reference_agreement
+from xattn_ref.conventions import allowed_from_additive
 from xattn_ref.dialects import Dialect
 from xattn_ref.errors import PropertyFailure, UsageError
 from xattn_ref.guard import safe_sdpa
 from xattn_ref.kinds import kernel_call
-from xattn_ref.known_bad import KNOWN_BAD_DIALECTS, finfo_min_fill, neg_inf_softmax
 from xattn_ref.plan import load
 from xattn_ref.runner import run_property
 from xattn_ref.strategies import attention_cases, layer_cases, masks
-from xattn_ref.targets import as_target, sdpa_gqa_kernel
+from xattn_ref.targets import as_target
+from xattn_ref.zoo.kernels import sdpa_gqa_kernel
+from xattn_ref.zoo.known_bad import KNOWN_BAD_DIALECTS, finfo_min_fill, neg_inf_softmax
 
 #: The dtypes in which each known-bad dialect kernel's defect exists (all, unless listed).
 DEFECT_DTYPES = {"hf_eager_attention": ("float64", "float16")}
@@ -226,7 +227,7 @@ def test_under_the_finite_policy_an_empty_rows_gradient_may_overflow_only_where_
 )
 def test_dialect_options_get_one_line_errors_naming_them(given, message):
     with pytest.raises(UsageError) as info:
-        load("xattn_ref.targets:sdpa_kernel", "kernel", given)
+        load("xattn_ref.zoo.kernels:sdpa_kernel", "kernel", given)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
@@ -361,7 +362,7 @@ def test_false_failures_the_sweep_found_in_the_dialects_stay_fixed(spec, check):
 
 
 def test_query_padding_pads_queries_and_keys_alike():
-    from xattn_ref.targets import padded_sequence_kernel
+    from xattn_ref.zoo.kernels import padded_sequence_kernel
 
     options = {"key_padding": True, "self_attention": True, "query_padding": True}
     for prop in ("empty_rows_zero", "reference_agreement", "padding_invariance", "batch_independence"):

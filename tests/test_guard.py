@@ -9,8 +9,8 @@ from _support import run
 
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.guard import guard, safe_sdpa
-from xattn_ref.known_bad import KNOWN_BAD, finfo_min_fill, neg_inf_softmax
 from xattn_ref.plan import select_properties
+from xattn_ref.zoo.known_bad import KNOWN_BAD, finfo_min_fill, neg_inf_softmax
 
 FIXED_BY_THE_GUARD = [
     "neg_inf_softmax",

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from _support import run, tf32_rounded
 
 from xattn_ref._devices import ALL_DTYPES
-from xattn_ref.adapters import cross_attention_layer, decoder_layer, multihead_attention_layer
-from xattn_ref.known_bad import KNOWN_BAD_LAYERS, LAYER_CAUGHT_BY
 from xattn_ref.plan import select_properties
+from xattn_ref.zoo.adapters import cross_attention_layer, decoder_layer, multihead_attention_layer
+from xattn_ref.zoo.known_bad import KNOWN_BAD_LAYERS, LAYER_CAUGHT_BY
 
 LAYER_PROPERTIES = select_properties("layer", None, None)  # the default set (no opt-in)
 
@@ -94,7 +94,7 @@ def test_a_layer_gradient_that_cancels_to_zero_is_judged_by_the_roundings_of_its
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_a_wrong_gradient_on_the_half_precision_path_alone_is_caught_on_a_gradient(dtype):
-    from xattn_ref.known_bad import half_path_wrong_grad_layer
+    from xattn_ref.zoo.known_bad import half_path_wrong_grad_layer
 
     layer = half_path_wrong_grad_layer()
     failed = run("dtype_consistency", layer, dtype, kind="layer", dim=16, max_examples=20)

@@ -7,14 +7,16 @@ import pytest
 import torch
 from _support import SETTINGS, run, run_all_dtypes
 
-from xattn_ref import known_bad
 from xattn_ref.checks import PROPERTIES
 from xattn_ref.kinds import KINDS
-from xattn_ref.known_bad import CAUGHT_BY, FINITE_DEFECTS, KNOWN_BAD, neg_inf_softmax
 from xattn_ref.plan import select_properties
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
-from xattn_ref.targets import BUILTINS, Builtin, as_target, safe_sdpa_kernel, sdpa_kernel
+from xattn_ref.targets import as_target
+from xattn_ref.zoo import known_bad
+from xattn_ref.zoo.builtins import BUILTINS, Builtin
+from xattn_ref.zoo.kernels import safe_sdpa_kernel, sdpa_kernel
+from xattn_ref.zoo.known_bad import CAUGHT_BY, FINITE_DEFECTS, KNOWN_BAD, neg_inf_softmax
 
 # The built-in correct targets also run in the property suite (`pytest --pyargs xattn_ref.suite`,
 # tox's second command): here they run in the sweep; the kernels that are not built in, always.
@@ -22,7 +24,7 @@ CORRECT_KERNELS = [
     pytest.param(b, marks=pytest.mark.sweep) for b in BUILTINS if b.kind != "layer" and b.should_pass
 ]
 CORRECT_KERNELS += [
-    pytest.param(Builtin(f"xattn_ref.targets:{n}"))
+    pytest.param(Builtin(f"xattn_ref.zoo.kernels:{n}"))
     for n in ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel")
 ]
 

@@ -25,28 +25,27 @@ def run(pytester, monkeypatch):
 
 
 def test_header_names_target_profile_and_seed(run):
-    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-seed", "7", "--co")
-    result.stdout.fnmatch_lines(
-        ["xattn_ref: targets xattn_ref.targets:sdpa_kernel (kernel: fn(q, k, v, mask)*; profile dev*seed 7*"]
-    )
+    result = run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_kernel", "--xattn-seed", "7", "--co")
+    header = "xattn_ref: targets xattn_ref.zoo.kernels:sdpa_kernel (kernel: fn(q, k, v, mask)*; profile dev*seed 7*"  # noqa: E501
+    result.stdout.fnmatch_lines([header])
 
 
 def test_dialect_options_come_from_the_command_line_or_the_environment(run, monkeypatch):
     monkeypatch.setenv("XATTN_HEADS", "gqa")
-    result = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-mask", "additive",
+    result = run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_gqa_kernel", "--xattn-mask", "additive",
                  "--xattn-bias", "--xattn-profile", "ci", "--xattn-dtype", "float32")  # fmt: skip
     result.stdout.fnmatch_lines(["*k, v with H_kv heads*0 = attend, -inf = masked, finite biases*"])
     # skipped: device_consistency (n/a on the CPU), absent devices; nan_padding_invariance is
     # opt-in: deselected
     result.assert_outcomes(passed=9, skipped=2, deselected=1)
-    bad = run("--xattn-target", "xattn_ref.targets:sdpa_gqa_kernel", "--xattn-bias")
+    bad = run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_gqa_kernel", "--xattn-bias")
     bad.stderr.fnmatch_lines(["*xattn_ref: kernel options: bias needs a float mask*"])
 
 
 def test_a_bad_target_fails_with_the_report(run):
     result = run(
         "--xattn-target",
-        "xattn_ref.known_bad:neg_inf_softmax",
+        "xattn_ref.zoo.known_bad:neg_inf_softmax",
         "--xattn-profile",
         "ci",
         "-k",
@@ -56,13 +55,13 @@ def test_a_bad_target_fails_with_the_report(run):
     result.stdout.fnmatch_lines(
         [
             "*nan in out[[]0, 0, 0, 0[]]; mask row [[]0, 0, 0[]] allows no key*",
-            "*reproduce: xattn-check xattn_ref.known_bad:neg_inf_softmax --property finite_output*",
+            "*reproduce: xattn-check xattn_ref.zoo.known_bad:neg_inf_softmax --property finite_output*",
         ]
     )
 
 
 def test_target_from_the_environment(run, monkeypatch):
-    monkeypatch.setenv("XATTN_TARGET", "xattn_ref.known_bad:mutates_mask")
+    monkeypatch.setenv("XATTN_TARGET", "xattn_ref.zoo.known_bad:mutates_mask")
     result = run("--xattn-profile", "ci", "-k", "no_input_mutation and float64 and cpu")
     assert result.parseoutcomes()["failed"] == 1
 
@@ -70,7 +69,7 @@ def test_target_from_the_environment(run, monkeypatch):
 def test_layer_targets(run):
     result = run(
         "--xattn-target",
-        "xattn_ref.adapters:multihead_attention_layer()",
+        "xattn_ref.zoo.adapters:multihead_attention_layer()",
         "--xattn-kind",
         "layer",
         "--xattn-dim",
@@ -102,7 +101,7 @@ def test_unavailable_devices_and_inapplicable_properties_are_skipped_with_the_re
 
 @HAS_CUDA
 def test_a_run_that_tests_nothing_does_not_pass(run):
-    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-device", "cuda")
+    result = run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_kernel", "--xattn-device", "cuda")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.stdout.fnmatch_lines(["*xattn_ref: nothing was tested: cuda: no CUDA device available*"])
 
@@ -112,7 +111,7 @@ def test_xfail_file_matches_exact_ids_only(run, pytester):
     xfail.write_text("finite_output[float32-cpu]  # NaN on empty rows, known\nfloat32\n")
     result = run(
         "--xattn-target",
-        "xattn_ref.known_bad:neg_inf_softmax",
+        "xattn_ref.zoo.known_bad:neg_inf_softmax",
         "--xattn-profile",
         "ci",
         "--xattn-xfail",
@@ -127,7 +126,7 @@ def test_xfail_file_matches_exact_ids_only(run, pytester):
 
 def test_the_database_keeps_and_replays_failures(run, pytester):
     db = pytester.path / "db"
-    args = ["--xattn-target", "xattn_ref.known_bad:neg_inf_softmax", "--xattn-database", str(db)]
+    args = ["--xattn-target", "xattn_ref.zoo.known_bad:neg_inf_softmax", "--xattn-database", str(db)]
     assert run(*args, "-k", "finite_output and float32 and cpu").parseoutcomes()["failed"] == 1
     assert any(db.rglob("*"))
 
@@ -137,7 +136,10 @@ def test_the_database_keeps_and_replays_failures(run, pytester):
     [
         (["--xattn-target", "nope_module:x"], "--xattn-target: module 'nope_module' not found"),
         (["--xattn-profile", "fast"], "--xattn-profile must be one of dev, ci, thorough, got 'fast'"),
-        (["--xattn-kind", "layer", "--xattn-target", "xattn_ref.adapters:decoder_layer()"], "--xattn-dim"),
+        (
+            ["--xattn-kind", "layer", "--xattn-target", "xattn_ref.zoo.adapters:decoder_layer()"],
+            "--xattn-dim",
+        ),
         # an unusable target is one error, as in the CLI, not one failure per property and dtype
         (["--xattn-target", f"{TARGETS}:wrong_shape"], "unusable target"),
     ],
@@ -167,7 +169,7 @@ def test_importing_the_plugin_imports_neither_torch_nor_hypothesis():
 
 def test_xdist_workers_share_the_controllers_seed(run):
     result = run(
-        "-n", "2", "--xattn-target", "xattn_ref.known_bad:neg_inf_softmax", "-k", "finite_output and cpu"
+        "-n", "2", "--xattn-target", "xattn_ref.zoo.known_bad:neg_inf_softmax", "-k", "finite_output and cpu"
     )
     assert result.parseoutcomes()["failed"] == 4
     seeds = {
@@ -189,14 +191,14 @@ def test_kind_options_come_from_the_registry(run):
 def test_a_switch_set_off_in_the_environment_is_off(run, monkeypatch, off):
     """``XATTN_STRICT=off`` must not turn strict mode on (the opt-in property stays out)."""
     monkeypatch.setenv("XATTN_STRICT", off)
-    opt_in = "test_nan_padding_invariance[xattn_ref.targets:sdpa_kernel"
-    assert opt_in not in run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q").stdout.str()
+    opt_in = "test_nan_padding_invariance[xattn_ref.zoo.kernels:sdpa_kernel"
+    assert opt_in not in run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_kernel", "--co", "-q").stdout.str()
     monkeypatch.setenv("XATTN_STRICT", "on")
-    assert opt_in in run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--co", "-q").stdout.str()
+    assert opt_in in run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_kernel", "--co", "-q").stdout.str()
 
 
 def test_absent_devices_are_one_skipped_test_with_the_reason(run):
-    result = run("--xattn-target", "xattn_ref.targets:sdpa_kernel", "--xattn-profile", "ci",
+    result = run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_kernel", "--xattn-profile", "ci",
                  "--xattn-dtype", "float32", "--xattn-property", "finite_output", "-rs")  # fmt: skip
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -208,6 +210,12 @@ CAMPAIGN = '''
 import os
 
 import pytest
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+# as HypoFuzz, a database of its own (Hypothesis's CI profile, under CI=true, keeps none)
+settings.register_profile("campaign", database=DirectoryBasedExampleDatabase(".hypothesis/examples"))
+settings.load_profile("campaign")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
@@ -224,12 +232,12 @@ def pytest_pyfunc_call(pyfuncitem):
 
 def test_a_failure_a_fuzzing_campaign_saved_is_replayed_by_the_gate(run, pytester, monkeypatch):
     pytester.makepyfile(campaign_plugin=CAMPAIGN)
-    args = ["-p", "campaign_plugin", "--xattn-target", "xattn_ref.known_bad:neg_inf_softmax",
+    args = ["-p", "campaign_plugin", "--xattn-target", "xattn_ref.zoo.known_bad:neg_inf_softmax",
             "--xattn-dtype", "float32", "-k", "finite_output"]  # fmt: skip
     monkeypatch.setenv("CAMPAIGN", "1")
     assert run(*args).parseoutcomes()["passed"] == 1  # the campaign found the NaN and saved it
     assert any(pytester.path.joinpath(".hypothesis", "examples").rglob("*"))
     monkeypatch.delenv("CAMPAIGN")
-    gate = run(*args)
+    gate = run(*args[2:], "--xattn-database", ".hypothesis/examples")  # the gate, as CI runs it
     assert gate.ret == pytest.ExitCode.TESTS_FAILED
     gate.stdout.fnmatch_lines(["*a failure saved in the example database*replays:", "*nan in out*"])

@@ -14,8 +14,8 @@ from xattn_ref._kernel import plain_attention
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
 from xattn_ref.dialects import Dialect
 from xattn_ref.guard import safe_sdpa
-from xattn_ref.targets import eager_kernel, flash_backward_kernel, online_softmax_kernel
 from xattn_ref.tolerance import TF32_EPS, Budget, format_pair, kernel_budget, matmul_eps
+from xattn_ref.zoo.kernels import eager_kernel, flash_backward_kernel, online_softmax_kernel
 
 LOW = [torch.float32, torch.float16, torch.bfloat16]
 STDS = [1.0, 10.0, 100.0]

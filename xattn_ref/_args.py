@@ -84,7 +84,7 @@ def check_bool_mask(mask: object, shape: tuple[int, int, int, int], *, name: str
     if mask.dtype != torch.bool:
         raise XattnArgumentError(
             f"{name} must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
-            "convert additive or padding masks with xattn_ref.adapters"
+            "convert additive or padding masks with xattn_ref.conventions"
         )
     ndim_ok = mask.ndim <= 4
     sizes = (1,) * (4 - mask.ndim) + tuple(mask.shape) if ndim_ok else ()

@@ -96,7 +96,7 @@ class HFCall(KernelCall):
     ``(B, Lq, H, Dv)``; ``module.num_key_value_groups`` says H // H_kv (:func:`adapters.hf_module`)."""
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
-        from xattn_ref.adapters import hf_module
+        from xattn_ref.conventions import hf_module
 
         args, kwargs = self.dialect.arguments(case)
         causal = bool(kwargs.pop("is_causal", False))
@@ -139,7 +139,7 @@ class VarlenCall(KernelCall):
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
 
-        from xattn_ref.adapters import pack
+        from xattn_ref.conventions import pack
         from xattn_ref.errors import Inexpressible
 
         b, lq, lk = case.q.shape[0], case.q.shape[2], case.k.shape[2]
@@ -159,7 +159,7 @@ class VarlenCall(KernelCall):
 
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         from xattn_ref._calls import check_output, invoke
-        from xattn_ref.adapters import unpack
+        from xattn_ref.conventions import unpack
 
         out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
         expected = (int(args["q"].shape[0]), case.q.shape[1], case.v.shape[-1])

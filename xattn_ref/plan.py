@@ -13,7 +13,7 @@ from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name, parse_dtype,
 from xattn_ref.errors import Inexpressible, NotTaken, TargetError, TargetLoadError, UsageError
 from xattn_ref.kinds import KINDS, resolve_options
 from xattn_ref.runner import Task
-from xattn_ref.targets import BUILTINS, Target, load_target
+from xattn_ref.targets import Target, load_target
 
 __all__ = [
     "builtin_targets",
@@ -58,6 +58,8 @@ def load(spec: str, kind: str, given: dict[str, Any], *, flag_prefix: str = "--"
 
 def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
     """The built-in targets and whether each should pass."""
+    from xattn_ref.zoo.builtins import BUILTINS
+
     present = [b for b in BUILTINS if b.missing() is None]
     targets = [b.load() for b in present]
     return targets, {t.name: b.should_pass for t, b in zip(targets, present)}
@@ -129,6 +131,7 @@ def notes(
     """What the report header should say: TF32 float32 matmuls on CUDA (the budgets), and with
     ``builtins``, the built-in targets skipped for a missing optional dependency."""
     from xattn_ref.tolerance import matmul_eps
+    from xattn_ref.zoo.builtins import BUILTINS
 
     skipped = [m for m in (b.missing() for b in BUILTINS) if m] if builtins else []
     if torch.float32 not in dtypes:

@@ -107,14 +107,15 @@ class XattnRun:
             reject()
 
     def replay(self, test: Any, nodeid: str) -> None:
-        """Replay what a fuzzing campaign saved for this test in the default example database
-        (``hypothesis fuzz`` keeps its failures there, keyed by the test's id); nothing when
-        it holds none."""
+        """Replay what a fuzzing campaign saved for this test in the example database
+        (``hypothesis fuzz`` keeps its failures in the default one, keyed by the test's id):
+        ``--xattn-database`` when given, else Hypothesis's default; nothing when it holds none."""
         __tracebackhide__ = True
         from hypothesis import Phase, given, settings
         from hypothesis import strategies as st
 
-        database = settings().database
+        # --xattn-database when given (Hypothesis's CI profile keeps no database), else the default
+        database = self.state.config.example_database() or settings().database
         inner = getattr(getattr(test, "hypothesis", None), "inner_test", None)
         if database is None or inner is None:
             return

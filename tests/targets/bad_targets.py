@@ -2,7 +2,7 @@
 
 import torch
 
-from xattn_ref.adapters import cross_attention_layer
+from xattn_ref.zoo.adapters import cross_attention_layer
 
 not_callable = 42
 

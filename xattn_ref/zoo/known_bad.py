@@ -4,7 +4,7 @@ They exist to prove the suite can fail: the meta-tests assert that each one is c
 which property (``CAUGHT_BY``). They are kernel-kind targets, ``fn(q, k, v, mask) -> out``,
 with mask True = may attend; use them to check that your own gate catches what it should::
 
-    xattn-check xattn_ref.known_bad:neg_inf_softmax      # exits 1, finite_output fails
+    xattn-check xattn_ref.zoo.known_bad:neg_inf_softmax      # exits 1, finite_output fails
 
 Einstein notation: b batch, h heads, i query, j key, d head dim, e value dim.
 """
@@ -282,7 +282,7 @@ def half_logsumexp(
     """flash-attention's backward with the logsumexp kept in the input dtype, not float32: in
     float16 and bfloat16 every recomputed weight of a row is off by the same factor, which
     normalization no longer cancels (``targets.flash_backward`` with ``lse_dtype=q.dtype``)."""
-    from xattn_ref.targets import flash_backward
+    from xattn_ref.zoo.kernels import flash_backward
 
     return flash_backward(q, k, v, mask, lse_dtype=q.dtype)
 
@@ -570,7 +570,7 @@ def varlen_reads_next_key(
 ) -> torch.Tensor:
     """Off by one at the end of each key sequence: every sequence also attends to the first key of
     the next one, so it leaks into its neighbour (and a zero-length sequence is not empty)."""
-    from xattn_ref.targets import varlen_reference_kernel
+    from xattn_ref.zoo.kernels import varlen_reference_kernel
 
     ends = cu_seqlens_k.clone()
     ends[1:] = torch.clamp(ends[1:] + 1, max=k.shape[0])
@@ -640,7 +640,7 @@ KNOWN_BAD_DIALECTS: dict[str, tuple[Any, dict[str, Any], str]] = {
 
 
 def _layer(kernel: Any) -> torch.nn.Module:
-    from xattn_ref.adapters import cross_attention_layer
+    from xattn_ref.zoo.adapters import cross_attention_layer
 
     return cross_attention_layer(kernel, dim=16)
 
@@ -650,7 +650,7 @@ class _ZeroesPaddingInPlace(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from xattn_ref.adapters import cross_attention_layer
+        from xattn_ref.zoo.adapters import cross_attention_layer
 
         self.inner = cross_attention_layer(dim=16)
 
@@ -665,7 +665,7 @@ class _MeanPooledContext(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from xattn_ref.adapters import cross_attention_layer
+        from xattn_ref.zoo.adapters import cross_attention_layer
 
         self.inner = cross_attention_layer(dim=16)
 

@@ -1,0 +1,221 @@
+"""Correct attention kernels written in different ways, for the tests, the main job and the
+sweeps: the guarded reference, SDPA in its dialects, the guard, an eager kernel, a chunked online
+softmax, flash-attention's backward written out, a packed variable-length kernel. Each is a
+target: ``xattn-check xattn_ref.zoo.kernels:NAME``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from xattn_ref import reference
+
+__all__ = [
+    "eager_kernel",
+    "flash_backward",
+    "flash_backward_kernel",
+    "mha_layer_need_weights_false",
+    "online_softmax_kernel",
+    "padded_causal_kernel",
+    "padded_sequence_kernel",
+    "reference_kernel",
+    "safe_sdpa_kernel",
+    "sdpa_gqa_kernel",
+    "sdpa_inference_kernel",
+    "sdpa_kernel",
+    "varlen_reference_kernel",
+]
+
+
+def reference_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`xattn_ref.reference.attention`."""
+    return reference.attention(q, k, v, mask)
+
+
+def sdpa_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention`` with the bool mask as ``attn_mask``."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def sdpa_gqa_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, **kwargs: Any
+) -> torch.Tensor:
+    """``scaled_dot_product_attention(q, k, v, mask, enable_gqa=True, **kwargs)``: k and v may
+    have fewer heads than q (grouped-query attention). Run it with ``--heads gqa``."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True, **kwargs)
+
+
+def padded_causal_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool = False
+) -> torch.Tensor:
+    """Self-attention as batched generation calls it: a ``(B, L)`` padding mask (True = a real
+    token; left or right padding) and ``is_causal=True`` (top-left), combined into one bool mask
+    for :func:`xattn_ref.guard.safe_sdpa`. Padded query rows allow no key and give zeros."""
+    from xattn_ref.guard import safe_sdpa
+
+    allowed = None if mask is None else mask[:, None, None, :]
+    if is_causal:
+        lq, lk = q.shape[2], k.shape[2]
+        tri = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
+        allowed = tri if allowed is None else allowed & tri
+    return safe_sdpa(q, k, v, attn_mask=allowed)
+
+
+def varlen_reference_kernel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """A packed variable-length kernel (``flash_attn_varlen_func``'s layout) written plainly: each
+    sequence on its own with the guarded reference; a zero-length key sequence gives zeros.
+    Run it with ``--kind varlen``."""
+    outs = []
+    for i in range(cu_seqlens_q.shape[0] - 1):
+        qs = q[int(cu_seqlens_q[i]) : int(cu_seqlens_q[i + 1])].transpose(0, 1).unsqueeze(0)
+        ks = k[int(cu_seqlens_k[i]) : int(cu_seqlens_k[i + 1])].transpose(0, 1).unsqueeze(0)
+        vs = v[int(cu_seqlens_k[i]) : int(cu_seqlens_k[i + 1])].transpose(0, 1).unsqueeze(0)
+        if ks.shape[2] == 0:  # no key: the guarded result is zero
+            outs.append(qs.new_zeros(qs.shape[2], qs.shape[1], vs.shape[-1]) + 0 * qs.sum())
+            continue
+        outs.append(F.scaled_dot_product_attention(qs, ks, vs, enable_gqa=True)[0].transpose(0, 1))
+    return torch.cat(outs) if outs else q.new_zeros(0, q.shape[1], v.shape[-1])
+
+
+def padded_sequence_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Self-attention as an encoder calls it: a ``(B, L)`` padding mask (True = a real token) that
+    pads queries and keys alike, so a padded query allows no key and gives zeros
+    (:func:`xattn_ref.guard.safe_sdpa`). Run it with ``--key-padding --self-attention
+    --query-padding``."""
+    from xattn_ref.guard import safe_sdpa
+
+    allowed = None if mask is None else mask[:, None, :, None] & mask[:, None, None, :]
+    return safe_sdpa(q, k, v, attn_mask=allowed)
+
+
+def sdpa_inference_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """SDPA under ``torch.inference_mode()``, as a serving stack calls it: not differentiable,
+    so run it with ``--forward-only``."""
+    with torch.inference_mode():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def safe_sdpa_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`xattn_ref.guard.safe_sdpa` with the bool mask as ``attn_mask``."""
+    from xattn_ref.guard import safe_sdpa
+
+    return safe_sdpa(q, k, v, attn_mask=mask)
+
+
+def eager_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A correct kernel as model code writes it (Hugging Face's eager attention): the scores
+    ``q @ k^T * scale`` rounded to the input dtype twice, the softmax in float32 (float64 for
+    float64 inputs) cast back, ``P @ v`` in the input dtype; rows with no allowed key 0. With
+    logits of hundreds, a bfloat16 score is off by whole units: a tolerance model that is only
+    first-order in the logits' errors fails it there."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    s = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    p = s.to(acc).softmax(-1).nan_to_num(0.0).to(q.dtype)  # an empty row: NaN, then 0
+    out: torch.Tensor = p @ v
+    return out
+
+
+class _FlashBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, lse_dtype: Any
+    ) -> Any:
+        out = online_softmax_kernel(q, k, v, mask)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.mask, ctx.lse_dtype = mask, lse_dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        q, k, v, out = ctx.saved_tensors
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+        qa, ka, va, ga, oa = (t.to(acc) for t in (q, k, v, g, out))
+        scale = q.shape[-1] ** -0.5
+        s = scale * (qa @ ka.transpose(-2, -1))
+        allowed = torch.ones_like(s, dtype=torch.bool) if ctx.mask is None else ctx.mask.expand(s.shape)
+        lse = torch.where(allowed, s, -torch.inf).logsumexp(-1, keepdim=True)
+        lse = lse.to(ctx.lse_dtype or acc).to(acc)
+        p = torch.where(allowed, torch.exp(s - torch.where(lse.isfinite(), lse, 0.0)), 0.0)
+        ds = p * (ga @ va.transpose(-2, -1) - (ga * oa).sum(-1, keepdim=True))
+        dq, dk, dv = scale * (ds @ ka), scale * (ds.transpose(-2, -1) @ qa), p.transpose(-2, -1) @ ga
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
+
+
+def flash_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    lse_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """:func:`online_softmax_kernel` with flash-attention's backward written out: the weights
+    recomputed from the forward's logsumexp, ``P = exp(S - lse)``, kept in ``lse_dtype``
+    (default: the accumulator's, float32, as flash-attention, xformers and cuDNN keep it), and
+    ``delta = rowsum(g * out)``."""
+    return _FlashBackward.apply(q, k, v, mask, lse_dtype)  # type: ignore[no-any-return, no-untyped-call]
+
+
+def flash_backward_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A third correct kernel: :func:`flash_backward` with a float32 logsumexp."""
+    return flash_backward(q, k, v, mask)
+
+
+def online_softmax_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A second correct kernel, written differently: flash-style online softmax over chunks of 16
+    keys, accumulated in float32 (float64 for float64 inputs), rows with no allowed key exactly
+    0. The no-false-failure sweep runs it beside SDPA and the reference."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qa, ka, va = (t.to(acc) for t in (q, k, v))
+    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    allowed = torch.ones(b, h, lq, lk, dtype=torch.bool, device=q.device) if mask is None else mask
+    allowed = allowed.expand(b, h, lq, lk)
+    top = torch.full((b, h, lq, 1), -torch.inf, dtype=acc, device=q.device)
+    total = torch.zeros(b, h, lq, 1, dtype=acc, device=q.device)
+    out = torch.zeros(b, h, lq, v.shape[-1], dtype=acc, device=q.device)
+    for j in range(0, lk, 16):
+        s = qa @ ka[:, :, j : j + 16].transpose(-2, -1) * q.shape[-1] ** -0.5
+        m = allowed[..., j : j + 16]
+        s = torch.where(m, s, -torch.inf)
+        new_top = torch.maximum(top, s.amax(-1, keepdim=True))
+        safe_top = torch.where(new_top.isfinite(), new_top, 0.0)
+        e = torch.where(m, torch.exp(s - safe_top), 0.0)
+        rescale = torch.where(top.isfinite(), torch.exp(top - safe_top), 0.0)
+        total = total * rescale + e.sum(-1, keepdim=True)
+        out = out * rescale + e @ va[:, :, j : j + 16]
+        top = new_top
+    return (out / torch.where(total > 0, total, 1.0)).to(q.dtype)
+
+
+def mha_layer_need_weights_false() -> torch.nn.Module:
+    """``nn.MultiheadAttention(16, 2)`` called with ``need_weights=False`` (SDPA's guarded path)."""
+    from xattn_ref.zoo.adapters import multihead_attention_layer
+
+    return multihead_attention_layer(16, 2, need_weights=False)
