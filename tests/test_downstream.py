@@ -1,9 +1,11 @@
-"""A small project of its own (examples/downstream) imports the public strategies and checks for
-its grouped-query, bottom-right causal kernel and runs them with its own pytest configuration."""
+"""A small project of its own (examples/downstream) gates its grouped-query, bottom-right causal
+kernel as its tox.ini does (and the README shows): the CLI, the property suite through pytest,
+and its own tests written with the public strategies and checks."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +13,20 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent / "examples" / "downstream"
 
 
-def test_a_downstream_projects_tests_pass_with_the_public_api():
+def tox_commands() -> list[list[str]]:
+    text = (PROJECT / "tox.ini").read_text(encoding="utf-8").split("commands =", 1)[1]
+    return [shlex.split(line) for line in text.strip().splitlines()]
+
+
+def test_a_downstream_projects_gate_and_tests_pass_as_its_tox_ini_runs_them():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XATTN_", "PYTEST_"))}
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-W", "error::DeprecationWarning"],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert "3 passed" in r.stdout, r.stdout[-2000:]
+    commands = tox_commands()
+    assert [c[0] for c in commands] == ["xattn-check", "pytest", "pytest"]
+    module = {"xattn-check": "xattn_ref", "pytest": "pytest"}  # the same entry points, in this Python
+    for command in commands:
+        argv = [sys.executable, "-m", module[command[0]], *command[1:]]
+        r = subprocess.run(
+            argv, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert r.returncode == 0, (command, r.stdout[-3000:] + r.stderr[-2000:])
+    assert "3 passed" in r.stdout, r.stdout[-2000:]  # the project's own tests

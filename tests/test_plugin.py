@@ -135,7 +135,7 @@ def test_the_database_keeps_and_replays_failures(run, pytester):
     ("args", "message"),
     [
         (["--xattn-target", "nope_module:x"], "--xattn-target: module 'nope_module' not found"),
-        (["--xattn-profile", "fast"], "--xattn-profile must be one of dev, ci, thorough, got 'fast'"),
+        (["--xattn-profile", "fast"], "--xattn-profile must be one of dev, ci, thorough, quick, got 'fast'"),
         (
             ["--xattn-kind", "layer", "--xattn-target", "xattn_ref.zoo.adapters:decoder_layer()"],
             "--xattn-dim",

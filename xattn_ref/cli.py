@@ -170,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xattn_ref.runner import run_tasks
 
     try:
-        config = resolve_config(vars(args))
+        # the main job is an overview of every built-in: short runs unless a profile is named
+        config = resolve_config(vars(args), default_profile="quick" if args.target is None else "dev")
         torch.set_num_threads(config.threads)
         dtypes, devices = plan.parse_dtypes(values["dtype"]), plan.parse_devices(values["device"])
         absent = tuple(r for r in (unavailable_reason(d) for d in devices) if r is not None)

@@ -88,11 +88,13 @@ def _value(given: dict[str, Any], name: str, prefix: str) -> Any:
     return None if value is None else option.parse(value, source)
 
 
-def resolve_config(given: dict[str, Any], *, flag_prefix: str = "--") -> RunConfig:
+def resolve_config(
+    given: dict[str, Any], *, flag_prefix: str = "--", default_profile: str = DEFAULT_PROFILE
+) -> RunConfig:
     """A :class:`RunConfig` from options (name -> value or None), then the environment, then the
     defaults (:data:`xattn_ref.options.RUN_OPTIONS`). ``flag_prefix`` names the options in
     errors (``--`` or ``--xattn-``)."""
-    profile = _value(given, "profile", flag_prefix) or DEFAULT_PROFILE
+    profile = _value(given, "profile", flag_prefix) or default_profile
     seed = _value(given, "seed", flag_prefix)
     seed_given = seed is not None
     if not seed_given:

@@ -161,8 +161,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("property", "only these properties (comma list)", type="list", metavar="P,..."),
     Option("skip", "skip these properties (comma list)", type="list", metavar="P,..."),
     Option("strict", "also run the opt-in properties (nan_padding_invariance)", type="switch", default=False),
-    Option("profile", "Hypothesis profile: dev (default), ci (seed 0, 30 examples) or thorough",
-           type="choice", choices=("dev", "ci", "thorough"), default="dev"),
+    Option("profile", "Hypothesis profile: dev (default; quick for the built-ins), ci (seed 0, 30 "
+           "examples), thorough or quick (15 examples)", type="choice",
+           choices=("dev", "ci", "thorough", "quick"), default="dev"),
     Option("seed", "base seed (default random; 0 with the ci profile)", minimum=0),
     Option("max_examples", "examples per run (default: the profile's)"),
     Option("database", "directory that keeps failing examples and replays them", type="text"),

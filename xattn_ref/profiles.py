@@ -1,4 +1,5 @@
-"""Hypothesis settings profiles: ``dev`` (default), ``ci`` (a fixed seed) and ``thorough``.
+"""Hypothesis settings profiles: ``dev`` (default), ``ci`` (a fixed seed), ``thorough`` and
+``quick`` (the main job's default).
 
 Chosen by ``--profile`` (CLI), ``--xattn-profile`` (pytest) or ``$XATTN_PROFILE``. No profile
 has a deadline: first calls of a kernel (compilation, lazy initialisation) are slow and timing
@@ -34,6 +35,8 @@ PROFILES: dict[str, tuple[settings, str]] = {
         "30 examples per run, seed 0 unless given: the same every run",
     ),
     "thorough": (settings(_COMMON, max_examples=500), "500 examples per run, a random seed"),
+    # the main job's default: an overview of 17 targets, each run a short one
+    "quick": (settings(_COMMON, max_examples=15), "15 examples per run, a random seed"),
 }
 
 #: Profiles whose seed is fixed (0) unless one is given.

@@ -1,0 +1,180 @@
+"""Known-bad kernels in other dialects (:class:`xattn_ref.dialects.Dialect`) and kinds (``hf``,
+``varlen``): each declares the options it is run with and the property that catches it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from xattn_ref.zoo.known_bad._registry import known_bad
+from xattn_ref.zoo.known_bad.kernels import _guarded, _guarded_from_scores, _pv, _scores, neg_inf_softmax
+
+
+@known_bad("reference_agreement", options={"heads": "gqa"})
+def gqa_repeat_heads(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Grouped-query attention with the wrong head mapping: k and v expanded with ``repeat``
+    (query head h reads kv head ``h % H_kv``) instead of ``repeat_interleave`` (``h // G``)."""
+    groups = q.shape[1] // k.shape[1]
+    return _guarded(q, k.repeat(1, groups, 1, 1), v.repeat(1, groups, 1, 1), mask)
+
+
+@known_bad("reference_agreement", options={"mask": "none", "causal": "bottom_right"})
+def causal_top_left_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool = False
+) -> torch.Tensor:
+    """SDPA's ``is_causal`` (top-left aligned) in a kernel that documents bottom-right alignment
+    (flash-attention >= 2.1): when Lq != Lk every query sees the wrong keys."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal)
+
+
+def _allowed_and_bias(mask: torch.Tensor | None, masked_below: float) -> tuple[Any, Any]:
+    if mask is None:
+        return None, None
+    allowed = mask > masked_below
+    return allowed, torch.where(allowed, mask, 0.0)
+
+
+@known_bad("empty_rows_zero", options={"mask": "sentinel"})
+def sentinel_as_allowed(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Reads a float mask as "every entry above ``-inf`` is allowed" (as the guard once did):
+    ``finfo.min`` sentinels count as allowed keys with a huge negative bias, so a row whose keys
+    are all padding averages the padding instead of giving zero."""
+    allowed, bias = _allowed_and_bias(mask, float("-inf"))
+    s = _scores(q, k) if bias is None else _scores(q, k) + bias
+    return _guarded_from_scores(s, v, allowed)
+
+
+@known_bad("reference_agreement", options={"mask": "additive", "bias": True})
+def bias_dropped(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Turns an additive float mask into a bool one (``mask > -inf``) and drops its finite
+    biases (ALiBi, relative positions) on the way."""
+    allowed, _ = _allowed_and_bias(mask, float("-inf"))
+    return _guarded(q, k, v, allowed)
+
+
+@known_bad("reference_agreement", options={"scale": True})
+def scale_ignored(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None = None
+) -> torch.Tensor:
+    """Takes ``scale=`` and ignores it: the scores are always scaled by ``1/sqrt(D)``."""
+    return _guarded(q, k, v, mask)
+
+
+@known_bad("finite_output", options={"forward_only": True})
+def forward_only_neg_inf(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """An inference kernel (no autograd) with the plain ``-inf`` fill: NaN for empty rows."""
+    with torch.no_grad():
+        return neg_inf_softmax(q, k, v, mask)
+
+
+@known_bad("padding_invariance", options={"key_padding": True, "self_attention": True})
+def padding_on_queries(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A self-attention kernel that applies its ``(B, L)`` padding mask to the queries instead of
+    the keys: padded queries are zeroed, real queries attend to the padding."""
+    if mask is None:
+        return _guarded(q, k, v, None)
+    rows = mask[:, None, :, None].expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    return _guarded(q, k, v, rows)
+
+
+@known_bad("empty_rows_zero", options={"key_padding": True, "self_attention": True, "query_padding": True})
+def forgets_query_padding(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """An encoder kernel documented to pad queries and keys with its ``(B, L)`` mask that pads the
+    keys only: padded queries attend to the real tokens instead of giving zeros."""
+    if mask is None:
+        return _guarded(q, k, v, None)
+    allowed = mask[:, None, None, :].expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    return _guarded(q, k, v, allowed)
+
+
+@known_bad("finite_output", options={"mask": "sentinel", "empty_rows": "finite", "scale": True})
+def hf_eager_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None = None
+) -> torch.Tensor:
+    """Hugging Face's eager attention, reduced: scores in the inputs' dtype, plus the
+    ``finfo(dtype).min`` mask, softmax in float32. Its documented empty-row behaviour is the mean
+    of the values (fine under ``--empty-rows finite``), but in float16 ``-65504 + logit``
+    overflows to ``-inf`` once a padded logit is below -16: an all-padding row is then NaN."""
+    s = torch.einsum("bhid,bhjd->bhij", q, k) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if mask is not None:
+        s = s + mask
+    return _pv(s.softmax(-1, dtype=torch.float32).to(q.dtype), v)
+
+
+@known_bad("finite_output", options={"kind": "varlen"})
+def varlen_neg_inf(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """A packed kernel as one block-diagonal ``-inf`` softmax over all sequences: a sequence with
+    no key (zero length) has a row of ``-inf`` and gives NaN (flash-attention#1537's class)."""
+    seq_q = torch.repeat_interleave(torch.arange(cu_seqlens_q.shape[0] - 1), torch.diff(cu_seqlens_q).long())
+    seq_k = torch.repeat_interleave(torch.arange(cu_seqlens_k.shape[0] - 1), torch.diff(cu_seqlens_k).long())
+    groups = q.shape[1] // k.shape[1]
+    kk, vv = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    s = torch.einsum("ihd,jhd->hij", q, kk) * q.shape[-1] ** -0.5
+    s = s.masked_fill(seq_q[:, None] != seq_k[None, :], float("-inf"))
+    return torch.einsum("hij,jhe->ihe", s.softmax(-1), vv)
+
+
+@known_bad("batch_independence", options={"kind": "varlen"})
+def varlen_reads_next_key(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """Off by one at the end of each key sequence: every sequence also attends to the first key of
+    the next one, so it leaks into its neighbour (and a zero-length sequence is not empty)."""
+    from xattn_ref.zoo.kernels import varlen_reference_kernel
+
+    ends = cu_seqlens_k.clone()
+    ends[1:] = torch.clamp(ends[1:] + 1, max=k.shape[0])
+    starts = cu_seqlens_k[:-1]
+    pieces_k = [k[int(a) : int(e)] for a, e in zip(starts, ends[1:])]
+    pieces_v = [v[int(a) : int(e)] for a, e in zip(starts, ends[1:])]
+    lens = torch.tensor([0] + [p.shape[0] for p in pieces_k]).cumsum(0).to(cu_seqlens_k)
+    empty = k.new_zeros(0, *k.shape[1:])
+    kk = torch.cat(pieces_k) if pieces_k else empty
+    vv = torch.cat(pieces_v) if pieces_v else v.new_zeros(0, *v.shape[1:])
+    return varlen_reference_kernel(q, kk, vv, cu_seqlens_q, lens, max_seqlen_q, max_seqlen_k + 1)
+
+
+@known_bad("reference_agreement", options={"kind": "hf", "mask": "bool"})
+def hf_wrong_gqa(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A Hugging Face-style attention function whose ``repeat_kv`` uses ``repeat`` (query head h
+    reads kv head ``h % H_kv``) instead of ``h // num_key_value_groups``."""
+    n_rep = int(module.num_key_value_groups)  # type: ignore[arg-type]
+    key, value = key.repeat(1, n_rep, 1, 1), value.repeat(1, n_rep, 1, 1)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attention_mask, scale=scaling)
+    return out.transpose(1, 2), None
