@@ -39,7 +39,9 @@ class Run:
 
 
 RUNS = [
-    Run("built-in targets (the main job)", []),
+    # on an H200 (torch 2.11, cuDNN 9.19) the built-ins meet the device findings below in half
+    # precision (docs/cuda.md): the main job fails there, as it should
+    Run("built-in targets (the main job)", [], expect=1),
     # torch picks cuDNN for half inputs with a bool mask, and cuDNN (9.19, H200) gives a row that
     # allows no key a nonzero output: a finding, so the correct verdict there is a failure
     Run("SDPA, torch's choice of backend", ["xattn_ref.zoo.kernels:sdpa_kernel"], expect=1),
