@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT = Path(__file__).resolve().parent.parent / "examples" / "downstream"
 
 
@@ -30,3 +32,14 @@ def test_a_downstream_projects_gate_and_tests_pass_as_its_tox_ini_runs_them():
         )
         assert r.returncode == 0, (command, r.stdout[-3000:] + r.stderr[-2000:])
     assert "3 passed" in r.stdout, r.stdout[-2000:]  # the project's own tests
+
+
+@pytest.mark.sweep
+def test_the_readmes_install_line_for_a_downstream_project_resolves():
+    """``pip install -c ../../constraints/cpu.txt -e "../..[pytest]" -e .`` (the README's), as a
+    dry run: both projects build and every requirement resolves, torch on the CPU build."""
+    readme = (PROJECT.parent.parent / "README.md").read_text(encoding="utf-8")
+    line = next(x for x in readme.splitlines() if x.startswith("pip install") and "../..[pytest]" in x)
+    argv = [sys.executable, "-m", *shlex.split(line), "--dry-run", "--quiet"]
+    r = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

@@ -108,7 +108,7 @@ def _join_negative(argv: Sequence[str], parser: argparse.ArgumentParser) -> list
 
 def _checked(args: argparse.Namespace) -> dict[str, Any]:
     """Every option parsed and checked before torch loads (one-line :class:`UsageError`)."""
-    from xattn_ref.kinds import KINDS, resolve_options
+    from xattn_ref.kinds import KINDS, check_property_names, resolve_options
 
     values: dict[str, Any] = {}
     for option in RUN_OPTIONS:
@@ -117,14 +117,7 @@ def _checked(args: argparse.Namespace) -> dict[str, Any]:
         value, source = pick(option, vars(args))
         values[option.name] = None if value is None else option.parse(value, source)
     kind = values["kind"] or "kernel"
-    known = sorted({p for k in KINDS.values() for p in k.properties})
-    for name in ("property", "skip"):
-        for prop in values[name] or []:
-            if prop not in known:
-                raise UsageError(
-                    f"--{name}: unknown property {prop!r}; expected one of {', '.join(known)}"
-                    + did_you_mean(prop, known)
-                )
+    check_property_names(values["property"], values["skip"])
     if args.target is not None:
         given = {o.name: getattr(args, o.name) for k in KINDS.values() for o in k.options}
         values["options"] = resolve_options(kind, given)

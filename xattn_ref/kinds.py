@@ -15,7 +15,7 @@ probe and its options. The runner, the CLI, the pytest plugin and the suite iter
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -596,3 +596,15 @@ def resolve_options(kind: str, given: dict[str, Any], prefix: str = "--") -> dic
     except ValueError as exc:
         raise UsageError(f"{kind} options: {exc}") from None
     return options
+
+
+def check_property_names(only: Sequence[str] | None, skip: Sequence[str] | None, prefix: str = "--") -> None:
+    """:class:`UsageError` (one line, with the closest name) for a property no kind has."""
+    known = sorted({p for k in KINDS.values() for p in k.properties})
+    for option, chosen in ((f"{prefix}property", only), (f"{prefix}skip", skip)):
+        for name in chosen or []:
+            if name not in known:
+                raise UsageError(
+                    f"{option}: unknown property {name!r}; expected one of {', '.join(known)}"
+                    + did_you_mean(name, known)
+                )

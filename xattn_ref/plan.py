@@ -11,7 +11,7 @@ import torch
 
 from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name, parse_dtype, unavailable_reason
 from xattn_ref.errors import Inexpressible, NotTaken, TargetError, TargetLoadError, UsageError
-from xattn_ref.kinds import KINDS, resolve_options
+from xattn_ref.kinds import KINDS, check_property_names, resolve_options
 from xattn_ref.runner import Task
 from xattn_ref.targets import Target, load_target
 
@@ -77,11 +77,7 @@ def select_properties(
     opt-in properties only with ``strict`` or when named in ``only``."""
     from xattn_ref.checks import PROPERTIES
 
-    known = sorted({p for k in KINDS.values() for p in k.properties})
-    for option, chosen in ((f"{prefix}property", only), (f"{prefix}skip", skip)):
-        for name in chosen or []:
-            if name not in known:
-                raise UsageError(f"{option}: unknown property {name!r}; expected one of {', '.join(known)}")
+    check_property_names(only, skip, prefix)
     names = [p for p in KINDS[kind].properties if (p in only if only else strict or not PROPERTIES[p].opt_in)]
     return [p for p in names if p not in (skip or [])]
 

@@ -111,6 +111,8 @@ class XattnRun:
         (``hypothesis fuzz`` keeps its failures in the default one, keyed by the test's id):
         ``--xattn-database`` when given, else Hypothesis's default; nothing when it holds none."""
         __tracebackhide__ = True
+        import unittest
+
         from hypothesis import Phase, given, settings
         from hypothesis import strategies as st
 
@@ -121,8 +123,6 @@ class XattnRun:
             return
         inner._hypothesis_internal_add_digest = nodeid.encode()  # HypoFuzz's key for this test
         again = settings(database=database, phases=(Phase.reuse,), deadline=None)
-        import unittest
-
         # Hypothesis skips a run of no examples: nothing was saved for this test
         with contextlib.suppress(pytest.skip.Exception, unittest.SkipTest):
             again(given(data=st.data())(inner))(xattn_run=self)
