@@ -7,12 +7,14 @@ The same for every kind of target: a *call* (:class:`Call`, made by the target's
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from xattn_ref.errors import NotTaken, TargetError
-from xattn_ref.tolerance import Budget
+
+if TYPE_CHECKING:  # typing only: the tolerance model calls back into this module
+    from xattn_ref.tolerance import Budget
 
 __all__ = [
     "Call",

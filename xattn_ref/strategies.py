@@ -84,7 +84,7 @@ DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (*(0.0,) * 6, -30.0, -30.0, 30.0, -100
 #: reaches both. Beyond it a half-precision logit keeps too few digits to judge: a logit z rounds
 #: by up to ``eps |z| / 2``, which ``exp`` turns into a factor ``e^(eps |z| / 2)`` on its weight
 #: (bfloat16 at -20000: ``e^78``): the budget then bounds each weight only by the whole row
-#: (``tolerance._saturated``), so nothing but NaN and values outside the row could be told from
+#: (``tolerance.kernel._saturated``), so nothing but NaN and values outside the row could be told from
 #: a correct result; and in float16 ``q.k`` before the scale (``shift * sqrt(D)``), the gradients
 #: and their partial sums leave the range (65504). At 30 the factor is at most ``e^0.12``. Large
 #: shifts (a logsumexp of -1000, logits under a -1e4 sentinel) are drawn in float32 and float64.
