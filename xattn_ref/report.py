@@ -188,8 +188,8 @@ class Report:
             return f"{text}; {examples}"
         if self.ok:
             return f"ok: every tested property holds; {examples}"
-        failed = {(r.target, r.property) for r in self.findings()}
-        return f"FAILED: {len(failed)} failing properties; {examples}"
+        failed = len({(r.target, r.property) for r in self.findings()})
+        return f"FAILED: {failed} failing propert{'y' if failed == 1 else 'ies'}; {examples}"
 
     # --- text --------------------------------------------------------------------------------
 
