@@ -77,6 +77,7 @@ EXAMPLES = {
     "unguarded_long_context": "300",
     "half_accumulator": "500",
     "half_softmax": "500",
+    "finfo_min_additive": "300",  # float16 finfo.min + logit overflow: a rare case (docs/figures.md: ~250)
 }
 
 
