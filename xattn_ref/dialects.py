@@ -2,41 +2,10 @@
 
 A case (:class:`~xattn_ref.cases.AttentionCase`) holds the meaning: which keys each query may
 attend to (bool, **True = may attend**), the scale, a bias, the grouped kv heads. A
-:class:`Dialect` says how that meaning is handed to the kernel, ``fn(q, k, v, mask, **kw)``:
-
-======================  ==========================================================================
-field (option)          the kernel is called with
-======================  ==========================================================================
-``heads``               ``equal``: k, v with H heads; ``gqa``: with H_kv heads, H_kv dividing H,
-                        query head h using kv head ``h // (H // H_kv)`` (SDPA ``enable_gqa``)
-``mask``                ``bool``: True = may attend; ``additive``: float in the inputs' dtype,
-                        0 = attend, ``-inf`` = masked; ``sentinel``: float, masked keys hold the
-                        ``sentinel`` value (as Hugging Face builds masks); ``none``: ``None``
-                        (no padding: only ``causal`` masks, if any)
-``sentinel``            the masked value of ``sentinel`` masks: ``min`` (``finfo(dtype).min``,
-                        default) or a number such as ``-1e4`` or ``-1e9`` (rounded to the dtype)
-``bias``                finite biases (ALiBi, learned) added to the allowed entries of the float
-                        mask; masked entries stay ``-inf`` or the sentinel
-``scale``               ``scale=`` (a drawn, non-default value); else the default ``D ** -0.5``
-``causal``              ``is_causal=True`` with the alignment ``top_left`` (SDPA) or
-                        ``bottom_right`` (flash-attention >= 2.1); the mask argument carries the
-                        key padding only (or ``None`` with ``mask none``)
-``causal_in_mask``      no ``is_causal``: the causal mask and the padding travel together in the
-                        mask argument (as Hugging Face builds them for batched generation)
-``key_padding``         the mask as ``(B, Lk)``: one row of keys per batch element
-``query_padding``       with ``key_padding`` and ``self_attention``: the ``(B, L)`` mask pads the
-                        queries too, so a padded query allows no key (BERT-style encoders)
-``self_attention``      Lq == Lk (one sequence attending to itself)
-``empty_rows``          the policy for rows with no allowed key: ``zero`` (exact zeros and zero
-                        gradients: PyTorch >= 2.5 SDPA, FlexAttention, flash-attention) or
-                        ``finite`` (any finite output, e.g. the mean of the values as Hugging
-                        Face eager attention gives; NaN and inf are still failures)
-``head_dims``           ``any``: D and Dv drawn apart from 8, 1, 16 and 64; ``fused``: Dv = D, a
-                        multiple of 8 up to 128 (8, 16, 64, 128), what fused kernels take
-                        (flash-attention, cuDNN, SDPA's flash backend)
-``forward_only``        the kernel is not differentiable: gradient properties are skipped, the
-                        forward halves of the others still run
-======================  ==========================================================================
+:class:`Dialect` says how that meaning is handed to the kernel, ``fn(q, k, v, mask, **kw)``.
+Each field of :class:`Dialect` is one dialect option, declared once with its help: the CLI's
+``--NAME``, the plugin's ``--xattn-NAME`` and ``$XATTN_NAME`` are made from it
+(:data:`DIALECT_OPTIONS`); ``xattn-check --help`` lists them.
 
 The reference's meaning of each mask form: a key is masked where the bool mask is False, where
 the additive mask is ``-inf``, where the sentinel mask holds the sentinel; a row is *empty* when
@@ -50,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from xattn_ref.errors import Inexpressible
+from xattn_ref.options import Option, OptionType
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +27,7 @@ if TYPE_CHECKING:
 
     from xattn_ref.cases import AttentionCase
 
-__all__ = ["DEFAULT_SCALES", "FUSED_HEAD_DIMS", "GQA_HEADS", "Dialect"]
+__all__ = ["DEFAULT_SCALES", "DIALECT_OPTIONS", "FUSED_HEAD_DIMS", "GQA_HEADS", "Dialect"]
 
 #: Query heads drawn for grouped-query kernels (H_kv is drawn among the divisors of H).
 GQA_HEADS: tuple[int, ...] = (4, 2, 6)
@@ -71,36 +41,65 @@ DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.2, 0.3)
 FUSED_HEAD_DIMS: tuple[int, ...] = (8, 16, 64, 128)
 
 
+def _option(
+    help: str, *, kind: OptionType = "choice", choices: tuple[str, ...] = (), default: Any = None
+) -> Any:
+    """A field of :class:`Dialect` and its option: the default is the first choice, or off."""
+    if default is None:
+        default = choices[0] if choices else False
+    option = Option("", help, type=kind, choices=choices, default=default)
+    return dataclasses.field(default=default, metadata={"option": option})
+
+
 @dataclass(frozen=True)
 class Dialect:
-    """How a kernel is called (see the module docstring for each field); the default is the
-    plain interface ``fn(q, k, v, mask)`` with a bool mask, equal heads and the default scale."""
+    """How a kernel is called, one option per field (its help says what it means); the default
+    is the plain interface ``fn(q, k, v, mask)`` with a bool mask, equal heads and the default scale."""
 
-    heads: str = "equal"
-    mask: str = "bool"
-    sentinel: str = "min"
-    bias: bool = False
-    scale: bool = False
-    causal: str = "none"
-    causal_in_mask: bool = False
-    key_padding: bool = False
-    query_padding: bool = False
-    self_attention: bool = False
-    empty_rows: str = "zero"
-    head_dims: str = "any"
-    forward_only: bool = False
+    heads: str = _option(
+        "equal: k, v with H heads; gqa: H_kv heads dividing H, query head h using kv head "
+        "h // (H // H_kv) (SDPA's enable_gqa)", choices=("equal", "gqa"))
+    mask: str = _option(
+        "the mask argument: bool (True = may attend), additive (0/-inf float), sentinel (masked = "
+        "--sentinel, as Hugging Face builds masks) or none (no padding: only causal masks)",
+        choices=("bool", "additive", "sentinel", "none"))
+    sentinel: str = _option(
+        "masked value of sentinel masks: min (finfo(dtype).min) or a number such as -1e4 (rounded "
+        "to the dtype)", kind="text", default="min")
+    bias: bool = _option(
+        "finite biases (ALiBi, learned) in the float mask's allowed entries; masked entries stay "
+        "-inf or the sentinel", kind="switch")
+    scale: bool = _option("the kernel takes scale= (drawn, not the default D ** -0.5)", kind="switch")
+    causal: str = _option(
+        "is_causal=True with this alignment: none, top_left (SDPA) or bottom_right "
+        "(flash-attention >= 2.1); the mask carries the padding only",
+        choices=("none", "top_left", "bottom_right"))
+    causal_in_mask: bool = _option(
+        "no is_causal: the causal mask travels in the mask with the padding (as Hugging Face "
+        "builds them for batched generation)", kind="switch")
+    key_padding: bool = _option("the mask is (B, Lk), one row of keys per batch element", kind="switch")
+    query_padding: bool = _option(
+        "with --key-padding --self-attention: the (B, L) mask pads queries too, so a padded "
+        "query allows no key (BERT-style encoders)", kind="switch")
+    self_attention: bool = _option("Lq == Lk (one sequence attending to itself)", kind="switch")
+    empty_rows: str = _option(
+        "policy for rows with no allowed key: zero (exact zeros and zero gradients: SDPA >= 2.5, "
+        "FlexAttention, flash-attention) or finite (any finite output, e.g. the mean of v as Hugging "
+        "Face eager attention gives)", choices=("zero", "finite"))
+    head_dims: str = _option(
+        "any: D and Dv drawn apart (1 to 64); fused: Dv = D in 8, 16, 64, 128, what fused kernels "
+        "(flash-attention, cuDNN) take", choices=("any", "fused"))
+    forward_only: bool = _option(
+        "the target is not differentiable: gradient properties are skipped, the forward halves of "
+        "the others still run", kind="switch")
 
     def __post_init__(self) -> None:
-        choices = {
-            "heads": ("equal", "gqa"),
-            "mask": ("bool", "additive", "sentinel", "none"),
-            "causal": ("none", "top_left", "bottom_right"),
-            "empty_rows": ("zero", "finite"),
-            "head_dims": ("any", "fused"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for option in DIALECT_OPTIONS:
+            if option.type == "choice" and getattr(self, option.name) not in option.choices:
+                raise ValueError(
+                    f"{option.name} must be one of {', '.join(option.choices)}, "
+                    f"got {getattr(self, option.name)!r}"
+                )
         if self.sentinel != "min":
             try:
                 float(self.sentinel)
@@ -309,3 +308,9 @@ class Dialect:
         allowed = torch.ones((), dtype=torch.bool, device=case.device) if explicit is None else explicit
         fill = torch.tensor(self.masked_value(case.dtype), dtype=case.dtype, device=case.device)
         return torch.where(allowed, values, fill)
+
+
+#: The dialect options, one per field of :class:`Dialect`, in its order.
+DIALECT_OPTIONS: tuple[Option, ...] = tuple(
+    dataclasses.replace(f.metadata["option"], name=f.name) for f in dataclasses.fields(Dialect)
+)

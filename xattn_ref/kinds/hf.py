@@ -1,0 +1,92 @@
+"""The ``hf`` kind: Hugging Face's attention interface, ``fn(module, query, key, value,
+attention_mask, scaling=s, dropout=0.0) -> (out, weights)`` with ``out`` ``(B, Lq, H, Dv)`` and
+``module.num_key_value_groups = H // H_kv``. Its options are the kernel dialect's, with grouped kv
+heads and ``finfo.min`` masks by default and the scale always passed (as ``scaling``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from xattn_ref.dialects import DIALECT_OPTIONS, Dialect
+from xattn_ref.kinds.base import FnFor
+from xattn_ref.kinds.kernel import KernelCall, KernelKind
+
+if TYPE_CHECKING:
+    import torch
+    from hypothesis import strategies as st
+
+    from xattn_ref.cases import AttentionCase
+
+__all__ = ["HFCall", "HFKind"]
+
+_DEFAULTS = {"heads": "gqa", "mask": "sentinel"}
+
+
+class HFCall(KernelCall):
+    """A Hugging Face attention function bound to the ``hf`` kind: ``fn(module, query, key, value,
+    attention_mask, scaling=s, dropout=0.0[, is_causal=True]) -> (out, weights)`` with ``out``
+    ``(B, Lq, H, Dv)``; ``module.num_key_value_groups`` says H // H_kv
+    (:func:`xattn_ref.conventions.hf_module`)."""
+
+    def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        from xattn_ref.conventions import hf_module
+
+        args, kwargs = self.dialect.arguments(case)
+        causal = bool(kwargs.pop("is_causal", False))
+        module = hf_module(case.groups, is_causal=causal)
+        call_kwargs: dict[str, Any] = {"scaling": case.effective_scale, "dropout": 0.0}
+        if causal:
+            call_kwargs["is_causal"] = True
+        named = {"module": module, "query": args["q"], "key": args["k"], "value": args["v"]}
+        mask = args["mask"]
+        if mask is not None and mask.ndim < 4:  # Hugging Face masks are 4-D
+            mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+        return {**named, "attention_mask": mask}, call_kwargs
+
+    def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        from xattn_ref._calls import check_output, invoke
+
+        out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        if isinstance(out, tuple) and out:
+            out = out[0]
+        b, h, lq, dv = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1]
+        expected = (b, lq, h, dv)
+        out = check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, Lq, H, Dv) = {expected}")
+        return out.transpose(1, 2)
+
+    def snippet(self) -> str:
+        return (
+            "from xattn_ref.dialects import Dialect\nfrom xattn_ref.kinds import HFCall\n"
+            f"args, kwargs = HFCall(lambda *_: fn, dialect={self.dialect!r}).arguments(case)\n"
+            "out, weights = fn(*args.values(), **kwargs)  # out: (B, Lq, H, Dv)"
+        )
+
+
+class HFKind(KernelKind):
+    name = "hf"
+    signature = (
+        "fn(module, query, key, value, attention_mask, scaling=s, dropout=0.0) -> (out (B, Lq, H, Dv), "
+        "weights), Hugging Face's attention interface (module.num_key_value_groups = H // H_kv)"
+    )
+    options = tuple(
+        dataclasses.replace(o, default=_DEFAULTS.get(o.name, o.default))
+        for o in DIALECT_OPTIONS
+        if o.name not in ("scale", "bias", "key_padding")
+    )
+
+    def dialect(self, options: dict[str, Any]) -> Dialect:
+        return Dialect.from_options({**options, "scale": True})
+
+    def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> HFCall:
+        return HFCall(fn_for, dialect=self.dialect(options), differentiable=differentiable)
+
+    def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
+        from xattn_ref.strategies import attention_cases
+
+        # Hugging Face builds (B, 1, Lq, Lk) masks: key padding, or padding and causal together
+        args = {"mask_layouts": ["key_padding", "query_key"], **self.dialect(options).case_arguments()}
+        return attention_cases(dtypes=[dtype], devices=[device], **args)
+
+    def describe(self, options: dict[str, Any]) -> str:
+        return self.signature + "; " + self.dialect(options).signature().split("; ", 1)[1]
