@@ -98,6 +98,30 @@ def cotangent(case: Any, shape: tuple[int, ...], rows: torch.Tensor | None = Non
     return g.to(dtype=case.dtype, device=case.device)
 
 
+_BACKWARD_HINT = (
+    " (a target that takes gradients only through out.backward(), such as reentrant checkpointing, "
+    "is declared with --backward)"
+)
+
+
+def _grad(out: torch.Tensor, wrt: list[torch.Tensor], g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    return torch.autograd.grad(out, wrt, grad_outputs=g, allow_unused=True)
+
+
+def _backward(out: torch.Tensor, wrt: list[torch.Tensor], g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """The gradients through ``out.backward(g)``, as a training step takes them: every ``.grad``
+    is cleared before and after, so nothing accumulates in the target's parameters."""
+    kept = [t.grad for t in wrt]
+    for t in wrt:
+        t.grad = None
+    try:
+        torch.autograd.backward(out, g)
+        return tuple(t.grad for t in wrt)
+    finally:
+        for t, grad in zip(wrt, kept):
+            t.grad = grad
+
+
 def forward_backward(
     call: Call, case: Any, g: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -114,10 +138,11 @@ def forward_backward(
     params = call.parameters(case)
     wrt = [*leaves.values(), *params.values()]
     try:
-        grads = torch.autograd.grad(out, wrt, grad_outputs=g, allow_unused=True)
+        grads = _backward(out, wrt, g) if getattr(call, "backward", False) else _grad(out, wrt, g)
     except NotTaken:
         raise
     except Exception as exc:
-        raise TargetError(f"the target's backward pass raised {type(exc).__name__}: {exc}") from exc
+        hint = "" if getattr(call, "backward", False) else _BACKWARD_HINT
+        raise TargetError(f"the target's backward pass raised {type(exc).__name__}: {exc}{hint}") from exc
     names = [f"d{n}" for n in leaves] + [f"d({n})" for n in params]
     return out.detach(), {n: torch.zeros_like(x) if gr is None else gr for n, gr, x in zip(names, grads, wrt)}

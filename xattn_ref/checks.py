@@ -76,9 +76,9 @@ def _check(prop: str, case: Any, c: Comparison, against: str, after: str = "", *
 
 def _judged(call: Call, case: Any) -> torch.Tensor | None:
     """The output rows the checks judge (None: all). A self-attention layer's padded positions
-    are not judged (``case.judged()``); under a kernel's empty-row policy ``finite`` only the
-    rows that allow some key are (bool ``(B, H, Lq)``): an empty row's value is the policy's
-    business, checked for finiteness only."""
+    are not judged (``case.judged()``); under the empty-row policy ``finite`` only the rows that
+    allow some key are (bool ``(B, H, Lq)`` for a kernel, ``(B, Lq)`` for a layer): an empty
+    row's value is the policy's business, checked for finiteness only."""
     if hasattr(case, "judged"):
         judged: torch.Tensor = case.judged()
         return judged

@@ -59,6 +59,10 @@ class Dialect:
     heads: str = _option(
         "equal: k, v with H heads; gqa: H_kv heads dividing H, query head h using kv head "
         "h // (H // H_kv) (SDPA's enable_gqa)", choices=("equal", "gqa"))
+    gqa_mapping: str = _option(
+        "with --heads gqa, the kv head of query head h: interleave, h // (H // H_kv) (SDPA's enable_gqa, "
+        "repeat_interleave, Hugging Face's repeat_kv) or tile, h % H_kv (k.repeat(1, H // H_kv, 1, 1))",
+        choices=("interleave", "tile"))
     mask: str = _option(
         "the mask argument: bool (True = may attend), additive (0/-inf float), sentinel (masked = "
         "--sentinel, as Hugging Face builds masks) or none (no padding: only causal masks)",
@@ -74,6 +78,9 @@ class Dialect:
         "is_causal=True with this alignment: none, top_left (SDPA) or bottom_right "
         "(flash-attention >= 2.1); the mask carries the padding only",
         choices=("none", "top_left", "bottom_right"))
+    fixed_causal: bool = _option(
+        "with --causal ALIGNMENT: the kernel is causal by construction (Attend(causal=True)), so no "
+        "is_causal is passed; the mask carries the padding only", kind="switch")
     causal_in_mask: bool = _option(
         "no is_causal: the causal mask travels in the mask with the padding (as Hugging Face "
         "builds them for batched generation)", kind="switch")
@@ -82,6 +89,8 @@ class Dialect:
         "with --key-padding --self-attention: the (B, L) mask pads queries too, so a padded "
         "query allows no key (BERT-style encoders)", kind="switch")
     self_attention: bool = _option("Lq == Lk (one sequence attending to itself)", kind="switch")
+    short_queries: bool = _option(
+        "only cases with Lq <= Lk (causal kernels documented for no more queries than keys)", kind="switch")
     empty_rows: str = _option(
         "policy for rows with no allowed key: zero (exact zeros and zero gradients: SDPA >= 2.5, "
         "FlexAttention, flash-attention) or finite (any finite output, e.g. the mean of v as Hugging "
@@ -89,6 +98,10 @@ class Dialect:
     head_dims: str = _option(
         "any: D and Dv drawn apart (1 to 64); fused: Dv = D in 8, 16, 64, 128, what fused kernels "
         "(flash-attention, cuDNN) take", choices=("any", "fused"))
+    memory: str = _option(
+        "any: q, k, v and the mask drawn in every memory layout (transposed views, slices of a fused "
+        "projection, a mask expanded with stride 0); contiguous: only contiguous tensors (a kernel "
+        "documented to need them)", choices=("any", "contiguous"))
     forward_only: bool = _option(
         "the target is not differentiable: gradient properties are skipped, the forward halves of "
         "the others still run", kind="switch")
@@ -109,6 +122,10 @@ class Dialect:
             raise ValueError("bias needs a float mask (mask additive or sentinel): the bias travels in it")
         if self.sentinel != "min" and self.mask != "sentinel":
             raise ValueError("sentinel applies to mask sentinel only")
+        if self.gqa_mapping != "interleave" and self.heads != "gqa":
+            raise ValueError("gqa_mapping applies to heads gqa only")
+        if self.fixed_causal and (self.causal == "none" or self.causal_in_mask):
+            raise ValueError("fixed_causal needs a causal alignment, and no causal_in_mask")
         if self.causal_in_mask and (self.causal == "none" or self.mask == "none"):
             raise ValueError("causal_in_mask needs a causal alignment and a mask to carry it")
         if self.query_padding and not (self.key_padding and self.self_attention):
@@ -145,7 +162,7 @@ class Dialect:
         """The non-default fields, as words for a report (``plain`` when there are none)."""
         words = []
         if self.heads == "gqa":
-            words.append("grouped-query heads")
+            words.append("grouped-query heads" + (" (tiled)" if self.gqa_mapping == "tile" else ""))
         if self.mask != "bool":
             sentinel = f" ({self.sentinel})" if self.mask == "sentinel" else ""
             words.append(f"{self.mask} mask{sentinel}")
@@ -155,12 +172,20 @@ class Dialect:
             words.append("scale=")
         if self.causal != "none":
             words.append(
-                f"causal {self.causal} in the mask" if self.causal_in_mask else f"is_causal ({self.causal})"
+                f"causal {self.causal} in the mask"
+                if self.causal_in_mask
+                else f"causal {self.causal} by construction"
+                if self.fixed_causal
+                else f"is_causal ({self.causal})"
             )
         if self.key_padding:
             words.append("(B, L) mask on queries and keys" if self.query_padding else "(B, Lk) mask")
         if self.self_attention:
             words.append("self-attention")
+        if self.memory == "contiguous":
+            words.append("contiguous inputs")
+        if self.short_queries:
+            words.append("Lq <= Lk")
         if self.empty_rows != "zero":
             words.append(f"empty rows {self.empty_rows}")
         if self.head_dims == "fused":
@@ -171,7 +196,8 @@ class Dialect:
 
     def signature(self) -> str:
         """How the kernel is called, the mask convention included, in one line."""
-        kv = "k, v with H_kv heads (H_kv divides H)" if self.heads == "gqa" else "k, v"
+        tiled = ", query head h using kv head h % H_kv" if self.gqa_mapping == "tile" else ""
+        kv = f"k, v with H_kv heads (H_kv divides H{tiled})" if self.heads == "gqa" else "k, v"
         shape = "(B, Lk)" if self.key_padding else "broadcastable to (B, H, Lq, Lk)"
         sentinel = "finfo(dtype).min" if self.sentinel == "min" else self.sentinel
         mask = {
@@ -182,14 +208,14 @@ class Dialect:
         }[self.mask]
         if self.bias:
             mask += ", finite biases on allowed entries"
-        is_causal = self.causal != "none" and not self.causal_in_mask
+        is_causal = self.causal != "none" and not self.causal_in_mask and not self.fixed_causal
         kw = (", scale=s" if self.scale else "") + (", is_causal=True" if is_causal else "")
-        extra = (
-            [f"causal {self.causal}" + (" (in the mask)" if self.causal_in_mask else "")]
-            if self.causal != "none"
-            else []
-        )
+        carried = " (in the mask)" if self.causal_in_mask else ""
+        carried = " (by construction)" if self.fixed_causal else carried
+        extra = [f"causal {self.causal}{carried}"] if self.causal != "none" else []
         extra += ["Lq == Lk"] if self.self_attention else []
+        extra += ["Lq <= Lk"] if self.short_queries else []
+        extra += ["contiguous inputs"] if self.memory == "contiguous" else []
         extra += ["padded queries allow no key"] if self.query_padding else []
         extra += [f"empty rows {self.empty_rows}"] if self.empty_rows != "zero" else []
         extra += ["Dv = D, a multiple of 8"] if self.head_dims == "fused" else []
@@ -227,8 +253,12 @@ class Dialect:
             args["causal"] = self.causal
         if self.self_attention:
             args["self_attention"] = True
+        if self.short_queries:
+            args["short_queries"] = True
         if self.head_dims == "fused":
             args["head_dim"] = st.sampled_from(FUSED_HEAD_DIMS)
+        if self.memory == "contiguous":
+            args["memory_layouts"] = ["contiguous"]
         return args
 
     def probe(self, dtype: torch.dtype, device: str) -> AttentionCase:
@@ -252,16 +282,49 @@ class Dialect:
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
         """The kernel's positional arguments (by name) and keyword arguments for ``case``."""
+        from xattn_ref.cases.memory import lay_out
         kwargs: dict[str, Any] = {}
         if self.scale:
             kwargs["scale"] = case.effective_scale
         if self.causal != "none" and not self.causal_in_mask:
             if case.causal != self.causal:
                 raise Inexpressible(
-                    f"a case of causal={case.causal!r} cannot be given to an is_causal kernel"
+                    f"a case of causal={case.causal!r} cannot be given to a kernel causal with {self.causal}"
                 )
-            kwargs["is_causal"] = True
-        return {"q": case.q, "k": case.k, "v": case.v, "mask": self.render_mask(case)}, kwargs
+            if not self.fixed_causal:
+                kwargs["is_causal"] = True
+        q, mask = case.q, self.render_mask(case)
+        perm = self.head_order(case)
+        if perm is not None:  # a tiling kernel: the query heads reordered so that it computes the case
+            q = q[:, perm]
+            if mask is not None and mask.ndim == 4 and mask.shape[1] > 1:
+                mask = mask[:, perm]
+        # in the case's memory layout: the case's own tensors are; a contiguous one derived from
+        # them (a clone, a reordering) is laid out again
+        memory = case.memory
+        named = ((q, "q"), (case.k, "k"), (case.v, "v"))
+        q, k, v = (lay_out(t, memory, n) if t.is_contiguous() else t for t, n in named)
+        return {"q": q, "k": k, "v": v, "mask": case.laid_out_mask(mask)}, kwargs
+
+    def head_order(self, case: AttentionCase) -> list[int] | None:
+        """With ``gqa_mapping="tile"``: the query heads in the order a tiling kernel is given
+        them, so that its head j (kv head ``j % H_kv``) is the case's head ``perm[j]`` (kv head
+        ``perm[j] // G`` in the case's interleaved meaning); None when nothing moves."""
+        if self.gqa_mapping != "tile" or case.groups == 1:
+            return None
+        h, hkv, g = case.q.shape[1], case.k.shape[1], case.groups
+        return [(j % hkv) * g + j // hkv for j in range(h)]
+
+    def restore_heads(self, out: torch.Tensor, case: AttentionCase) -> torch.Tensor:
+        """The output ``(B, H, Lq, Dv)`` of a call made with :meth:`arguments`, its heads in the
+        case's order."""
+        perm = self.head_order(case)
+        if perm is None:
+            return out
+        inverse = [0] * len(perm)
+        for j, h in enumerate(perm):
+            inverse[h] = j
+        return out[:, inverse]
 
     def _padding_rows(self, explicit: torch.Tensor) -> torch.Tensor:
         """The ``(B, L)`` rows of a key-padding mask ``(B, 1, 1, L)``, or with ``query_padding``
@@ -284,7 +347,7 @@ class Dialect:
         return float("-inf")
 
     def render_mask(self, case: AttentionCase) -> torch.Tensor | None:
-        """The case's mask (without the causal part, which ``is_causal`` carries) in this
+        """The case's mask (without the causal part, which ``is_causal`` or the kernel carries) in this
         dialect's form: a new tensor, or None."""
         import torch
 

@@ -1,15 +1,18 @@
 """Targets: the attention under test, loaded from ``package.module:name`` or ``file.py:name``.
 
 A spec is looked up as ``python -m`` does (the current folder is on the path), and a file
-target can import the modules beside it. ``name()`` calls a factory: once, or once per dtype
-and device when it takes ``dtype`` and ``device`` keyword arguments (so a factory can build a
-module, and wrap it in a lambda, in each dtype). An ``nn.Module`` is copied to each dtype and
-device and put in eval mode. The kinds (``kernel``, ``layer``) are declared in
+target can import the modules beside it. ``name()`` calls a factory, and ``name(causal=True,
+attn_implementation="eager")`` calls it with those arguments (Python literals only): once, or
+once per dtype and device when it requires ``dtype`` and ``device`` arguments (so a factory
+can build a module, and wrap it in a lambda, in each dtype); a factory that only *accepts* them
+(an ``nn.Module`` class) is called once. An ``nn.Module`` is copied to each dtype and device and
+put in eval mode. The kinds (``kernel``, ``layer``) are declared in
 :mod:`xattn_ref.kinds`.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import functools
 import importlib
@@ -48,6 +51,7 @@ class Target:
     options: dict[str, Any] = field(default_factory=dict)
     factory: bool = False
     spec: str | None = None  # the spec, when ``name`` is not it
+    arguments: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})  # the factory's, from the spec
 
     @functools.cached_property
     def _per_dtype_factory(self) -> bool:
@@ -57,17 +61,22 @@ class Target:
             params = inspect.signature(self.obj).parameters
         except (TypeError, ValueError):
             return False
-        return "dtype" in params and "device" in params
+        # required ones only: a module class that merely accepts them (nn.MultiheadAttention) is
+        # built once and copied to each dtype, so every dtype has the same weights
+        empty = inspect.Parameter.empty
+        return all(n in params and params[n].default is empty for n in ("dtype", "device"))
 
     @functools.cached_property
     def _made(self) -> Any:
-        return self.obj() if self.factory and not self._per_dtype_factory else self.obj
+        args, kwargs = self.arguments
+        return self.obj(*args, **kwargs) if self.factory and not self._per_dtype_factory else self.obj
 
     @functools.cache  # noqa: B019 (one per target, kept for the run)
     def fn_for(self, dtype: torch.dtype, device: str) -> Callable[..., Any]:
         """The callable for one dtype and device."""
         if self._per_dtype_factory:
-            return self.obj(dtype=dtype, device=device)  # type: ignore[no-any-return]
+            args, kwargs = self.arguments
+            return self.obj(*args, **kwargs, dtype=dtype, device=device)  # type: ignore[no-any-return]
         made = self._made
         if isinstance(made, torch.nn.Module):
             return copy.deepcopy(made).to(device=device, dtype=dtype).eval()
@@ -144,17 +153,51 @@ def _import(module: str) -> Any:
         raise TargetLoadError(f"importing {module!r} raised {type(exc).__name__}: {exc}") from exc
 
 
+def _factory_call(spec: str, text: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """``name(1, causal=True)`` -> ``("name", (1,), {"causal": True})``; literals only."""
+    name, _, rest = text.partition("(")
+    example = f"'{name}(causal=True, heads=4, attn_implementation=\"eager\")'"
+    try:
+        call = ast.parse(f"f({rest}", mode="eval").body
+    except SyntaxError as exc:
+        why = f"the factory's call is not Python ({exc.msg})"
+        raise TargetLoadError(f"target {spec!r}: {why}; e.g. {example}") from None
+    if not isinstance(call, ast.Call) or any(k.arg is None for k in call.keywords):
+        raise TargetLoadError(f"target {spec!r}: the factory's arguments must be plain, e.g. {example}")
+
+    def literal(node: ast.expr) -> Any:
+        try:
+            return ast.literal_eval(node)
+        except ValueError:
+            raise TargetLoadError(
+                f"target {spec!r}: the factory's argument {ast.unparse(node)} is not a Python literal "
+                "(a number, a string in quotes, True, False, None, a tuple, list or dict of them); "
+                f"e.g. {example}"
+            ) from None
+
+    args = tuple(literal(a) for a in call.args)
+    kwargs = {str(k.arg): literal(k.value) for k in call.keywords}
+    return name.strip(), args, kwargs
+
+
 def load_target(spec: str, kind: str = "kernel", options: dict[str, Any] | None = None) -> Target:
-    """``'package.module:name'`` or ``'path/to/file.py:name'``; ``name()`` is a factory. ``options``
-    are the kind's (see :func:`resolve_options`). Raises :class:`TargetLoadError`."""
+    """``'package.module:name'`` or ``'path/to/file.py:name'``; ``name()`` is a factory, and
+    ``name(causal=True, dim=64)`` one called with these literal arguments. ``options`` are the
+    kind's (see :func:`resolve_options`). Raises :class:`TargetLoadError`."""
     shape = "must look like 'package.module:name' or 'path/to/file.py:name'"
     if not isinstance(spec, str) or ":" not in spec:
         raise TargetLoadError(f"target {spec!r} {shape}")
     if kind not in KINDS:
         raise TargetLoadError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    module, _, attr = spec.rpartition(":")
-    factory = attr.endswith("()")
-    attr = attr.removesuffix("()")
+    head, paren, tail = spec.partition("(")
+    module, _, attr = head.rpartition(":")
+    factory = bool(paren)
+    arguments: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+    if factory:
+        if not tail.rstrip().endswith(")"):
+            raise TargetLoadError(f"target {spec!r}: the factory's call has no closing ')'")
+        attr, args, kwargs = _factory_call(spec, attr + paren + tail)
+        arguments = (args, kwargs)
     if not module or not attr:
         raise TargetLoadError(f"target {spec!r} {shape}")
     obj: Any = _import(module)
@@ -165,7 +208,7 @@ def load_target(spec: str, kind: str = "kernel", options: dict[str, Any] | None 
     if not callable(obj):
         what = "a callable factory" if factory else f"callable; expected {KINDS[kind].signature}"
         raise TargetLoadError(f"{spec!r} is {type(obj).__name__}, not {what}")
-    target = Target(spec, kind, obj, dict(options or {}), factory)
+    target = Target(spec, kind, obj, dict(options or {}), factory, arguments=arguments)
     if factory and not target._per_dtype_factory:
         try:
             made = target._made

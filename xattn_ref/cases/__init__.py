@@ -32,6 +32,7 @@ from xattn_ref.cases.masks import (
     SlicePattern,
     causal_mask,
 )
+from xattn_ref.cases.memory import MEMORY_LAYOUTS
 
 __all__ = [
     "ALL_MASK_LAYOUTS",
@@ -47,6 +48,7 @@ __all__ = [
     "LayerCaseSpec",
     "MASK_LAYOUTS",
     "MASK_PATTERNS",
+    "MEMORY_LAYOUTS",
     "MaskSpec",
     "SlicePattern",
     "causal_mask",

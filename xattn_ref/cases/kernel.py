@@ -14,6 +14,7 @@ import torch
 
 from xattn_ref._args import check_bool_mask, check_case_extras, check_qkv
 from xattn_ref.cases.masks import BiasSpec, MaskSpec, causal_mask
+from xattn_ref.cases.memory import lay_out, lay_out_mask
 
 __all__ = [
     "AttentionCase",
@@ -48,7 +49,9 @@ class CaseSpec:
     - ``num_kv_heads``: k and v have this many heads (grouped-query attention; 0 = ``num_heads``);
     - ``scale``: the scale the kernel is called with (None = the default ``D ** -0.5``);
     - ``bias``: a finite additive bias on the logits (:class:`BiasSpec`);
-    - ``causal``: an alignment of :data:`CAUSAL_ALIGNMENTS`, applied on top of ``mask``.
+    - ``causal``: an alignment of :data:`CAUSAL_ALIGNMENTS`, applied on top of ``mask``;
+    - ``memory``: how q, k, v and the mask lie in memory (:data:`~xattn_ref.cases.MEMORY_LAYOUTS`):
+      the same values, laid out as real callers pass them.
     """
 
     batch_size: int
@@ -70,6 +73,7 @@ class CaseSpec:
     scale: float | None = None
     bias: BiasSpec | None = None
     causal: str | None = None
+    memory: str = "contiguous"
 
     def build(self) -> AttentionCase:
         gen = torch.Generator().manual_seed(self.seed)
@@ -97,10 +101,10 @@ class CaseSpec:
         if self.bias is not None:
             bias = self.bias.build(h, self.q_len, self.kv_len).to(self.dtype).to(self.device)
         return AttentionCase(
-            q=q.to(self.dtype).to(self.device),
-            k=k.to(self.dtype).to(self.device),
-            v=v.to(self.dtype).to(self.device),
-            mask=mask,
+            q=lay_out(q.to(self.dtype).to(self.device), self.memory, "q"),
+            k=lay_out(k.to(self.dtype).to(self.device), self.memory, "k"),
+            v=lay_out(v.to(self.dtype).to(self.device), self.memory, "v"),
+            mask=mask,  # in its own shape: the call lays it out (AttentionCase.laid_out_mask)
             spec=self,
             scale=self.scale,
             bias=bias,
@@ -124,9 +128,10 @@ class CaseSpec:
             shifts += f"; v means {list(self.value_mean)} (x its std)"
         if any(f != 1 for f in self.head_scale):
             shifts += f"; q scaled per head by {list(self.head_scale)}"
+        layout = "" if self.memory == "contiguous" else f"; memory {self.memory}"
         return (
             f"B={self.batch_size} H={self.num_heads}{extra} Lq={self.q_len} Lk={self.kv_len} "
-            f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}"
+            f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}{layout}"
         )
 
 
@@ -226,6 +231,11 @@ class AttentionCase:
     @property
     def batch_size(self) -> int:
         return int(self.q.shape[0])
+
+    @property
+    def memory(self) -> str:
+        """How q, k, v and the mask lie in memory (the spec's; ``contiguous`` without one)."""
+        return "contiguous" if self.spec is None else self.spec.memory
 
     @property
     def groups(self) -> int:
@@ -432,7 +442,19 @@ class AttentionCase:
             "from xattn_ref.cases import AttentionCase, BiasSpec, CaseSpec, MaskSpec, SlicePattern\n"
             f"case = {self.spec!r}.build()\n"
             "q, k, v, mask = case.q, case.k, case.v, case.mask  # mask: True = may attend"
+            + (
+                "\nmask = case.laid_out_mask(mask)  # as the gate passes it: expanded, stride 0"
+                if self.memory == "broadcast_mask"
+                else ""
+            )
         )
+
+    def laid_out_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """A 4-D mask (this case's, or one rendered from it) in the case's memory layout: with
+        ``broadcast_mask``, expanded to ``(B, H, Lq, Lk)`` with stride 0 (see
+        :mod:`xattn_ref.cases.memory`)."""
+        b, h, lq, _ = self.q.shape
+        return lay_out_mask(mask, self.memory, (b, h, lq, self.k.shape[2]))
 
     def __repr__(self) -> str:
         return f"AttentionCase({self.describe()})"

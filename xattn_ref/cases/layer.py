@@ -120,6 +120,12 @@ class LayerCase(_OfX):
     def inputs(self) -> dict[str, torch.Tensor]:
         return {"x": self.x, "context": self.context}
 
+    @property
+    def empty_rows(self) -> torch.Tensor:
+        """Bool ``(B, Lq)``: the queries whose context is all padding."""
+        empty = ~self.context_mask.any(-1)
+        return empty[:, None].expand(-1, self.x.shape[1])
+
     def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> LayerCase:
         dtype = self.dtype if dtype is None else dtype
         device = str(self.device) if device is None else device

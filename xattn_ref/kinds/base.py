@@ -14,13 +14,16 @@ if TYPE_CHECKING:
     from hypothesis import strategies as st
 
     from xattn_ref.cases import MaskSpec
+    from xattn_ref.kinds.callmap import CallMap
 
 __all__ = [
+    "CALL_OPTIONS",
     "DIM",
     "FORWARD_ONLY",
     "KERNEL_PROPERTIES",
     "FnFor",
     "Kind",
+    "TargetCall",
     "fixed",
     "grad_mode",
     "key_padding_mask",
@@ -37,6 +40,19 @@ FORWARD_ONLY = Option(
     type="switch",
     default=False,
 )
+
+#: How any target is called and read, whatever its kind.
+CALL_OPTIONS = (
+    Option("call", "the target's argument list, in Python, over the kind's roles, when it is not the "
+           "kind's order: 'hidden_states=x, attention_mask=~mask, output_attentions=False' (~ inverts a "
+           "bool mask to True = padding; additive(mask) makes a (B, 1, 1, L) 0/finfo.min float mask)",
+           type="text", metavar="ARGS"),
+    Option("select", "which part of what the target returns is the attention output: an index of a "
+           "tuple (0, 1, ...) or a name (an attribute or a key); default: the tensor, or a tuple's first "
+           "element", type="text", metavar="INDEX|NAME"),
+    Option("backward", "take gradients with out.backward(g), not torch.autograd.grad (reentrant "
+           "checkpointing accepts only the former)", type="switch", default=False),
+)  # fmt: skip
 
 KERNEL_PROPERTIES: tuple[str, ...] = (
     "finite_output",
@@ -70,7 +86,24 @@ class Kind:
     name: ClassVar[str]
     signature: ClassVar[str]
     properties: ClassVar[tuple[str, ...]] = KERNEL_PROPERTIES
-    options: ClassVar[tuple[Option, ...]] = (FORWARD_ONLY,)
+    options: ClassVar[tuple[Option, ...]] = (FORWARD_ONLY, *CALL_OPTIONS)
+    #: the names of the call's arguments, in the kind's order (what ``--call`` maps)
+    roles: ClassVar[tuple[str, ...]] = ()
+
+    def required_roles(self, options: dict[str, Any]) -> tuple[str, ...]:
+        """The roles a ``--call`` must pass."""
+        return self.roles
+
+    def call_settings(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of :class:`TargetCall` that ``options`` give."""
+        from xattn_ref.kinds.callmap import CallMap
+
+        text = options.get("call")
+        return {
+            "select": options.get("select"),
+            "backward": bool(options.get("backward", False)),
+            "callmap": CallMap.parse(text, self.required_roles(options)) if text else None,
+        }
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> Any:
         raise NotImplementedError
@@ -82,7 +115,8 @@ class Kind:
         raise NotImplementedError
 
     def validate(self, options: dict[str, Any]) -> None:
-        """Nothing to check by default."""
+        """Raises :class:`ValueError` for options that do not go together."""
+        self.call_settings(options)
 
     def describe(self, options: dict[str, Any]) -> str:
         return self.signature + ("; forward-only" if options.get("forward_only") else "")
@@ -111,3 +145,55 @@ def grad_mode(differentiable: bool) -> Any:
 def fixed(fn: Callable[..., Any]) -> FnFor:
     """``fn_for`` of a callable used as given in every dtype and device."""
     return lambda dtype, device: fn
+
+
+class TargetCall:
+    """What every kind's call shares: the target for a dtype and device (``fn_for``), whether it
+    is differentiable, how it takes its arguments (``callmap``), which part of its return value
+    is the output (``select``), and how gradients are taken (``backward``)."""
+
+    empty_rows = "zero"
+
+    def __init__(
+        self,
+        fn_for: FnFor,
+        *,
+        differentiable: bool = True,
+        select: str | None = None,
+        backward: bool = False,
+        callmap: CallMap | None = None,
+    ) -> None:
+        self.fn_for = fn_for
+        self.differentiable = differentiable
+        self.select = select
+        self.backward = backward
+        self.callmap = callmap
+
+    def produce(self, case: Any, args: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        """The target on these arguments (the kind's, mapped by ``--call``), its output selected
+        (not yet checked)."""
+        from xattn_ref._calls import invoke
+
+        if self.callmap is not None:
+            args, kwargs = self.callmap.apply(args, kwargs)
+        with grad_mode(self.differentiable):
+            out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        return select_output(out, self.select)
+
+
+def select_output(out: Any, select: str | None) -> Any:
+    """``out`` itself, or a tuple's first element; with ``select``, that index or name of it
+    (:class:`~xattn_ref.errors.TargetError` when it has none)."""
+    from xattn_ref.errors import TargetError
+
+    if select is None:
+        return out[0] if isinstance(out, tuple) and out else out
+    try:
+        if select.isdigit():
+            return out[int(select)]
+        if isinstance(out, dict) and select in out:
+            return out[select]
+        return getattr(out, select)
+    except (IndexError, KeyError, TypeError, AttributeError):
+        what = f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
+        raise TargetError(f"--select {select}: the target returned {what}, which has no {select!r}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from xattn_ref.kinds.base import DIM, FORWARD_ONLY, FnFor, Kind, key_padding_mask
+from xattn_ref.kinds.base import CALL_OPTIONS, DIM, FORWARD_ONLY, FnFor, Kind, key_padding_mask
 from xattn_ref.kinds.layer import LAYER_PROPERTIES, LayerCall
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ class EncoderCall(LayerCall):
 
     length_name = "L"
 
-    def __init__(self, fn_for: FnFor, dim: int, *, differentiable: bool = True) -> None:
-        super().__init__(fn_for, dim, dim, differentiable=differentiable)
+    def __init__(self, fn_for: FnFor, dim: int, *, differentiable: bool = True, **settings: Any) -> None:
+        super().__init__(fn_for, dim, dim, differentiable=differentiable, **settings)
 
     def budget(self, case: Any, g: torch.Tensor, *, grads: bool) -> Budget:
         from xattn_ref.tolerance import layer_budget
@@ -37,11 +37,12 @@ class EncoderKind(Kind):
     name = "encoder"
     signature = "fn(x, mask) -> y (B, L, E_out); mask (B, L) bool, True = real token (self-attention)"
     properties = LAYER_PROPERTIES
-    options = (DIM, FORWARD_ONLY)
+    options = (DIM, FORWARD_ONLY, *CALL_OPTIONS)
+    roles = ("x", "mask")
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> EncoderCall:
         diff = differentiable and not options.get("forward_only", False)
-        return EncoderCall(fn_for, options["dim"], differentiable=diff)
+        return EncoderCall(fn_for, options["dim"], differentiable=diff, **self.call_settings(options))
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from xattn_ref.strategies import encoder_cases

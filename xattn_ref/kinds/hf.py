@@ -9,7 +9,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from xattn_ref.dialects import DIALECT_OPTIONS, Dialect
-from xattn_ref.kinds.base import FnFor
+from xattn_ref.kinds.base import CALL_OPTIONS, FnFor
 from xattn_ref.kinds.kernel import KernelCall, KernelKind
 
 if TYPE_CHECKING:
@@ -45,15 +45,13 @@ class HFCall(KernelCall):
         return {**named, "attention_mask": mask}, call_kwargs
 
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
-        from xattn_ref._calls import check_output, invoke
+        from xattn_ref._calls import check_output
 
-        out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
-        if isinstance(out, tuple) and out:
-            out = out[0]
+        out = self.produce(case, args, kwargs)
         b, h, lq, dv = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1]
         expected = (b, lq, h, dv)
         out = check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, Lq, H, Dv) = {expected}")
-        return out.transpose(1, 2)
+        return self.dialect.restore_heads(out.transpose(1, 2), case)
 
     def snippet(self) -> str:
         return (
@@ -69,17 +67,29 @@ class HFKind(KernelKind):
         "fn(module, query, key, value, attention_mask, scaling=s, dropout=0.0) -> (out (B, Lq, H, Dv), "
         "weights), Hugging Face's attention interface (module.num_key_value_groups = H // H_kv)"
     )
-    options = tuple(
-        dataclasses.replace(o, default=_DEFAULTS.get(o.name, o.default))
-        for o in DIALECT_OPTIONS
-        if o.name not in ("scale", "bias", "key_padding")
+    options = (
+        *(
+            dataclasses.replace(o, default=_DEFAULTS.get(o.name, o.default))
+            for o in DIALECT_OPTIONS
+            if o.name not in ("scale", "bias", "key_padding")
+        ),
+        *CALL_OPTIONS,
     )
+    roles = ("module", "query", "key", "value", "attention_mask")
+
+    def required_roles(self, options: dict[str, Any]) -> tuple[str, ...]:
+        return self.roles
 
     def dialect(self, options: dict[str, Any]) -> Dialect:
         return Dialect.from_options({**options, "scale": True})
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> HFCall:
-        return HFCall(fn_for, dialect=self.dialect(options), differentiable=differentiable)
+        return HFCall(
+            fn_for,
+            dialect=self.dialect(options),
+            differentiable=differentiable,
+            **self.call_settings(options),
+        )
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from xattn_ref.strategies import attention_cases

@@ -7,10 +7,10 @@ to ``(B, H, Lq, Lk)``, **True = may attend**. How a kernel takes its arguments b
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from xattn_ref.dialects import DIALECT_OPTIONS, Dialect
-from xattn_ref.kinds.base import FnFor, Kind, fixed, grad_mode
+from xattn_ref.kinds.base import CALL_OPTIONS, FnFor, Kind, TargetCall, fixed
 
 if TYPE_CHECKING:
     import torch
@@ -22,15 +22,16 @@ if TYPE_CHECKING:
 __all__ = ["KernelCall", "KernelKind", "kernel_call"]
 
 
-class KernelCall:
+class KernelCall(TargetCall):
     """A kernel bound to its kind: ``call(case)`` runs ``fn(q, k, v, mask, **kw)`` as its
     dialect says and checks that the output is ``(B, H, Lq, Dv)`` in the inputs' dtype and
     device."""
 
-    def __init__(self, fn_for: FnFor, *, dialect: Dialect | None = None, differentiable: bool = True) -> None:
-        self.fn_for = fn_for
+    def __init__(
+        self, fn_for: FnFor, *, dialect: Dialect | None = None, differentiable: bool = True, **settings: Any
+    ) -> None:
         self.dialect = Dialect() if dialect is None else dialect
-        self.differentiable = differentiable and not self.dialect.forward_only
+        super().__init__(fn_for, differentiable=differentiable and not self.dialect.forward_only, **settings)
         self.empty_rows = self.dialect.empty_rows
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -46,12 +47,12 @@ class KernelCall:
 
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         """The kernel on these arguments (made from ``case``), its output checked."""
-        from xattn_ref._calls import check_output, invoke
+        from xattn_ref._calls import check_output
 
-        with grad_mode(self.differentiable):
-            out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        out = self.produce(case, args, kwargs)
         expected = (case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1])
-        return check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
+        out = check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
+        return self.dialect.restore_heads(out, case)
 
     def parameters(self, case: AttentionCase) -> dict[str, torch.Tensor]:
         return {}
@@ -65,13 +66,22 @@ class KernelCall:
 class KernelKind(Kind):
     name = "kernel"
     signature = "fn(q, k, v, mask) -> out in SDPA's layout; mask bool, True = may attend"
-    options = DIALECT_OPTIONS
+    options = (*DIALECT_OPTIONS, *CALL_OPTIONS)
+    roles: ClassVar[tuple[str, ...]] = ("q", "k", "v", "mask")
+
+    def required_roles(self, options: dict[str, Any]) -> tuple[str, ...]:
+        return self.roles[:3] if options.get("mask") == "none" else self.roles
 
     def dialect(self, options: dict[str, Any]) -> Dialect:
         return Dialect.from_options(options)
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> KernelCall:
-        return KernelCall(fn_for, dialect=self.dialect(options), differentiable=differentiable)
+        return KernelCall(
+            fn_for,
+            dialect=self.dialect(options),
+            differentiable=differentiable,
+            **self.call_settings(options),
+        )
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         return self.dialect(options).cases(dtype, device)
@@ -81,6 +91,7 @@ class KernelKind(Kind):
 
     def validate(self, options: dict[str, Any]) -> None:
         self.dialect(options)  # raises ValueError for options that do not go together
+        super().validate(options)
 
     def describe(self, options: dict[str, Any]) -> str:
         return self.dialect(options).signature()

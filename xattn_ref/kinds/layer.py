@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from xattn_ref.kinds.base import (
+    CALL_OPTIONS,
     DIM,
     FORWARD_ONLY,
     KERNEL_PROPERTIES,
     FnFor,
     Kind,
+    TargetCall,
     fixed,
-    grad_mode,
     key_padding_mask,
 )
 from xattn_ref.options import Option
@@ -32,18 +33,28 @@ __all__ = ["LAYER_PROPERTIES", "LayerCall", "LayerKind", "layer_call"]
 LAYER_PROPERTIES = tuple(p for p in KERNEL_PROPERTIES if p not in ("empty_rows_zero", "reference_agreement"))
 
 
-class LayerCall:
+class LayerCall(TargetCall):
     """A layer bound to its kind: ``call(case)`` runs ``fn(x, context, context_mask)``; gradients
-    reach x, context and every trainable parameter."""
+    reach x, context and every trainable parameter. ``empty_rows="finite"``: a query whose
+    context is all padding may give any finite output (the mean of the padding, as Hugging Face
+    eager attention and T5 give); its value is not compared."""
 
     length_name = "Lq"  # how the output's length is named in errors
 
-    def __init__(self, fn_for: FnFor, dim: int, context_dim: int, *, differentiable: bool = True) -> None:
-        self.fn_for = fn_for
+    def __init__(
+        self,
+        fn_for: FnFor,
+        dim: int,
+        context_dim: int,
+        *,
+        differentiable: bool = True,
+        empty_rows: str = "zero",
+        **settings: Any,
+    ) -> None:
+        super().__init__(fn_for, differentiable=differentiable, **settings)
         self.dim = dim
         self.context_dim = context_dim
-        self.differentiable = differentiable
-        self.empty_rows = "zero"
+        self.empty_rows = empty_rows
 
     def arguments(self, case: LayerCase) -> tuple[dict[str, Any], dict[str, Any]]:
         return dict(case.arguments()), {}
@@ -52,12 +63,9 @@ class LayerCall:
         return self.run(case, *self.arguments(case))
 
     def run(self, case: LayerCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
-        from xattn_ref._calls import check_output, invoke
+        from xattn_ref._calls import check_output
 
-        with grad_mode(self.differentiable):
-            y = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
-        if isinstance(y, tuple) and y:
-            y = y[0]
+        y = self.produce(case, args, kwargs)
         lead = tuple(case.x.shape[:2])
         return check_output(
             y,
@@ -88,12 +96,25 @@ class LayerKind(Kind):
     options = (
         DIM,
         Option("context_dim", "E_ctx, the last dim of context (default E)", default_from="dim"),
+        Option("empty_rows", "policy for queries whose context is all padding: zero (the output does not "
+               "depend on the padding) or finite (any finite output, e.g. the mean of the padding as Hugging "
+               "Face eager attention and T5 give)", type="choice", choices=("zero", "finite"),
+               default="zero"),
         FORWARD_ONLY,
+        *CALL_OPTIONS,
     )
+    roles = ("x", "context", "context_mask")
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> LayerCall:
         diff = differentiable and not options.get("forward_only", False)
-        return LayerCall(fn_for, options["dim"], options["context_dim"], differentiable=diff)
+        return LayerCall(
+            fn_for,
+            options["dim"],
+            options["context_dim"],
+            differentiable=diff,
+            empty_rows=options.get("empty_rows", "zero"),
+            **self.call_settings(options),
+        )
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from xattn_ref.strategies import layer_cases

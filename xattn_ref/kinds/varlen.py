@@ -47,10 +47,10 @@ class VarlenCall(KernelCall):
         return {**args, "max_seqlen_q": max_q, "max_seqlen_k": max_k}, {}
 
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
-        from xattn_ref._calls import check_output, invoke
+        from xattn_ref._calls import check_output
         from xattn_ref.conventions import unpack
 
-        out = invoke(self.fn_for(case.dtype, str(case.device)), args, kwargs)
+        out = self.produce(case, args, kwargs)
         expected = (int(args["q"].shape[0]), case.q.shape[1], case.v.shape[-1])
         out = check_output(
             out, case.q, lambda t: tuple(t.shape) == expected, f"(total_q, H, Dv) = {expected}"
@@ -72,10 +72,12 @@ class VarlenKind(Kind):
         "packed (total, H, D), one sequence per batch element, zero-length ones included"
     )
     properties = tuple(p for p in Kind.properties if "padding_invariance" not in p)
+    roles = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k")
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> VarlenCall:
         dialect = Dialect(forward_only=bool(options.get("forward_only", False)))
-        return VarlenCall(fn_for, dialect=dialect, differentiable=differentiable)
+        settings = self.call_settings(options)
+        return VarlenCall(fn_for, dialect=dialect, differentiable=differentiable, **settings)
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from xattn_ref.strategies import attention_cases

@@ -20,6 +20,7 @@ from xattn_ref.cases import (
     CAUSAL_ALIGNMENTS,
     MASK_LAYOUTS,
     MASK_PATTERNS,
+    MEMORY_LAYOUTS,
     AttentionCase,
     BiasSpec,
     CaseSpec,
@@ -76,7 +77,9 @@ def attention_cases(
     bias: bool = False,
     causal: bool | str = False,
     self_attention: bool = False,
+    short_queries: bool = False,
     allow_mask: bool = True,
+    memory_layouts: Sequence[str] = MEMORY_LAYOUTS,
 ) -> st.SearchStrategy[AttentionCase]:
     """Inputs for ``attention(q, k, v, mask)`` in SDPA's layout, as :class:`AttentionCase`.
 
@@ -116,7 +119,12 @@ def attention_cases(
       every case is causal with that alignment, combined with a key-padding mask (or none;
       other layouts only if ``mask_layouts`` leaves out ``key_padding``).
     - ``self_attention``: Lq == Lk.
+    - ``short_queries``: Lq <= Lk (Lq is cut to the drawn Lk), for causal kernels documented
+      for no more queries than keys.
     - ``allow_mask``: False draws ``mask=None`` only (a kernel that takes no mask).
+    - ``memory_layouts``: how q, k, v (and the mask, as the gate passes it) lie in memory, drawn
+      from :data:`~xattn_ref.cases.MEMORY_LAYOUTS` (contiguous, transposed views, slices of a
+      fused projection, a mask broadcast with stride 0); ``["contiguous"]`` for none.
 
     Example::
 
@@ -136,7 +144,8 @@ def attention_cases(
         logit_shifts=logit_shifts, value_means=value_means, head_scales=head_scales,
         tile_lengths=tile_lengths, batch_size=batch_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
         gqa=gqa, q_len=q_len, kv_len=kv_len, head_dim=head_dim, dtype=dtype, scale=scale, bias=bias,
-        causal=causal, self_attention=self_attention, allow_mask=allow_mask,
+        causal=causal, self_attention=self_attention, short_queries=short_queries, allow_mask=allow_mask,
+        memory_layouts=memory_layouts,
     )  # fmt: skip
 
     def build() -> st.SearchStrategy[AttentionCase]:
@@ -157,9 +166,10 @@ def attention_cases(
         if "sequence_padding" in layouts and not self_attention:
             raise InvalidArgument("mask_layouts contains 'sequence_padding', which needs self_attention=True")
         patterns = _check_choices("mask_patterns", mask_patterns, MASK_PATTERNS)
+        memories = _check_choices("memory_layouts", memory_layouts, MEMORY_LAYOUTS)
         for name, flag in (
             ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
-            ("self_attention", self_attention), ("allow_mask", allow_mask),
+            ("self_attention", self_attention), ("short_queries", short_queries), ("allow_mask", allow_mask),
         ):  # fmt: skip
             if not isinstance(flag, bool):
                 raise InvalidArgument(f"{name} must be a bool, but was {flag!r}")
@@ -200,7 +210,7 @@ def attention_cases(
         )
         return _attention_cases(
             dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
-            v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention,
+            v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention, short_queries, memories,
         )  # fmt: skip
 
     return _Named(build, _call_repr("attention_cases", arguments, attention_cases))
@@ -289,6 +299,8 @@ def _attention_cases(
     bias: bool,
     causal: str | None,
     self_attention: bool,
+    short_queries: bool,
+    memories: tuple[str, ...],
 ) -> AttentionCase:
     b = draw(sizes.batch)
     h = draw(sizes.heads)
@@ -300,6 +312,7 @@ def _attention_cases(
         hkv = draw(_choice(_divisors(h))) if gqa else h
     lq = draw(sizes.q_len)
     lk = lq if self_attention else draw(sizes.kv_len)
+    lq = min(lq, lk) if short_queries else lq
     if sizes.head_dim is not None:
         d = dv = draw(sizes.head_dim)
     else:
@@ -335,6 +348,7 @@ def _attention_cases(
         scale=None if sizes.scale is None else draw(sizes.scale),
         bias=bias_spec,
         causal=causal,
+        memory=draw(_choice(memories)),
     )
     return spec.build()
 

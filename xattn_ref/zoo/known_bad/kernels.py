@@ -333,3 +333,27 @@ def finfo_min_additive(
     if mask is not None:
         s = s + (~mask).to(s.dtype) * torch.finfo(s.dtype).min
     return _pv(s.softmax(-1), v)
+
+
+def _as_if_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """What a raw pointer reads: ``t``'s storage from its offset, with contiguous strides."""
+    strides, step = [], 1
+    for size in reversed(t.shape):
+        strides.insert(0, step)
+        step *= size
+    return t.as_strided(t.shape, strides, t.storage_offset())
+
+
+@known_bad("reference_agreement")
+def stride_ignoring_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A kernel that reads q, k and v as if contiguous (a C++ or Triton kernel handed a data
+    pointer and the shape, or a ``.view`` on a transposed tensor): right on contiguous inputs,
+    wrong on the transposed views and fused-projection slices real callers pass."""
+    q, k, v = (_as_if_contiguous(t) for t in (q, k, v))
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    p = s.softmax(-1).nan_to_num(0.0)
+    return _pv(p, v)
