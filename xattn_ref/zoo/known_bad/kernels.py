@@ -337,7 +337,8 @@ def finfo_min_additive(
 
 def _as_if_contiguous(t: torch.Tensor) -> torch.Tensor:
     """What a raw pointer reads: ``t``'s storage from its offset, with contiguous strides."""
-    strides, step = [], 1
+    strides: list[int] = []
+    step = 1
     for size in reversed(t.shape):
         strides.insert(0, step)
         step *= size
