@@ -117,6 +117,16 @@ def test_a_good_kernel_exits_0_and_says_what_was_not_tested():
     assert "torch threads 1" in r.stdout
 
 
+def test_help_lists_every_option_of_every_kind(capsys):
+    from xattn_ref.kinds import KINDS
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(o.flag in shown for kind in KINDS.values() for o in kind.options)
+
+
 def test_a_run_that_tests_nothing_exits_2():
     if "cuda" not in r_devices_absent():
         pytest.skip("this machine has CUDA")

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         if option.choices or option.metavar:
             extra["metavar"] = option.metavar or "{" + ",".join(option.choices) + "}"
         help_ = option.help + (f" [{kinds}]" if kinds else f" [env {option.env}]")
+        help_ = help_.replace("%", "%%")  # argparse formats help with %
         p.add_argument(option.flag, dest=option.name, **{"help": help_, **extra})
     p.add_argument("--format", choices=FORMATS, default="text", help="text (default), json or junit")
     p.add_argument("--output", help="write the report here instead of standard output")
