@@ -24,3 +24,10 @@ run 'xattn_ref.zoo.kernels:mha_layer_need_weights_false()' --kind layer --dim 16
 run examples/real/x_transformers_targets.py:attend
 run examples/real/x_transformers_targets.py:attend_flash
 run xattn_ref.zoo.adapters:flex_attention_kernel --forward-only --dtype float32 --max-examples 10
+run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("roberta")' --kind encoder --dim 16
+run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("electra", attn_implementation="eager")' --kind encoder --dim 16 --dtype float16
+run 'xattn_ref.zoo.hf_layers:hf_decoder_layer("qwen2", attn_implementation="eager")' --kind encoder --dim 16
+run 'xattn_ref.zoo.hf_layers:hf_cross_attention("whisper")' --kind layer --dim 16
+run 'xattn_ref.zoo.hf_layers:hf_cross_attention("t5")' --kind layer --dim 16 --empty-rows finite
+run 'torch.nn:MultiheadAttention(16, 2, batch_first=True)' --kind layer --dim 16 --call 'x, context, context, key_padding_mask=~context_mask, need_weights=False'
+run 'x_transformers:Attention(dim=16, heads=2)' --kind encoder --dim 16 --call 'x, mask=mask' --dtype float16
