@@ -24,6 +24,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 A = "xattn_ref.zoo.adapters"
+H = "xattn_ref.zoo.hf_layers"
+BAD = "xattn_ref.zoo.known_bad"
+ENCODER = ["--kind", "encoder", "--dim", "16"]
+LAYER = ["--kind", "layer", "--dim", "16"]
 HALF = ["--dtype", "float16,bfloat16"]
 FUSED = ["--head-dims", "fused"]
 TF32 = str(HERE / "tf32_targets.py")
@@ -119,7 +123,17 @@ RUNS = [
     Run("eager attention (the scores in the input dtype)", ["xattn_ref.zoo.kernels:eager_kernel"]),
     Run("flash-attention's backward written out", ["xattn_ref.zoo.kernels:flash_backward_kernel"]),
     Run("known bad: a -inf softmax", ["xattn_ref.zoo.known_bad:neg_inf_softmax"], expect=1),
-]
+    # every kernel run above draws memory layouts (transposed views, fused-projection slices,
+    # stride-0 masks); this one must fail on them
+    Run("known bad: reads q, k, v as if contiguous", [f"{BAD}:stride_ignoring_kernel"], expect=1),
+    Run("efficient, contiguous inputs", [f"{A}:sdpa_efficient", *HALF, *FUSED, "--memory", "contiguous"]),
+    Run("HF encoder layer (sdpa), half", [f"{H}:hf_encoder_layer()", *ENCODER, *HALF]),
+    Run("HF decoder layer (sdpa, GQA, rotary), half", [f"{H}:hf_decoder_layer()", *ENCODER, *HALF]),
+    Run("HF cross-attention (Whisper, sdpa), half", [f'{H}:hf_cross_attention("whisper")', *LAYER, *HALF]),
+    Run("nn.MultiheadAttention itself (--call), float32",
+        ["torch.nn:MultiheadAttention(16, 2, batch_first=True)", *LAYER, "--call",
+         "x, context, context, key_padding_mask=~context_mask, need_weights=False", "--dtype", "float32"]),
+]  # fmt: skip
 
 
 def environment() -> str:
