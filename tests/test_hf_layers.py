@@ -51,7 +51,8 @@ def test_cross_attention_that_averages_an_empty_context_declares_it(family):
 def test_eager_cross_attention_gives_nan_for_an_empty_context_in_float16(family):
     # finfo(float16).min + a negative logit rounds to -inf: a row of -inf, softmax NaN
     eager = hf_cross_attention(family, attn_implementation="eager")
-    r = run("finite_output", eager, torch.float16, kind="layer", dim=16, empty_rows="finite", max_examples=100)
+    options = {"kind": "layer", "dim": 16, "empty_rows": "finite"}
+    r = run("finite_output", eager, torch.float16, **options, max_examples=100)
     assert r.status == "failed" and "nan" in r.message.lower(), r.message
 
 
