@@ -16,6 +16,8 @@ from targets.real_code import (
     CausalAttend,
     CheckpointedCrossAttention,
     MeanOfPaddingCrossAttention,
+    flex_block_mask_kernel,
+    flex_partial_blocks_as_full,
     tiled_gqa_kernel,
     with_lse,
 )
@@ -179,3 +181,12 @@ def test_the_cli_runs_a_real_module_class_in_one_line():
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert "every tested property holds" in out.stdout
+
+
+def test_block_masks_reach_flex_attention_and_a_dropped_mask_mod_is_caught():
+    # FlexAttention is unfused and uncompiled on the CPU (slow): a few examples, float32
+    block = {"mask": "block", "forward_only": True, "max_examples": 8}
+    assert run("reference_agreement", flex_block_mask_kernel, **block).status == "passed"
+    assert run("reference_agreement", flex_partial_blocks_as_full, **block).status == "failed"
+    with pytest.raises(UsageError, match="mask block"):
+        resolve_options("kernel", {"mask": "block", "key_padding": True})

@@ -61,7 +61,7 @@ def invoke(fn: Callable[..., Any], args: dict[str, Any], kwargs: dict[str, Any] 
         raise
     except Exception as exc:  # the target's own failure, reported as such
         shapes = ", ".join(
-            f"{n} {tuple(t.shape) if isinstance(t, torch.Tensor) else t}"
+            f"{n} {tuple(t.shape) if isinstance(t, torch.Tensor) else _short(t)}"
             + (f" {t.dtype}" if isinstance(t, torch.Tensor) and n == "mask" else "")
             for n, t in args.items()
         )
@@ -70,6 +70,12 @@ def invoke(fn: Callable[..., Any], args: dict[str, Any], kwargs: dict[str, Any] 
         raise TargetError(
             f"the target raised {type(exc).__name__}: {exc} (on {shapes}, {first.dtype}, {first.device})"
         ) from exc
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: itself if short, else its type."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"<{type(value).__name__}>"
 
 
 def check_output(

@@ -65,8 +65,9 @@ class Dialect:
         choices=("interleave", "tile"))
     mask: str = _option(
         "the mask argument: bool (True = may attend), additive (0/-inf float), sentinel (masked = "
-        "--sentinel, as Hugging Face builds masks) or none (no padding: only causal masks)",
-        choices=("bool", "additive", "sentinel", "none"))
+        "--sentinel, as Hugging Face builds masks), block (a FlexAttention BlockMask, as Hugging Face's "
+        "flex path and flex_attention(block_mask=) take) or none (no padding: only causal masks)",
+        choices=("bool", "additive", "sentinel", "block", "none"))
     sentinel: str = _option(
         "masked value of sentinel masks: min (finfo(dtype).min) or a number such as -1e4 (rounded "
         "to the dtype)", kind="text", default="min")
@@ -130,6 +131,8 @@ class Dialect:
             raise ValueError("causal_in_mask needs a causal alignment and a mask to carry it")
         if self.query_padding and not (self.key_padding and self.self_attention):
             raise ValueError("query_padding needs key_padding and self_attention: one (B, L) mask for both")
+        if self.mask == "block" and (self.key_padding or self.bias or self.gqa_mapping == "tile"):
+            raise ValueError("mask block is (B, H, Lq, Lk) and bias-free: no key_padding, bias or tile")
         if self.key_padding and self.mask == "none":
             raise ValueError("key_padding describes the mask's shape; with mask none there is no mask")
 
@@ -204,6 +207,7 @@ class Dialect:
             "bool": f"mask None or bool {shape}, True = may attend",
             "additive": f"mask None or float {shape}, 0 = attend, -inf = masked",
             "sentinel": f"mask None or float {shape}, 0 = attend, {sentinel} = masked",
+            "block": "mask None or a FlexAttention BlockMask over (B, H, Lq, Lk)",
             "none": "mask None",
         }[self.mask]
         if self.bias:
@@ -282,7 +286,10 @@ class Dialect:
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
         """The kernel's positional arguments (by name) and keyword arguments for ``case``."""
+        import torch
+
         from xattn_ref.cases.memory import lay_out
+
         kwargs: dict[str, Any] = {}
         if self.scale:
             kwargs["scale"] = case.effective_scale
@@ -297,7 +304,7 @@ class Dialect:
         perm = self.head_order(case)
         if perm is not None:  # a tiling kernel: the query heads reordered so that it computes the case
             q = q[:, perm]
-            if mask is not None and mask.ndim == 4 and mask.shape[1] > 1:
+            if isinstance(mask, torch.Tensor) and mask.ndim == 4 and mask.shape[1] > 1:
                 mask = mask[:, perm]
         # in the case's memory layout: the case's own tensors are; a contiguous one derived from
         # them (a clone, a reordering) is laid out again
@@ -346,7 +353,7 @@ class Dialect:
             return float(torch.finfo(dtype).min) if self.sentinel == "min" else float(self.sentinel)
         return float("-inf")
 
-    def render_mask(self, case: AttentionCase) -> torch.Tensor | None:
+    def render_mask(self, case: AttentionCase) -> Any:
         """The case's mask (without the causal part, which ``is_causal`` or the kernel carries) in this
         dialect's form: a new tensor, or None."""
         import torch
@@ -363,6 +370,8 @@ class Dialect:
             explicit = self._padding_rows(explicit)
         if self.mask == "bool":
             return explicit  # the case's own tensor (or a view): mutation shows
+        if self.mask == "block":
+            return None if explicit is None else _block_mask(explicit, case)
         if explicit is None and case.bias is None:
             return None
         values = torch.zeros((), dtype=case.dtype, device=case.device) if case.bias is None else case.bias
@@ -371,6 +380,19 @@ class Dialect:
         allowed = torch.ones((), dtype=torch.bool, device=case.device) if explicit is None else explicit
         fill = torch.tensor(self.masked_value(case.dtype), dtype=case.dtype, device=case.device)
         return torch.where(allowed, values, fill)
+
+
+def _block_mask(allowed: torch.Tensor, case: AttentionCase) -> Any:
+    """A FlexAttention ``BlockMask`` that allows what the bool mask ``allowed`` allows."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, h, lq, _ = case.q.shape
+    full = allowed.expand(b, h, lq, case.k.shape[2])
+
+    def mask_mod(bi: Any, hi: Any, qi: Any, ki: Any) -> Any:
+        return full[bi, hi, qi, ki]
+
+    return create_block_mask(mask_mod, b, h, lq, case.k.shape[2], device=str(case.device))
 
 
 #: The dialect options, one per field of :class:`Dialect`, in its order.

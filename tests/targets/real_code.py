@@ -66,3 +66,21 @@ class MeanOfPaddingCrossAttention(nn.Module):
         s = self.q(x) @ k.transpose(1, 2) / k.shape[-1] ** 0.5
         s = s.masked_fill(~context_mask[:, None, :], torch.finfo(s.dtype).min)
         return s.softmax(-1) @ v
+
+
+def flex_block_mask_kernel(q, k, v, mask):
+    """FlexAttention with the gate's BlockMask (``--mask block``), uncompiled (the CPU)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, block_mask=mask)
+
+
+def flex_partial_blocks_as_full(q, k, v, mask):
+    """Known bad: block sparsity without the mask inside a block (the mask_mod dropped), so a
+    partly padded block is attended in full."""
+    from torch.nn.attention.flex_attention import flex_attention, noop_mask
+
+    if mask is not None:
+        mask = mask._adjust(mask.seq_lengths[0], mask.seq_lengths[1])
+        mask.mask_mod = noop_mask
+    return flex_attention(q, k, v, block_mask=mask)

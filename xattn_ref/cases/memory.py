@@ -50,7 +50,7 @@ def lay_out_mask(
     """A 4-D mask (bool or float) in ``layout``: with ``broadcast_mask``, expanded to ``shape``
     ``(B, H, Lq, Lk)`` (stride 0 over its broadcast dims), or transposed in memory when it is
     full; other layouts and other masks as they are."""
-    if layout != "broadcast_mask" or mask is None or mask.ndim != 4:
+    if layout != "broadcast_mask" or not isinstance(mask, torch.Tensor) or mask.ndim != 4:
         return mask
     if tuple(mask.shape) != shape:
         return mask.expand(shape)

@@ -30,6 +30,8 @@ class HFCall(KernelCall):
     (:func:`xattn_ref.conventions.hf_module`)."""
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        import torch
+
         from xattn_ref.conventions import hf_module
 
         args, kwargs = self.dialect.arguments(case)
@@ -40,7 +42,7 @@ class HFCall(KernelCall):
             call_kwargs["is_causal"] = True
         named = {"module": module, "query": args["q"], "key": args["k"], "value": args["v"]}
         mask = args["mask"]
-        if mask is not None and mask.ndim < 4:  # Hugging Face masks are 4-D
+        if isinstance(mask, torch.Tensor) and mask.ndim < 4:  # Hugging Face masks are 4-D
             mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
         return {**named, "attention_mask": mask}, call_kwargs
 
