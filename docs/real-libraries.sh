@@ -21,8 +21,8 @@ run 'xattn_ref.zoo.adapters:self_attention_layer()' --kind encoder --dim 16
 run 'xattn_ref.zoo.adapters:self_attention_layer()' --kind encoder --dim 16 --forward-only
 run 'xattn_ref.zoo.adapters:multihead_attention_layer()' --kind layer --dim 16
 run 'xattn_ref.zoo.kernels:mha_layer_need_weights_false()' --kind layer --dim 16
-run examples/real/x_transformers_targets.py:attend
-run examples/real/x_transformers_targets.py:attend_flash
+run 'x_transformers.attend:Attend()' --call 'q, k, v, mask=four_d(mask)'
+run 'x_transformers.attend:Attend(flash=True)' --call 'q, k, v, mask=four_d(mask)'
 run xattn_ref.zoo.adapters:flex_attention_kernel --forward-only --dtype float32 --max-examples 10
 run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("roberta")' --kind encoder --dim 16
 run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("electra", attn_implementation="eager")' --kind encoder --dim 16 --dtype float16

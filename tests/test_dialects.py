@@ -216,7 +216,7 @@ def test_under_the_finite_policy_an_empty_rows_gradient_may_overflow_only_where_
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"mask": "float"}, "--mask must be one of bool, additive, sentinel, none, got 'float'"),
+        ({"mask": "float"}, "--mask must be one of bool, additive, sentinel, block, none, got 'float'"),
         ({"bias": "maybe"}, "--bias takes no value, or one of 1/0"),
         ({"bias": "1"}, "bias needs a float mask"),
         ({"mask": "sentinel", "sentinel": "big"}, "sentinel must be 'min' or a number"),

@@ -7,7 +7,9 @@ A role passes the case's tensor (for the layer kind: ``x``, ``context``, ``conte
 ``~mask`` passes a bool mask inverted (True = padding, as ``nn.MultiheadAttention``'s
 ``key_padding_mask``); ``additive(mask)`` passes it as a float ``(B, 1, 1, L)`` mask in the
 inputs' dtype, 0 = attend and ``finfo(dtype).min`` = masked (Hugging Face's extended attention
-mask); a Python literal passes itself (``output_attentions=False``). Every role must be passed.
+mask); ``four_d(mask)`` passes it with leading dims of 1 up to 4-D (for code that reads a 2-D
+mask as ``(B, Lk)``); a Python literal passes itself (``output_attentions=False``). Every role
+must be passed.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ if TYPE_CHECKING:
 
 __all__ = ["CallMap"]
 
-_CONVERSIONS = ("~", "additive")
+_CONVERSIONS = ("~", "additive", "four_d")
 
 
 @dataclass(frozen=True)
 class _Value:
     role: str | None  # None: a literal
-    conversion: str | None = None  # "~" or "additive"
+    conversion: str | None = None  # one of _CONVERSIONS
     literal: Any = None
 
     def of(self, args: dict[str, Any]) -> Any:
@@ -38,6 +40,8 @@ class _Value:
             return None if value is None else ~value
         if self.conversion == "additive":
             return None if value is None else _additive(value, args)
+        if self.conversion == "four_d":
+            return None if value is None else value.reshape((1,) * (4 - value.ndim) + tuple(value.shape))
         return value
 
 
@@ -83,19 +87,19 @@ class CallMap:
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)
-                and node.func.id == "additive"
+                and node.func.id in _CONVERSIONS
                 and len(node.args) == 1
                 and not node.keywords
             ):
                 inner = value(node.args[0])
                 if inner.role is not None and inner.conversion is None:
-                    return _Value(inner.role, "additive")
+                    return _Value(inner.role, node.func.id)
             try:
                 return _Value(None, literal=ast.literal_eval(node))
             except ValueError:
                 raise ValueError(
                     f"{flag}: {ast.unparse(node)} is neither a role ({', '.join(roles)}), ~role, "
-                    "additive(role) nor a Python literal"
+                    "additive(role), four_d(role) nor a Python literal"
                 ) from None
 
         positional = tuple(value(a) for a in call.args)
