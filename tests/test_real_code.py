@@ -190,3 +190,11 @@ def test_block_masks_reach_flex_attention_and_a_dropped_mask_mod_is_caught():
     assert run("reference_agreement", flex_partial_blocks_as_full, **block).status == "failed"
     with pytest.raises(UsageError, match="mask block"):
         resolve_options("kernel", {"mask": "block", "key_padding": True})
+
+
+def test_code_that_reads_a_2d_mask_as_key_padding_is_handed_masks_in_4d():
+    attend = pytest.importorskip("x_transformers.attend").Attend()
+    r = run("reference_agreement", attend, call="q, k, v, mask=four_d(mask)", max_examples=15)
+    assert r.status == "passed", r.message
+    # as given, a shared (Lq, Lk) mask is read as (B, Lk) and does not broadcast
+    assert run("reference_agreement", attend, call="q, k, v, mask=mask", max_examples=30).status == "error"
