@@ -4,23 +4,25 @@
 set -u
 S=torch.nn.functional:scaled_dot_product_attention
 HF=transformers.integrations.sdpa_attention:sdpa_attention_forward
+TEL="torch.nn:TransformerEncoderLayer(16, 2, 32, 0.0, batch_first=True)"
+MHA="torch.nn:MultiheadAttention(16, 2, batch_first=True)"
 run() { echo "== xattn-check $*"; xattn-check "$@" --profile ci --seed 0 --quiet | sed -n '3,14p'; }
 run "$HF" --kind hf --mask bool
 run "$HF" --kind hf --empty-rows finite
 run "$HF" --kind hf
 run "$HF" --kind hf --mask bool --causal top_left --causal-in-mask --self-attention
 run transformers.models.llama.modeling_llama:eager_attention_forward --kind hf --empty-rows finite
-run 'xattn_ref.zoo.adapters:hf_bert_layer()' --kind encoder --dim 16
+run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("bert")' --kind encoder --dim 16
 run "$S" --causal top_left --causal-in-mask --self-attention
 run "$S" --mask additive --bias --scale
-run xattn_ref.zoo.kernels:sdpa_gqa_kernel --heads gqa
+run "$S" --heads gqa --call 'q, k, v, attn_mask=mask, enable_gqa=True'
 run "$S" --mask none --causal top_left
-run 'xattn_ref.zoo.adapters:transformer_encoder_layer()' --kind encoder --dim 16
-run 'xattn_ref.zoo.adapters:transformer_encoder_layer()' --kind encoder --dim 16 --forward-only
-run 'xattn_ref.zoo.adapters:self_attention_layer()' --kind encoder --dim 16
-run 'xattn_ref.zoo.adapters:self_attention_layer()' --kind encoder --dim 16 --forward-only
-run 'xattn_ref.zoo.adapters:multihead_attention_layer()' --kind layer --dim 16
-run 'xattn_ref.zoo.kernels:mha_layer_need_weights_false()' --kind layer --dim 16
+run "$TEL" --kind encoder --dim 16 --call 'x, src_key_padding_mask=~mask'
+run "$TEL" --kind encoder --dim 16 --call 'x, src_key_padding_mask=~mask' --forward-only
+run "$MHA" --kind encoder --dim 16 --call 'x, x, x, key_padding_mask=~mask, need_weights=False'
+run "$MHA" --kind encoder --dim 16 --call 'x, x, x, key_padding_mask=~mask' --forward-only
+run "$MHA" --kind layer --dim 16 --call 'x, context, context, key_padding_mask=~context_mask'
+run "$MHA" --kind layer --dim 16 --call 'x, context, context, key_padding_mask=~context_mask, need_weights=False'
 run 'x_transformers.attend:Attend()' --call 'q, k, v, mask=four_d(mask)'
 run 'x_transformers.attend:Attend(flash=True)' --call 'q, k, v, mask=four_d(mask)'
 run xattn_ref.zoo.adapters:flex_attention_kernel --forward-only --dtype float32 --max-examples 10
@@ -29,5 +31,4 @@ run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("electra", attn_implementation="ea
 run 'xattn_ref.zoo.hf_layers:hf_decoder_layer("qwen2", attn_implementation="eager")' --kind encoder --dim 16
 run 'xattn_ref.zoo.hf_layers:hf_cross_attention("whisper")' --kind layer --dim 16
 run 'xattn_ref.zoo.hf_layers:hf_cross_attention("t5")' --kind layer --dim 16 --empty-rows finite
-run 'torch.nn:MultiheadAttention(16, 2, batch_first=True)' --kind layer --dim 16 --call 'x, context, context, key_padding_mask=~context_mask, need_weights=False'
 run 'x_transformers:Attention(dim=16, heads=2)' --kind encoder --dim 16 --call 'x, mask=mask' --dtype float16
