@@ -35,9 +35,9 @@ def test_dialect_options_come_from_the_command_line_or_the_environment(run, monk
     result = run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_gqa_kernel", "--xattn-mask", "additive",
                  "--xattn-bias", "--xattn-profile", "ci", "--xattn-dtype", "float32")  # fmt: skip
     result.stdout.fnmatch_lines(["*k, v with H_kv heads*0 = attend, -inf = masked, finite biases*"])
-    # skipped: device_consistency (n/a on the CPU), absent devices; nan_padding_invariance is
-    # opt-in: deselected
-    result.assert_outcomes(passed=9, skipped=2, deselected=1)
+    # skipped: device_consistency (n/a on the CPU), absent devices; deselected:
+    # nan_padding_invariance (opt-in) and the three properties of models alone
+    result.assert_outcomes(passed=9, skipped=2, deselected=4)
     bad = run("--xattn-target", "xattn_ref.zoo.kernels:sdpa_gqa_kernel", "--xattn-bias")
     bad.stderr.fnmatch_lines(["*xattn_ref: kernel options: bias needs a float mask*"])
 

@@ -190,12 +190,12 @@ class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.decisions: list[Decision] = []
 
     def _nudge(self, t: Any, eps: float) -> Any:
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float64 or not t.numel():
+        if not _float64(t) or not t.numel():
             return t
         gen = self.generators.get(t.device)
         if gen is None:
             gen = self.generators[t.device] = torch.Generator(t.device).manual_seed(self.seed)
-        d = torch.rand(t.shape, generator=gen, dtype=torch.float64, device=t.device).mul_(2).sub_(1)
+        d = torch.rand(t.shape, generator=gen, dtype=t.dtype, device=t.device).mul_(2).sub_(1)
         return torch.where(t.abs() <= self.limit, t * (1 + eps * d), t)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -228,16 +228,32 @@ def _attention(name: str) -> bool:
     return "attention" in name or "attn" in name
 
 
+#: the dtype the perturbed computation runs in (float64, or float32 where a model's float64 path
+#: is broken: :func:`perturbed`'s ``base``)
+_BASE: list[torch.dtype] = [torch.float64]
+
+
 def _float64(t: Any) -> bool:
-    return isinstance(t, torch.Tensor) and t.dtype == torch.float64
+    """Whether ``t`` is a tensor of the base dtype (float64 unless :func:`perturbed` says so)."""
+    return isinstance(t, torch.Tensor) and t.dtype == _BASE[-1]
 
 
 @contextlib.contextmanager
 def perturbed(
-    eps: float, *, eps_acc: float | None = None, seed: int, limit: float = torch.finfo(torch.float64).max
+    eps: float,
+    *,
+    eps_acc: float | None = None,
+    seed: int,
+    limit: float = torch.finfo(torch.float64).max,
+    base: torch.dtype = torch.float64,
 ) -> Iterator[Perturbation]:
     """Every float64 operation run inside perturbed as the module docstring says (``eps``: the
     rounding unit simulated; ``eps_acc``: the accumulator's, default ``eps``; ``limit``: the
-    largest size perturbed); the same ``seed`` gives the same perturbations."""
-    with Perturbation(eps, eps if eps_acc is None else eps_acc, seed, limit) as mode:
-        yield mode
+    largest size perturbed; ``base``: the dtype whose operations are perturbed, float64 unless a
+    computation's float64 path is broken); the same ``seed`` gives the same perturbations."""
+    _BASE.append(base)
+    try:
+        with Perturbation(eps, eps if eps_acc is None else eps_acc, seed, limit) as mode:
+            yield mode
+    finally:
+        _BASE.pop()

@@ -28,9 +28,11 @@ from typing import Any
 
 import torch
 
+from xattn_ref import model_checks
 from xattn_ref._calls import Call, cotangent, first_nonfinite, forward_backward, index_str
+from xattn_ref._compare import OutputBudget, expect, forward, judged_rows, only_judged, root_of
 from xattn_ref.errors import Inexpressible, NotTaken, PropertyFailure, TargetError
-from xattn_ref.tolerance import Budget, Comparison, format_pair
+from xattn_ref.tolerance import format_pair
 
 __all__ = [
     "PROPERTIES",
@@ -50,65 +52,6 @@ __all__ = [
 ]
 
 
-def _root(case: Any, what: str) -> str:
-    return "finite_output" if what == case.output_name else "finite_grad"
-
-
-def _check(prop: str, case: Any, c: Comparison, against: str, after: str = "", *, offset: int = 0) -> None:
-    """Raise the failure for comparison ``c`` if it fails: root cause first. ``offset``: the
-    batch index of the first element compared."""
-    __tracebackhide__ = True
-    if c.ok:
-        return
-    for side, tensor in (("", c.actual), (f" ({against})", c.expected)):
-        index = first_nonfinite(tensor)
-        if index is not None:
-            where = index_str(c.what, (index[0] + offset, *index[1:]))
-            raise PropertyFailure(
-                prop,
-                case,
-                f"{tensor[index].item()} in {where}{side}{after}: a non-finite value (what "
-                f"{_root(case, c.what)} checks)",
-                root=_root(case, c.what),
-            )
-    raise PropertyFailure(prop, case, c.explain(against, offset=offset) + after)
-
-
-def _judged(call: Call, case: Any) -> torch.Tensor | None:
-    """The output rows the checks judge (None: all). A self-attention layer's padded positions
-    are not judged (``case.judged()``); under the empty-row policy ``finite`` only the rows that
-    allow some key are (bool ``(B, H, Lq)`` for a kernel, ``(B, Lq)`` for a layer): an empty
-    row's value is the policy's business, checked for finiteness only."""
-    if hasattr(case, "judged"):
-        judged: torch.Tensor = case.judged()
-        return judged
-    if getattr(call, "empty_rows", "zero") != "finite":
-        return None
-    rows: torch.Tensor = ~case.empty_rows
-    return rows
-
-
-def _only(judged: torch.Tensor | None, actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """``actual`` on the judged rows, ``expected`` elsewhere (so only judged rows can differ)."""
-    if judged is None:
-        return actual
-    keep = judged.to(actual.device).unsqueeze(-1)
-    return torch.where(keep, actual, expected.to(actual))
-
-
-def _forward(call: Call, case: Any, g: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The output, and the gradients for ``g`` when the target is differentiable (none when it is
-    declared forward-only)."""
-    if call.differentiable:
-        return forward_backward(call, case, g)
-    return call(case).detach(), {}
-
-
-def _output_budget(call: Call, case: Any, out_shape: tuple[int, ...]) -> Budget:
-    """The budget of the output alone (the cotangent only sets the gradients' magnitudes)."""
-    return call.budget(case, cotangent(case, out_shape), grads=False)
-
-
 # --- the properties -------------------------------------------------------------------------
 
 
@@ -120,7 +63,10 @@ def _unexplained_nonfinite(
     index = first_nonfinite(t)
     if index is None or case.dtype == torch.float64:
         return index
-    budget = call.budget(case, g, grads=name != case.output_name)
+    try:
+        budget = call.budget(case, g, grads=name != case.output_name)
+    except NotTaken:  # no truth to explain it by
+        return index
     if name not in budget.truth:
         return index
     return first_nonfinite(budget.settle(name, t))
@@ -169,8 +115,8 @@ def empty_rows_zero(call: Call, case: Any) -> bool:
     if not bool(rows.any()):
         return False
     g = cotangent(case, (*rows.shape, case.v.shape[-1]), rows)
-    out, grads = _forward(call, case, g)
-    if _judged(call, case) is not None:  # policy finite: any finite value will do
+    out, grads = forward(call, case, g)
+    if judged_rows(call, case) is not None:  # policy finite: any finite value will do
         # an infinity is finite enough where the exact gradient of the sentinel's meaning (every
         # key of an empty row allowed) is itself beyond the dtype's range
         opened = case.with_empty_rows_open()
@@ -187,7 +133,7 @@ def empty_rows_zero(call: Call, case: Any) -> bool:
                     case,
                     f"{t[index].item()} in {index_str(name, index)}{source}; {case.where(name, index)} "
                     "(empty-row policy finite: any finite value, never NaN or inf)",
-                    root=_root(case, name),
+                    root=root_of(case, name),
                 )
         return True
     bad = (out != 0) & rows.unsqueeze(-1)
@@ -224,10 +170,10 @@ def padding_invariance(call: Call, case: Any) -> bool:
         return False
     other, words = changed
     before = call(case)
-    budget = _output_budget(call, case, tuple(before.shape))
-    after = _only(_judged(call, case), call(other), before)
+    budget = OutputBudget(call, case, tuple(before.shape))
+    after = only_judged(judged_rows(call, case), call(other), before)
     c = budget.compare(case.output_name, after, before, factor=2)
-    _check("padding_invariance", case, c, "the same call before the change", f", after {words}")
+    expect("padding_invariance", case, c, "the same call before the change", f", after {words}")
     return True
 
 
@@ -240,7 +186,7 @@ def nan_padding_invariance(call: Call, case: Any) -> bool:
         return False
     other, words = changed
     before = call(case)
-    after = _only(_judged(call, case), call(other), before)
+    after = only_judged(judged_rows(call, case), call(other), before)
     index = first_nonfinite(after)
     if index is not None and first_nonfinite(before) is None:
         raise PropertyFailure(
@@ -249,9 +195,9 @@ def nan_padding_invariance(call: Call, case: Any) -> bool:
             f"{after[index].item()} in {index_str(case.output_name, index)} after {words} "
             f"(finite before); {case.where(case.output_name, index)}",
         )
-    budget = _output_budget(call, case, tuple(before.shape))
+    budget = OutputBudget(call, case, tuple(before.shape))
     c = budget.compare(case.output_name, after, before, factor=2)
-    _check("nan_padding_invariance", case, c, "the same call before the change", f", after {words}")
+    expect("nan_padding_invariance", case, c, "the same call before the change", f", after {words}")
     return True
 
 
@@ -265,7 +211,7 @@ def compaction_equivalence(call: Call, case: Any) -> bool:
     if not case.compactable():
         return False
     out = call(case)
-    budget = _output_budget(call, case, tuple(out.shape))
+    budget = OutputBudget(call, case, tuple(out.shape))
     tested = False
     for b in range(case.batch_size):
         alone = case.alone(b)
@@ -275,7 +221,7 @@ def compaction_equivalence(call: Call, case: Any) -> bool:
         other, words = alone
         mine = case.pick(b, out) if hasattr(case, "pick") else out[b : b + 1]
         c = budget.compare(case.output_name, mine, call(other), batch=slice(b, b + 1), factor=2)
-        _check("compaction_equivalence", case, c, words, offset=b)
+        expect("compaction_equivalence", case, c, words, offset=b)
     return tested
 
 
@@ -283,14 +229,14 @@ def reference_agreement(call: Call, case: Any) -> bool:
     """Output and gradients agree with the float64 reference within the tolerance model (the
     output only, for forward-only targets; rows with no allowed key are left to
     ``empty_rows_zero`` under the empty-row policy ``finite``)."""
-    judged = _judged(call, case)
+    judged = judged_rows(call, case)
     g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]), judged)
-    out, grads = _forward(call, case, g)
+    out, grads = forward(call, case, g)
     budget = call.budget(case, g, grads=call.differentiable)
-    out = _only(judged, out, budget.truth[case.output_name])
+    out = only_judged(judged, out, budget.truth[case.output_name])
     results = {case.output_name: out, **grads}
     for name in budget.names:
-        _check("reference_agreement", case, budget.compare(name, results[name]), "the float64 reference")
+        expect("reference_agreement", case, budget.compare(name, results[name]), "the float64 reference")
     return True
 
 
@@ -301,16 +247,16 @@ def batch_independence(call: Call, case: Any) -> bool:
         return False
     b0 = case.batch_size - 1
     before = call(case)
-    budget = _output_budget(call, case, tuple(before.shape))
-    judged = _judged(call, case)
+    budget = OutputBudget(call, case, tuple(before.shape))
+    judged = judged_rows(call, case)
     for other, words in (case.redrawn(b0), case.emptied(b0)):
         try:
             after = call(other)
         except Inexpressible:  # e.g. padding, for a kernel that takes no mask
             continue
-        after = _only(None if judged is None else judged[:b0], after[:b0], before[:b0])
+        after = only_judged(None if judged is None else judged[:b0], after[:b0], before[:b0])
         c = budget.compare(case.output_name, after, before[:b0], batch=slice(0, b0), factor=2)
-        _check("batch_independence", case, c, "the call before the change", f", after {words}")
+        expect("batch_independence", case, c, "the call before the change", f", after {words}")
     return True
 
 
@@ -334,9 +280,11 @@ def _changed(name: str, before: torch.Tensor, after: torch.Tensor) -> str | None
 def no_input_mutation(call: Call, case: Any) -> bool:
     """Every input (the mask included) is unchanged after the call."""
     args, kwargs = call.arguments(case)
-    originals = {n: t for n, t in args.items() if isinstance(t, torch.Tensor)}
+    originals = {n: t for n, t in (*args.items(), *kwargs.items()) if isinstance(t, torch.Tensor)}
     passed = {n: t.detach().clone() for n, t in originals.items()}
-    call.run(case, {**args, **passed}, kwargs)
+    call.run(
+        case, {n: passed.get(n, t) for n, t in args.items()}, {n: passed.get(n, t) for n, t in kwargs.items()}
+    )
     for name, original in originals.items():
         message = _changed(name, original, passed[name])
         if message is not None:
@@ -346,17 +294,17 @@ def no_input_mutation(call: Call, case: Any) -> bool:
 
 def _consistency(prop: str, call: Call, case: Any, baseline: Any) -> None:
     differentiable = call.differentiable
-    judged = _judged(call, case)
+    judged = judged_rows(call, case)
     out = call(case)
     g = cotangent(case, tuple(out.shape), judged)
-    out, grads = _forward(call, case, g)
+    out, grads = forward(call, case, g)
     try:
-        base_out, base_grads = _forward(call, baseline, g.to(baseline.dtype).to(baseline.device))
+        base_out, base_grads = forward(call, baseline, g.to(baseline.dtype).to(baseline.device))
     except TargetError as exc:  # e.g. a half-precision-only kernel: this run did not ask for float64
         raise NotTaken(f"it does not run in float64 on {baseline.device}: {exc}") from None
     budget = call.budget(case, g, grads=differentiable)
-    out = _only(judged, out, budget.truth[case.output_name])
-    base_out = _only(judged, base_out, budget.truth[case.output_name])
+    out = only_judged(judged, out, budget.truth[case.output_name])
+    base_out = only_judged(judged, base_out, budget.truth[case.output_name])
     results = {case.output_name: out, **grads}
     base = {case.output_name: base_out, **base_grads}
     names = [n for n in budget.names if n in results]
@@ -378,7 +326,7 @@ def _consistency(prop: str, call: Call, case: Any, baseline: Any) -> None:
                 f"cannot be judged against it: in float64, {why} (--dtype float64 reports it)"
             )
     for name in names:
-        _check(prop, case, budget.compare(name, results[name], base[name]), against)
+        expect(prop, case, budget.compare(name, results[name], base[name]), against)
 
 
 def dtype_consistency(call: Call, case: Any) -> bool:
@@ -451,6 +399,9 @@ PROPERTIES: dict[str, Property] = {
         Property("compaction_equivalence", compaction_equivalence),
         Property("reference_agreement", reference_agreement),
         Property("batch_independence", batch_independence),
+        Property("padding_side_invariance", model_checks.padding_side_invariance),
+        Property("cached_decoding", model_checks.cached_decoding),
+        Property("implementation_consistency", model_checks.implementation_consistency),
         Property("no_input_mutation", no_input_mutation),
         Property("dtype_consistency", dtype_consistency, not_applicable=_not_float64),
         Property("device_consistency", device_consistency, not_applicable=_not_cpu),

@@ -118,7 +118,12 @@ def as_target(
         resolved = resolve_options(kind, options, prefix="")
     except UsageError as exc:
         raise TypeError(str(exc)) from None
-    return Target(name or str(getattr(fn, "__name__", type(fn).__name__)), kind, fn, resolved)
+    target = Target(name or str(getattr(fn, "__name__", type(fn).__name__)), kind, fn, resolved)
+    try:
+        KINDS[kind].complete(target.options, target.fn_for)
+    except ValueError as exc:
+        raise TypeError(str(exc).replace("--", "")) from None
+    return target
 
 
 def _import(module: str) -> Any:
@@ -216,4 +221,8 @@ def load_target(spec: str, kind: str = "kernel", options: dict[str, Any] | None 
             raise TargetLoadError(f"{spec!r}: the factory raised {type(exc).__name__}: {exc}") from exc
         if not callable(made):
             raise TargetLoadError(f"{spec!r}: the factory returned {type(made).__name__}, not a callable")
+    try:
+        KINDS[kind].complete(target.options, target.fn_for)
+    except ValueError as exc:
+        raise TargetLoadError(f"{spec!r}: {exc}") from None
     return target

@@ -1,5 +1,5 @@
 """The kinds of target, one module each (:mod:`.kernel`, :mod:`.hf`, :mod:`.varlen`, :mod:`.layer`,
-:mod:`.encoder`), each a :class:`~xattn_ref.kinds.base.Kind`: how it is called, its cases, its
+:mod:`.encoder`, :mod:`.model`), each a :class:`~xattn_ref.kinds.base.Kind`: how it is called, its cases, its
 properties, its probe and its options. The runner, the CLI, the pytest plugin and the suite
 iterate over :data:`KINDS`; adding a kind of target is adding its module and one line here.
 
@@ -18,6 +18,7 @@ from xattn_ref.kinds.encoder import EncoderCall, EncoderKind
 from xattn_ref.kinds.hf import HFCall, HFKind
 from xattn_ref.kinds.kernel import KernelCall, KernelKind, kernel_call
 from xattn_ref.kinds.layer import LayerCall, LayerKind, layer_call
+from xattn_ref.kinds.model import ModelCall, ModelKind
 from xattn_ref.kinds.varlen import VarlenCall, VarlenKind
 from xattn_ref.options import did_you_mean
 
@@ -29,6 +30,7 @@ __all__ = [
     "KernelCall",
     "Kind",
     "LayerCall",
+    "ModelCall",
     "VarlenCall",
     "check_property_names",
     "kernel_call",
@@ -38,7 +40,7 @@ __all__ = [
 
 #: Every kind, by name.
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (KernelKind(), HFKind(), VarlenKind(), LayerKind(), EncoderKind())
+    k.name: k for k in (KernelKind(), HFKind(), VarlenKind(), LayerKind(), EncoderKind(), ModelKind())
 }
 
 

@@ -79,6 +79,7 @@ class Kind:
     - :meth:`make_call`: the target bound to the kind (what the checks run);
     - :meth:`cases`: the Hypothesis strategy of its cases;
     - :meth:`probe`: one plain valid case, to tell an unusable target early;
+    - :meth:`complete`: the options the loaded target tells (a model's vocabulary);
     - :meth:`validate`: raises :class:`ValueError` for options that do not go together;
     - :meth:`describe`: how a target with these options is called, one line.
     """
@@ -104,6 +105,11 @@ class Kind:
             "backward": bool(options.get("backward", False)),
             "callmap": CallMap.parse(text, self.required_roles(options)) if text else None,
         }
+
+    def complete(self, options: dict[str, Any], fn_for: FnFor) -> None:
+        """Fill in the options the target itself tells (a model's vocabulary, from its config);
+        :class:`ValueError` naming the option when one is still open. Called once the target is
+        loaded."""
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> Any:
         raise NotImplementedError

@@ -133,6 +133,11 @@ context, not ulps); the gradients are judged against three times the measured er
 where a value lies near a ReLU's or another kink's point, where a rounding may switch a unit and
 only gross errors are caught.
 
+Models (``fn(input_ids, attention_mask) -> logits``) are black boxes of many layers whose
+inputs, token ids, are exact: their logits and parameter gradients are judged against three
+times the error Monte Carlo arithmetic measures for every operation of the model
+(:func:`model_budget`), over the real tokens only, with the same kink rule.
+
 :class:`Budget` holds all of it for one case; :meth:`Budget.compare` is the one comparison
 that every property of every kind of target goes through.
 """
@@ -156,6 +161,7 @@ from xattn_ref.tolerance.layer import (
     LAYER_STAGES,
     layer_budget,
 )
+from xattn_ref.tolerance.model import model_budget
 
 __all__ = [
     "Budget",
@@ -169,6 +175,7 @@ __all__ = [
     "kernel_budget",
     "layer_budget",
     "matmul_eps",
+    "model_budget",
     "per_batch_max_error",
     "underflow_unit",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ __all__ = [
     "LAYER_SAMPLES",
     "LAYER_STAGES",
     "layer_budget",
+    "sampled_errors",
 ]
 
 #: Rounding stages of an attention layer: input projections, logits, the weighted sum of values,
@@ -77,8 +79,6 @@ def layer_budget(
     ``eps`` is T's rounding unit; for float32 on a CUDA device whose matmuls run in TF32
     (:func:`matmul_eps`; ``tf32`` overrides it), TF32's, for every operation of the layer (its
     matrix products read their inputs rounded to TF32 and accumulate in float32)."""
-    from xattn_ref._perturbed import near_kink, perturbed
-
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
     eps = _rounding_unit(case, tf32)
@@ -100,33 +100,11 @@ def layer_budget(
 
     truth = results(exact)
     moved = call(nudged).detach().double().cpu()  # the output's S
-    # The gradients' plain error: the largest over LAYER_SAMPLES samples of Monte Carlo arithmetic
-    # (CADNA's three runs), each value off by up to LAYER_ROUNDINGS roundings in T, matrix
-    # products accumulated in float32 for half inputs. The samples run on the CPU, where torch's
-    # float64 attention is a fused kernel (flash attention for the CPU), as accelerators' kernels
-    # are: it computes a backward's sum_j P_ij dP_ij from the forward's output, apart from dP, so
-    # that rounding does not cancel where the true dS does (one allowed key). CUDA's float64
-    # attention is the math path, whose softmax backward takes both from one dP and cancels it:
-    # samples there fell short of float32 results on an H200.
-    eps_acc = torch.finfo(torch.float32).eps if case.dtype != torch.float64 else eps
+    # the gradients' plain error: Monte Carlo arithmetic (CADNA's three runs), on the CPU
     on_cpu = exact if device == "cpu" else case.to(dtype=torch.float64, device="cpu")
     baseline = truth if device == "cpu" else results(on_cpu)
-    samples, modes = [], []
-    limit, r = torch.finfo(case.dtype).max, LAYER_ROUNDINGS
-    for i in range(LAYER_SAMPLES if len(truth) > 1 else 0):
-        with perturbed(r * eps, eps_acc=r * eps_acc, seed=case.seed + 5 + i, limit=limit) as mode:
-            sample = results(on_cpu)
-        samples.append({n: (sample[n] - baseline[n]).abs() for n in sample})
-        modes.append(mode)
-    # a unit of a piecewise-linear activation (ReLU) that a rounding switches on or off changes a
-    # gradient by a whole term, which no bound of the rounding's size covers: where some value a
-    # kink decides on lies near enough to it (within KINK_MARGIN times its largest deviation in
-    # the samples, against the exact run's decisions, recorded under an unperturbed mode)
-    kinked = False
-    if any(m.kinks for m in modes):
-        with perturbed(0.0, eps_acc=0.0, seed=0, limit=limit) as exact_mode:
-            results(on_cpu)
-        kinked = near_kink(exact_mode.decisions, [m.decisions for m in modes], r * eps)
+    count = LAYER_SAMPLES if len(truth) > 1 else 0
+    samples, kinked = sampled_errors(results, on_cpu, baseline, case, eps, count)
     budget: dict[str, dict[str, torch.Tensor]] = {"truth": {}, "plain_error": {}, "floor": {}}
     rule: dict[str, float] = {}
     unbatched = frozenset(n for n in truth if n != case.output_name and n[1:] not in case.inputs())
@@ -148,3 +126,48 @@ def layer_budget(
     return Budget(
         budget["truth"], budget["plain_error"], budget["floor"], rule, case.dtype, unbatched=unbatched
     )
+
+
+def sampled_errors(
+    results: Callable[[Any], dict[str, torch.Tensor]],
+    on_cpu: Any,
+    baseline: dict[str, torch.Tensor],
+    case: Any,
+    eps: float,
+    count: int = LAYER_SAMPLES,
+    base: torch.dtype = torch.float64,
+) -> tuple[list[dict[str, torch.Tensor]], bool]:
+    """The plain error of a black box in ``case.dtype``: ``count`` samples of Monte Carlo
+    arithmetic of ``results(on_cpu)`` (float64, on the CPU), each value off by up to
+    :data:`LAYER_ROUNDINGS` roundings of ``eps``, matrix products accumulated in float32 for half
+    inputs, as ``|sample - baseline|`` per quantity; and whether some value a kink decides on lies
+    near it (:func:`xattn_ref._perturbed.near_kink`). ``base``: the dtype ``on_cpu`` runs in
+    (float64, or float32 where the black box's float64 path is broken).
+
+    The samples run on the CPU, where torch's float64 attention is a fused kernel (flash
+    attention for the CPU), as accelerators' kernels are: it computes a backward's
+    ``sum_j P_ij dP_ij`` from the forward's output, apart from dP, so that rounding does not cancel
+    where the true dS does (one allowed key). CUDA's float64 attention is the math path, whose
+    softmax backward takes both from one dP and cancels it: samples there fell short of float32
+    results on an H200."""
+    from xattn_ref._perturbed import near_kink, perturbed
+
+    eps_acc = torch.finfo(torch.float32).eps if case.dtype != torch.float64 else eps
+    samples, modes = [], []
+    limit, r = torch.finfo(case.dtype).max, LAYER_ROUNDINGS
+    if base != torch.float64:  # values near the base's own range are its sentinels (finfo.min in a
+        limit = min(limit, torch.finfo(base).max / 4)  # mask, and logits added to it): exact
+    for i in range(count):
+        with perturbed(r * eps, eps_acc=r * eps_acc, seed=case.seed + 5 + i, limit=limit, base=base) as mode:
+            sample = results(on_cpu)
+        samples.append({n: (sample[n] - baseline[n]).abs() for n in sample})
+        modes.append(mode)
+    # a unit of a piecewise-linear activation (ReLU) that a rounding switches on or off changes a
+    # result by a whole term, which no bound of the rounding's size covers: where some value a
+    # kink decides on lies near enough to it (within KINK_MARGIN times its largest deviation in
+    # the samples, against the exact run's decisions, recorded under an unperturbed mode)
+    if not any(m.kinks for m in modes):
+        return samples, False
+    with perturbed(0.0, eps_acc=0.0, seed=0, limit=limit, base=base) as exact_mode:
+        results(on_cpu)
+    return samples, near_kink(exact_mode.decisions, [m.decisions for m in modes], r * eps)

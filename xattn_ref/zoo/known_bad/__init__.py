@@ -8,7 +8,8 @@ which property. Use them to check that your own gate catches what it should::
 
 - :mod:`.kernels`: kernels in the default dialect (``fn(q, k, v, mask)``, True = may attend);
 - :mod:`.dialects`: kernels in other dialects and kinds, with the options they are run with;
-- :mod:`.layers`: layers (factories of ``fn(x, context, context_mask)``).
+- :mod:`.layers`: layers (factories of ``fn(x, context, context_mask)``);
+- :mod:`.models`: models (factories of ``fn(input_ids, attention_mask) -> logits``).
 
 The views below are read off :data:`REGISTRY`; adding a known-bad implementation is one
 decorated function.
@@ -68,6 +69,19 @@ from xattn_ref.zoo.known_bad.layers import (
     pooled_with_padding_layer,
     zeroes_padding_in_place_layer,
 )
+from xattn_ref.zoo.known_bad.models import (
+    attends_to_padding,
+    batch_normalized,
+    cache_drops_mask,
+    cleans_padding_in_place,
+    half_precision_model,
+    index_positions,
+    mean_over_padded_length,
+    nan_grad_model,
+    neg_inf_model,
+    neg_inf_seq2seq,
+    sdpa_forgets_padding,
+)
 
 #: name -> kernel, in the default dialect.
 KNOWN_BAD = {n: e.fn for n, e in REGISTRY.items() if e.kind == "kernel" and not e.options}
@@ -85,6 +99,10 @@ KNOWN_BAD_DIALECTS: dict[str, tuple[Any, dict[str, Any], str]] = {
 KNOWN_BAD_LAYERS = {n: e.fn for n, e in REGISTRY.items() if e.kind == "layer"}
 #: name -> the layer property designed to catch it.
 LAYER_CAUGHT_BY = {n: REGISTRY[n].caught_by for n in KNOWN_BAD_LAYERS}
+#: name -> (zero-argument factory of a model, its options, the property designed to catch it).
+KNOWN_BAD_MODELS: dict[str, tuple[Any, dict[str, Any], str]] = {
+    n: (e.fn, dict(e.options), e.caught_by) for n, e in REGISTRY.items() if e.kind == "model"
+}
 
 __all__ = [
     "CAUGHT_BY",
@@ -92,11 +110,23 @@ __all__ = [
     "KNOWN_BAD",
     "KNOWN_BAD_DIALECTS",
     "KNOWN_BAD_LAYERS",
+    "KNOWN_BAD_MODELS",
     "LAYER_CAUGHT_BY",
     "REGISTRY",
     "FiniteDefect",
     "KnownBad",
     "known_bad",
+    "attends_to_padding",
+    "batch_normalized",
+    "cache_drops_mask",
+    "cleans_padding_in_place",
+    "half_precision_model",
+    "index_positions",
+    "mean_over_padded_length",
+    "nan_grad_model",
+    "neg_inf_model",
+    "neg_inf_seq2seq",
+    "sdpa_forgets_padding",
     "batch_global_max",
     "batch_global_max_layer",
     "bias_dropped",

@@ -186,7 +186,12 @@ def ignores_qk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     return _guarded_from_scores(_scores(q, k) * 0.0, v, mask)
 
 
-@known_bad("reference_agreement", finite=FiniteDefect(_HALF, (1.0, 10.0), {"value_means": [8.0]}))
+# rows of 128 keys or more: at logit std 10 in float16 one key takes most of a short row's weight,
+# and the drift of a row of a few dozen keys stays within the budget in some seeds' draws
+@known_bad(
+    "reference_agreement",
+    finite=FiniteDefect(_HALF, (1.0, 10.0), {"value_means": [8.0], "min_kv_len": 128}),
+)
 def half_accumulator(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
