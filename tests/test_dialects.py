@@ -326,18 +326,26 @@ def test_cases_of_your_own_tensors_take_the_dialect_fields():
         AttentionCase.from_tensors(q, k, v, bias=torch.full((2, 3), float("-inf")))
 
 
-def test_sdpa_in_its_dialects_passes_reference_agreement_in_every_dtype():
-    sdpa = F.scaled_dot_product_attention
-    dialects = [
-        {"mask": "additive", "bias": True, "scale": True},
-        {"mask": "none", "causal": "top_left"},
-        {"mask": "additive", "self_attention": True},
-    ]
-    for options in dialects:
-        target = as_target(sdpa, **options)
-        for dtype in ALL_DTYPES:
-            r = run_property(target, "reference_agreement", dtype=dtype, device="cpu", settings=SETTINGS)
-            assert r.status == "passed", (options, r.dtype, r.message)
+SDPA_DIALECTS = [
+    {"mask": "additive", "bias": True, "scale": True},
+    {"mask": "none", "causal": "top_left"},
+    {"mask": "additive", "self_attention": True},
+]
+
+
+# one dtype per dialect in the default tier (each dtype but one covered), every pair in the sweep
+@pytest.mark.parametrize(
+    ("options", "dtype"),
+    [
+        pytest.param(o, d, marks=() if i == j else pytest.mark.sweep, id=f"{i}-{d}")
+        for i, o in enumerate(SDPA_DIALECTS)
+        for j, d in enumerate(ALL_DTYPES)
+    ],
+)
+def test_sdpa_in_its_dialects_passes_reference_agreement_in_every_dtype(options, dtype):
+    target = as_target(F.scaled_dot_product_attention, **options)
+    r = run_property(target, "reference_agreement", dtype=dtype, device="cpu", settings=SETTINGS)
+    assert r.status == "passed", (options, r.dtype, r.message)
 
 
 @pytest.mark.parametrize(

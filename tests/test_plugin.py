@@ -83,6 +83,16 @@ def test_layer_targets(run):
     result.stdout.fnmatch_lines(["*--kind layer --dim 16 --context-dim 16*"])
 
 
+def test_model_targets_run_through_the_plugin_too(run):
+    result = run(
+        "--xattn-target", "xattn_ref.zoo.known_bad:neg_inf_seq2seq()", "--xattn-kind", "model",
+        "--xattn-vocab", "32", "--xattn-arch", "seq2seq", "--xattn-profile", "ci",
+        "-k", "finite_output and float32 and cpu",
+    )  # fmt: skip
+    assert result.parseoutcomes()["failed"] == 1
+    result.stdout.fnmatch_lines(["*encoder input is entirely padding*", "*--kind model --arch seq2seq*"])
+
+
 HAS_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: cuda is not skipped")
 
 

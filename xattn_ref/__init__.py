@@ -11,8 +11,8 @@ What a user needs, from one import::
         xr.check("reference_agreement", xr.kernel_call(my_kernel), case)
 
 - strategies: :func:`attention_cases` (kernels), :func:`layer_cases`, :func:`encoder_cases`
-  (layers), :func:`masks`;
-- cases: :class:`AttentionCase`, :class:`LayerCase`, :class:`EncoderCase`, and the
+  (layers), :func:`model_cases` (token batches for models), :func:`masks`;
+- cases: :class:`AttentionCase`, :class:`LayerCase`, :class:`EncoderCase`, :class:`ModelCase`, and the
   :class:`Dialect` a kernel speaks (its mask, heads, causality, empty-row policy);
 - checks: :func:`check` runs one property on one case, :data:`PROPERTIES` lists them,
   :func:`kernel_call` / :func:`layer_call` bind your callable; :func:`run_property` runs a
@@ -37,6 +37,7 @@ __all__ = [
     "EncoderCase",
     "Inexpressible",
     "LayerCase",
+    "ModelCase",
     "NotTaken",
     "PropertyFailure",
     "TargetError",
@@ -51,6 +52,7 @@ __all__ = [
     "layer_call",
     "layer_cases",
     "masks",
+    "model_cases",
     "run_property",
     "safe_sdpa",
 ]
@@ -62,6 +64,7 @@ _WHERE = {
     "AttentionCase": "xattn_ref.cases",
     "EncoderCase": "xattn_ref.cases",
     "LayerCase": "xattn_ref.cases",
+    "ModelCase": "xattn_ref.cases",
     "Dialect": "xattn_ref.dialects",
     "Inexpressible": "xattn_ref.errors",
     "NotTaken": "xattn_ref.errors",
@@ -74,6 +77,7 @@ _WHERE = {
     "encoder_cases": "xattn_ref.strategies",
     "layer_cases": "xattn_ref.strategies",
     "masks": "xattn_ref.strategies",
+    "model_cases": "xattn_ref.strategies",
     "guard": "xattn_ref.guard",
     "safe_sdpa": "xattn_ref.guard",
     "kernel_call": "xattn_ref.kinds",

@@ -7,7 +7,9 @@ Two kinds of case, one protocol (:class:`Case`):
 - :class:`LayerCase`: inputs of a *layer* ``fn(x, context, context_mask)``, ``context_mask``
   ``(B, Lk)`` bool, **True = a real context token**;
 - :class:`EncoderCase`: inputs of a *self-attention layer* ``fn(x, mask)``, ``mask`` ``(B, L)``
-  bool, **True = a real token** (padded positions are queries too).
+  bool, **True = a real token** (padded positions are queries too);
+- :class:`ModelCase`: token batches for a *model* ``fn(input_ids, attention_mask) -> logits``,
+  ``attention_mask`` ``(B, L)``, **True (1) = a real token**, padded left or right.
 
 A spec holds only small values (shapes, pattern names, lengths, seeds, scales); ``build()``
 turns it into tensors with torch's generator. ``repr(spec)`` is valid Python, so a failing
@@ -33,6 +35,7 @@ from xattn_ref.cases.masks import (
     causal_mask,
 )
 from xattn_ref.cases.memory import MEMORY_LAYOUTS
+from xattn_ref.cases.model import ModelCase, ModelCaseSpec, Stream
 
 __all__ = [
     "ALL_MASK_LAYOUTS",
@@ -50,6 +53,9 @@ __all__ = [
     "MASK_PATTERNS",
     "MEMORY_LAYOUTS",
     "MaskSpec",
+    "ModelCase",
+    "ModelCaseSpec",
     "SlicePattern",
+    "Stream",
     "causal_mask",
 ]

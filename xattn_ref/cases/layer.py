@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -76,11 +76,19 @@ class LayerCaseSpec:
         ).replace("key_padding (B, 1, 1, Lk)", "(B, Lk), True = real token")
 
 
-class _OfX:
-    """dtype, device, seed and batch size of a layer case, read from its input ``x`` and spec."""
+class _Padded:
+    """What a layer case and a self-attention case share: one float tensor whose positions a
+    ``(B, L)`` bool mask pads (True = a real token), the float inputs ``inputs()``, and the changes
+    the properties make. A subclass names them: ``_padded`` (the tensor the mask pads), ``_mask``,
+    ``_unit`` (how a batch element is named), ``_where`` (how the padded positions are named)."""
 
     x: torch.Tensor
     spec: Any
+    _padded: ClassVar[str]
+    _mask: ClassVar[str]
+    _unit: ClassVar[str]
+    _where: ClassVar[str]
+    _emptied: ClassVar[str]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -98,9 +106,78 @@ class _OfX:
     def batch_size(self) -> int:
         return int(self.x.shape[0])
 
+    def inputs(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
-@dataclass(frozen=True, eq=False)
-class LayerCase(_OfX):
+    def replace(self, **tensors: torch.Tensor | None) -> Any:
+        return dataclasses.replace(self, **tensors)  # type: ignore[type-var]
+
+    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> Any:
+        dtype = self.dtype if dtype is None else dtype
+        device = str(self.device) if device is None else device
+        moved: dict[str, Any] = {n: t.to(device=device, dtype=dtype) for n, t in self.inputs().items()}
+        moved[self._mask] = getattr(self, self._mask).to(device)
+        spec = dataclasses.replace(self.spec, dtype=dtype, device=device)
+        return dataclasses.replace(self, **moved, spec=spec)  # type: ignore[type-var]
+
+    def with_padding_replaced(self) -> tuple[Any, str] | None:
+        """The padded positions replaced by large random values; None without padding."""
+        pad = ~getattr(self, self._mask)
+        if not bool(pad.any()):
+            return None
+        noisy, top = _noise_at(getattr(self, self._padded), pad, self.seed + 2)
+        return self.replace(**{self._padded: noisy}), self._replaced_words(int(pad.sum()), top)
+
+    def _replaced_words(self, count: int, top: float) -> str:
+        return f"replacing the {count} {self._where} by random values of std {top:.3g}"
+
+    def with_padding_poisoned(self) -> tuple[Any, str] | None:
+        """The padded positions set to NaN, inf and -inf (in turn); None without padding."""
+        pad = ~getattr(self, self._mask)
+        if not bool(pad.any()):
+            return None
+        poisoned = _poison_at(getattr(self, self._padded), pad)
+        return self.replace(**{self._padded: poisoned}), (
+            f"writing NaN, inf and -inf into the {int(pad.sum())} {self._where}"
+        )
+
+    def compactable(self) -> bool:
+        return True
+
+    def redrawn(self, b: int) -> tuple[Any, str]:
+        gen = torch.Generator().manual_seed(self.seed + 3)
+        new = {}
+        for name, t in self.inputs().items():
+            t = t.clone()
+            t[b] = (torch.randn(t[b].shape, generator=gen, dtype=torch.float64) * 10).to(t)
+            new[name] = t
+        return self.replace(**new), f"{self._unit} {b} redrawn 10x larger"
+
+    def emptied(self, b: int) -> tuple[Any, str]:
+        mask = getattr(self, self._mask).clone()
+        mask[b] = False
+        return self.replace(**{self._mask: mask}), self._emptied.format(b=b)
+
+    def describe(self) -> str:
+        return str(self.spec.describe())
+
+    def snippet(self) -> str:
+        spec = type(self.spec).__name__
+        names = ", ".join(self.arguments())  # type: ignore[attr-defined]
+        return (
+            "import torch\n"
+            f"from xattn_ref.cases import {spec}, MaskSpec, SlicePattern\n"
+            f"case = {self.spec!r}.build()\n"
+            f"{names} = {', '.join('case.' + n for n in self.arguments())}"  # type: ignore[attr-defined]
+            + ("  # mask: True = a real token" if self._mask == "mask" else "")
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LayerCase(_Padded):
     """Inputs for one layer call ``fn(x, context, context_mask)``.
 
     - ``x`` ``(B, Lq, E)``, ``context`` ``(B, Lk, E_ctx)``;
@@ -113,6 +190,8 @@ class LayerCase(_OfX):
     spec: LayerCaseSpec
 
     output_name = "y"
+    _padded, _mask, _unit = "context", "context_mask", "batch element"
+    _where, _emptied = "padded context positions", "batch element {b}'s context made all padding"
 
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"x": self.x, "context": self.context, "context_mask": self.context_mask}
@@ -126,19 +205,6 @@ class LayerCase(_OfX):
         empty = ~self.context_mask.any(-1)
         return empty[:, None].expand(-1, self.x.shape[1])
 
-    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> LayerCase:
-        dtype = self.dtype if dtype is None else dtype
-        device = str(self.device) if device is None else device
-        return LayerCase(
-            x=self.x.to(device=device, dtype=dtype),
-            context=self.context.to(device=device, dtype=dtype),
-            context_mask=self.context_mask.to(device),
-            spec=dataclasses.replace(self.spec, dtype=dtype, device=device),
-        )
-
-    def replace(self, **tensors: torch.Tensor | None) -> LayerCase:
-        return dataclasses.replace(self, **tensors)  # type: ignore[arg-type]
-
     def _context_words(self, b: int) -> str:
         n = int(self.context_mask[b].sum())
         if n == 0:
@@ -147,28 +213,6 @@ class LayerCase(_OfX):
 
     def where(self, name: str, index: tuple[int, ...]) -> str:
         return self._context_words(index[0]) if index else ""
-
-    def with_padding_replaced(self) -> tuple[LayerCase, str] | None:
-        """The padded context positions replaced by large random values; None without padding."""
-        pad = ~self.context_mask
-        if not bool(pad.any()):
-            return None
-        context, top = _noise_at(self.context, pad, self.seed + 2)
-        return self.replace(context=context), (
-            f"replacing the {int(pad.sum())} padded context positions by random values of std {top:.3g}"
-        )
-
-    def with_padding_poisoned(self) -> tuple[LayerCase, str] | None:
-        """The padded context positions set to NaN, inf and -inf (in turn); None without padding."""
-        pad = ~self.context_mask
-        if not bool(pad.any()):
-            return None
-        return self.replace(context=_poison_at(self.context, pad)), (
-            f"writing NaN, inf and -inf into the {int(pad.sum())} padded context positions"
-        )
-
-    def compactable(self) -> bool:
-        return True
 
     def alone(self, b: int) -> tuple[LayerCase, str] | None:
         keep = self.context_mask[b].nonzero().squeeze(-1)
@@ -180,33 +224,6 @@ class LayerCase(_OfX):
             context_mask=torch.ones(1, keep.numel(), dtype=torch.bool, device=self.device),
         )
         return case, f"the layer on batch element {b} alone with its padding removed (keep = {keep.tolist()})"
-
-    def redrawn(self, b: int) -> tuple[LayerCase, str]:
-        gen = torch.Generator().manual_seed(self.seed + 3)
-        x, ctx = self.x.clone(), self.context.clone()
-        x[b] = (torch.randn(x[b].shape, generator=gen, dtype=torch.float64) * 10).to(x)
-        ctx[b] = (torch.randn(ctx[b].shape, generator=gen, dtype=torch.float64) * 10).to(ctx)
-        return self.replace(x=x, context=ctx), f"batch element {b} redrawn 10x larger"
-
-    def emptied(self, b: int) -> tuple[LayerCase, str]:
-        mask = self.context_mask.clone()
-        mask[b] = False
-        return self.replace(context_mask=mask), f"batch element {b}'s context made all padding"
-
-    def describe(self) -> str:
-        return self.spec.describe()
-
-    def snippet(self) -> str:
-        return (
-            "import torch\n"
-            "from xattn_ref.cases import LayerCaseSpec, MaskSpec, SlicePattern\n"
-            f"case = {self.spec!r}.build()\n"
-            "x, context, context_mask = case.x, case.context, case.context_mask"
-        )
-
-    def __repr__(self) -> str:
-        return f"LayerCase({self.describe()})"
-
 
 @dataclass(frozen=True)
 class EncoderCaseSpec:
@@ -238,8 +255,8 @@ class EncoderCaseSpec:
         ).replace("key_padding (B, 1, 1, Lk)", "(B, L), True = real token")
 
 
-@dataclass(frozen=True, eq=False)
-class EncoderCase(_OfX):
+@dataclass(frozen=True, eq=False, repr=False)
+class EncoderCase(_Padded):
     """Inputs for one self-attention layer call ``fn(x, mask)``: ``x`` ``(B, L, E)``, ``mask``
     ``(B, L)`` bool, **True = a real token**. Padded positions are queries too: their outputs
     must be finite, and are otherwise the layer's business (never compared)."""
@@ -249,21 +266,17 @@ class EncoderCase(_OfX):
     spec: EncoderCaseSpec
 
     output_name = "y"
+    _padded, _mask, _unit = "x", "mask", "sequence"
+    _where, _emptied = "padded positions of x", "sequence {b} made all padding"
 
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"x": self.x, "mask": self.mask}
 
+    def _replaced_words(self, count: int, top: float) -> str:
+        return f"replacing x at the {count} padded positions by values of std {top:.3g}"
+
     def inputs(self) -> dict[str, torch.Tensor]:
         return {"x": self.x}
-
-    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> EncoderCase:
-        dtype = self.dtype if dtype is None else dtype
-        device = str(self.device) if device is None else device
-        spec = dataclasses.replace(self.spec, dtype=dtype, device=device)
-        return EncoderCase(x=self.x.to(device=device, dtype=dtype), mask=self.mask.to(device), spec=spec)
-
-    def replace(self, **tensors: torch.Tensor | None) -> EncoderCase:
-        return dataclasses.replace(self, **tensors)  # type: ignore[arg-type]
 
     def where(self, name: str, index: tuple[int, ...]) -> str:
         if len(index) < 2:
@@ -272,25 +285,6 @@ class EncoderCase(_OfX):
         n = int(self.mask[b].sum())
         what = "a real token" if bool(self.mask[b, i]) else "padding"
         return f"position [{b}, {i}] is {what}; sequence {b} has {n} real tokens of {self.mask.shape[1]}"
-
-    def with_padding_replaced(self) -> tuple[EncoderCase, str] | None:
-        """The padded positions of x replaced by large random values; None without padding."""
-        pad = ~self.mask
-        if not bool(pad.any()):
-            return None
-        x, top = _noise_at(self.x, pad, self.seed + 2)
-        words = f"replacing x at the {int(pad.sum())} padded positions by values of std {top:.3g}"
-        return self.replace(x=x), words
-
-    def with_padding_poisoned(self) -> tuple[EncoderCase, str] | None:
-        pad = ~self.mask
-        if not bool(pad.any()):
-            return None
-        words = f"writing NaN, inf and -inf into x at the {int(pad.sum())} padded positions"
-        return self.replace(x=_poison_at(self.x, pad)), words
-
-    def compactable(self) -> bool:
-        return True
 
     def alone(self, b: int) -> tuple[EncoderCase, str] | None:
         keep = self.mask[b].nonzero().squeeze(-1)
@@ -307,28 +301,3 @@ class EncoderCase(_OfX):
     def judged(self) -> torch.Tensor:
         """Bool ``(B, L)``: the outputs that comparisons judge (real tokens)."""
         return self.mask
-
-    def redrawn(self, b: int) -> tuple[EncoderCase, str]:
-        gen = torch.Generator().manual_seed(self.seed + 3)
-        x = self.x.clone()
-        x[b] = (torch.randn(x[b].shape, generator=gen, dtype=torch.float64) * 10).to(x)
-        return self.replace(x=x), f"sequence {b} redrawn 10x larger"
-
-    def emptied(self, b: int) -> tuple[EncoderCase, str]:
-        mask = self.mask.clone()
-        mask[b] = False
-        return self.replace(mask=mask), f"sequence {b} made all padding"
-
-    def describe(self) -> str:
-        return self.spec.describe()
-
-    def snippet(self) -> str:
-        return (
-            "import torch\n"
-            "from xattn_ref.cases import EncoderCaseSpec, MaskSpec, SlicePattern\n"
-            f"case = {self.spec!r}.build()\n"
-            "x, mask = case.x, case.mask  # mask: True = a real token"
-        )
-
-    def __repr__(self) -> str:
-        return f"EncoderCase({self.describe()})"

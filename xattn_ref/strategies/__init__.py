@@ -20,7 +20,7 @@ examples fast at any size and makes every example reproducible from ``repr(case.
 
 - :mod:`._base`: the default distributions and what the strategies share;
 - :mod:`.masks`: ``masks``, ``mask_specs``; :mod:`.kernel`: ``attention_cases``;
-  :mod:`.layer`: ``layer_cases``, ``encoder_cases``.
+  :mod:`.layer`: ``layer_cases``, ``encoder_cases``; :mod:`.model`: ``model_cases``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from xattn_ref.strategies._base import (
 from xattn_ref.strategies.kernel import attention_cases
 from xattn_ref.strategies.layer import encoder_cases, layer_cases
 from xattn_ref.strategies.masks import mask_specs, masks
+from xattn_ref.strategies.model import model_cases
 
 __all__ = [
     "DEFAULT_HEAD_SCALES",
@@ -51,4 +52,5 @@ __all__ = [
     "layer_cases",
     "mask_specs",
     "masks",
+    "model_cases",
 ]
