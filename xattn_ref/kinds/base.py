@@ -27,6 +27,7 @@ __all__ = [
     "fixed",
     "grad_mode",
     "key_padding_mask",
+    "trainable_parameters",
 ]
 
 #: ``fn_for(dtype, device)``: the target's callable for one dtype and device (a module copy, or
@@ -146,6 +147,15 @@ def grad_mode(differentiable: bool) -> Any:
     import torch
 
     return contextlib.nullcontext() if differentiable else torch.no_grad()
+
+
+def trainable_parameters(fn: Any) -> dict[str, torch.Tensor]:
+    """The parameters of ``fn`` that require grad, by name (none unless it is an ``nn.Module``)."""
+    import torch
+
+    if not isinstance(fn, torch.nn.Module):
+        return {}
+    return {n: p for n, p in fn.named_parameters() if p.requires_grad}
 
 
 def fixed(fn: Callable[..., Any]) -> FnFor:

@@ -18,6 +18,7 @@ from xattn_ref.kinds.base import (
     TargetCall,
     fixed,
     key_padding_mask,
+    trainable_parameters,
 )
 from xattn_ref.options import Option
 
@@ -76,12 +77,7 @@ class LayerCall(TargetCall):
         )
 
     def parameters(self, case: LayerCase) -> dict[str, torch.Tensor]:
-        import torch
-
-        fn = self.fn_for(case.dtype, str(case.device))
-        if not isinstance(fn, torch.nn.Module):
-            return {}
-        return {n: p for n, p in fn.named_parameters() if p.requires_grad}
+        return trainable_parameters(self.fn_for(case.dtype, str(case.device)))
 
     def budget(self, case: LayerCase, g: torch.Tensor, *, grads: bool) -> Budget:
         from xattn_ref.tolerance import layer_budget

@@ -19,7 +19,15 @@ import inspect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from xattn_ref.kinds.base import CALL_OPTIONS, FORWARD_ONLY, FnFor, Kind, TargetCall, grad_mode
+from xattn_ref.kinds.base import (
+    CALL_OPTIONS,
+    FORWARD_ONLY,
+    FnFor,
+    Kind,
+    TargetCall,
+    grad_mode,
+    trainable_parameters,
+)
 from xattn_ref.options import Option
 
 if TYPE_CHECKING:
@@ -127,12 +135,7 @@ class ModelCall(TargetCall):
         return _logits(self.produce(case, args, kwargs), case, self.select)
 
     def parameters(self, case: ModelCase) -> dict[str, torch.Tensor]:
-        import torch
-
-        fn = self._model(case)
-        if not isinstance(fn, torch.nn.Module):
-            return {}
-        return {n: p for n, p in fn.named_parameters() if p.requires_grad}
+        return trainable_parameters(self._model(case))
 
     def budget(self, case: ModelCase, g: torch.Tensor, *, grads: bool) -> Budget:
         from xattn_ref.tolerance import model_budget
@@ -218,9 +221,6 @@ class ModelCall(TargetCall):
             yield
         finally:
             fn.set_attn_implementation(was)
-
-    def snippet(self) -> str:
-        return ""
 
 
 def _logits(out: Any, case: ModelCase, select: str | None, length: int | None = None) -> torch.Tensor:
