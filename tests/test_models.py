@@ -133,3 +133,12 @@ def test_hf_bert_takes_right_padding_only():
     assert run("padding_side_invariance", model, kind="model").status == "failed"
     right_only = run("padding_side_invariance", model, kind="model", padding_side="right")
     assert right_only.status == "not-applicable" and "right padding only" in right_only.message
+
+
+@pytest.mark.upstream
+def test_positions_derived_from_the_mask_are_what_lets_gpt2_take_left_padding():
+    from xattn_ref.zoo.hf_models import causal_lm
+
+    model = causal_lm("gpt2")
+    assert run("padding_side_invariance", model, kind="model").status == "passed"
+    assert run("padding_side_invariance", model, kind="model", positions="model").status == "failed"
