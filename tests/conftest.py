@@ -5,6 +5,7 @@ report says so, so that it reads "upstream changed", not "xattn_ref broke"."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 # The package's own tests never assert timings: no Hypothesis deadline (first calls of torch
 # ops are slow, and these machines are shared); and they are derandomized, so a test that counts
@@ -13,6 +14,11 @@ from hypothesis import settings
 
 settings.register_profile("xattn-tests", deadline=None, derandomize=True, database=None)
 settings.load_profile("xattn-tests")
+
+# One torch thread per test process: the tests' tensors are small, and pytest-xdist runs a worker
+# per core, so torch's default (a thread per core in every worker) oversubscribes the cores; on
+# 2 cores that made tests/test_meta.py 13x slower (306 s against 23 s, docs/figures.md).
+torch.set_num_threads(1)
 
 
 @pytest.hookimpl(wrapper=True)

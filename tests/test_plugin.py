@@ -1,4 +1,5 @@
-"""The pytest plugin, driven through pytester: ``pytest --pyargs xattn_ref.suite``."""
+"""The pytest plugin, driven through pytester: ``pytest --pyargs xattn_ref.suite``, in-process (a
+subprocess per run would import torch again, seconds each)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 pytest_plugins = ["pytester"]
 
@@ -13,13 +15,30 @@ SUITE = ["--pyargs", "xattn_ref.suite", "-p", "no:cacheprovider"]
 TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
 
 
+@pytest.fixture(scope="module")
+def _imported():
+    """What the built-in targets import, imported once: an in-process run forgets the modules it
+    imported, and some of torch's cannot be imported twice."""
+    import torch._dynamo  # noqa: F401  (registers torch libraries: once per process)
+
+    from xattn_ref import plan
+
+    plan.builtin_targets()
+
+
 @pytest.fixture
-def run(pytester, monkeypatch):
+def run(pytester, monkeypatch, _imported):
     for var in ("XATTN_TARGET", "XATTN_PROFILE", "XATTN_SEED", "XATTN_DATABASE", "XATTN_KIND", "XATTN_XFAIL"):
         monkeypatch.delenv(var, raising=False)
 
+    threads, profile = torch.get_num_threads(), settings.get_current_profile_name()
+
     def go(*args: str):
-        return pytester.runpytest_subprocess(*SUITE, *args)
+        try:  # in-process: torch, Hypothesis and the targets are imported once for every run
+            return pytester.runpytest_inprocess(*SUITE, *args)
+        finally:  # what a run may set for the whole process
+            torch.set_num_threads(threads)
+            settings.load_profile(profile)
 
     return go
 
