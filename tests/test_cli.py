@@ -232,26 +232,7 @@ def test_the_database_replays_a_failure(tmp_path):
     assert replay.returncode == 1 and "reference_agreement failed" in replay.stdout, replay.stdout
 
 
-def test_the_same_seed_gives_the_same_verdicts_serially_and_in_parallel():
-    args = [
-        "xattn_ref.zoo.known_bad:batch_global_max",
-        "--device",
-        "cpu",
-        "--seed",
-        "7",
-        "--format",
-        "json",
-        "--quiet",
-    ]
-    args += ["--max-examples", "30", "--property", "batch_independence,finite_output,reference_agreement"]
-    serial, parallel = cli_process(*args, "--jobs", "1"), cli_process(*args, "--jobs", "2")
-    assert serial.returncode == parallel.returncode == 1
-    keys = ("property", "dtype", "status", "case", "message")
-    strip = lambda out: [tuple(x[k] for k in keys) for x in json.loads(out)["results"]]  # noqa: E731
-    assert strip(serial.stdout) == strip(parallel.stdout)
-
-
-SPAWNED = """
+PARALLEL = """
 import torch
 from xattn_ref import plan, runner
 from xattn_ref.profiles import profile_settings
@@ -263,10 +244,13 @@ props = {t.name: ["batch_independence", "reference_agreement"] for t in targets}
 tasks = plan.tasks(targets, props, [torch.float32, torch.float16], ["cpu"])
 settings = profile_settings("ci", max_examples=20)
 go = lambda jobs: [
-    (r.target, r.property, r.dtype, r.status, r.examples, r.message)
+    (r.target, r.property, r.dtype, r.status, r.examples, r.message, r.case)
     for r in runner.run_tasks(targets, tasks, settings=settings, seed=5, jobs=jobs)
 ]
 serial = go(1)
+assert runner._start_method(targets) == "fork"
+forked = go(2)
+assert serial == forked, (serial, forked)
 runner._can_fork = lambda: False  # as with an initialised CUDA context, or on macOS
 assert runner._start_method(targets) == "spawn"
 assert runner._start_method([as_target(lambda q, k, v, mask: q)]) is None  # held in-process: serial
@@ -276,9 +260,12 @@ print(sum(r[3] == "failed" for r in serial), "failed", sum(r[3] == "passed" for 
 """
 
 
-def test_where_fork_is_unsafe_spawned_workers_load_the_targets_again_and_agree():
+def test_the_same_seed_gives_the_same_verdicts_and_cases_serially_forked_and_spawned():
+    """``--jobs 2`` forks workers (``run_tasks``, as the CLI calls it); where fork is unsafe they
+    are spawned and load the targets again. One process for the three: forking a pytest worker
+    is not safe, and each process imports torch again."""
     r = subprocess.run(
-        [sys.executable, "-c", SPAWNED], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", PARALLEL], capture_output=True, text=True, timeout=300, check=False
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["4", "failed", "4", "passed"], r.stdout

@@ -21,10 +21,11 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -106,34 +107,30 @@ def test_every_xattn_check_command_parses_and_its_target_loads(argv, cwd, monkey
 
 
 @pytest.mark.parametrize(("argv", "cwd"), SUITE)
-def test_every_pytest_suite_command_collects(argv, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XATTN_", "PYTEST_"))}
-    env["PYTHONPATH"] = str(cwd)
+def test_every_pytest_suite_command_collects(argv, cwd, pytester, monkeypatch):
+    for var in [v for v in os.environ if v.startswith("XATTN_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(cwd)
+    monkeypatch.syspath_prepend(str(cwd))
     args = [a for a in argv[1:] if a not in ("-n", "auto")]
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", *args, "--co", "-q", "-p", "no:cacheprovider"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = pytester.runpytest_inprocess(*args, "--co", "-q", "-p", "no:cacheprovider", f"--rootdir={cwd}")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
 
 
 @pytest.mark.parametrize(
     ("page", "code"), [pytest.param(p, c, id=p) for p, c, fragment in blocks("python") if not fragment]
 )
-def test_every_python_block_runs(page, code, tmp_path):
+def test_every_python_block_runs(page, code, monkeypatch):
+    """In this process (a process each would import torch again), in a namespace of its own, from
+    the checkout's root; then its ``test_*`` functions."""
     if "transformers" in code and importlib.util.find_spec("transformers") is None:
         pytest.skip("transformers is not installed here")
-    runner = code + (
-        "\n\nfor _name, _fn in list(globals().items()):\n"
-        "    if _name.startswith('test_') and callable(_fn):\n"
-        "        _fn()\n"
-    )
-    (tmp_path / "block.py").write_text(runner, encoding="utf-8")
-    r = subprocess.run(
-        [sys.executable, str(tmp_path / "block.py")], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert r.returncode == 0, f"{page}:\n{r.stderr[-3000:]}"
+    monkeypatch.chdir(ROOT)
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    exec(compile(code, f"{page} (python block)", "exec"), namespace)
+    for name, fn in list(namespace.items()):
+        if name.startswith("test_") and callable(fn):
+            fn()
 
 
 def test_the_readmes_downstream_commands_are_the_ones_its_tox_ini_runs():

@@ -1,16 +1,25 @@
 """A small project of its own (examples/downstream) gates its grouped-query, bottom-right causal
 kernel as its tox.ini does (and the README shows): the CLI, the property suite through pytest,
-and its own tests written with the public strategies and checks."""
+and its own tests written with the public strategies and checks.
+
+The three commands run in this process, from the project's folder (a process each would import
+torch again); ``pytest -n auto`` runs without ``-n``: tests/test_plugin.py runs the suite under
+pytest-xdist."""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from xattn_ref.cli import main
+
+pytest_plugins = ["pytester"]
 
 PROJECT = Path(__file__).resolve().parent.parent / "examples" / "downstream"
 
@@ -20,18 +29,23 @@ def tox_commands() -> list[list[str]]:
     return [shlex.split(line) for line in text.strip().splitlines()]
 
 
-def test_a_downstream_projects_gate_and_tests_pass_as_its_tox_ini_runs_them():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XATTN_", "PYTEST_"))}
+def test_a_downstream_projects_gate_and_tests_pass_as_its_tox_ini_runs_them(pytester, monkeypatch):
+    for var in ("XATTN_TARGET", "XATTN_PROFILE", "XATTN_SEED", "XATTN_DATABASE", "XATTN_KIND"):
+        monkeypatch.delenv(var, raising=False)
     commands = tox_commands()
     assert [c[0] for c in commands] == ["xattn-check", "pytest", "pytest"]
-    module = {"xattn-check": "xattn_ref", "pytest": "pytest"}  # the same entry points, in this Python
-    for command in commands:
-        argv = [sys.executable, "-m", module[command[0]], *command[1:]]
-        r = subprocess.run(
-            argv, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False
-        )
-        assert r.returncode == 0, (command, r.stdout[-3000:] + r.stderr[-2000:])
-    assert "3 passed" in r.stdout, r.stdout[-2000:]  # the project's own tests
+    monkeypatch.chdir(PROJECT)
+    monkeypatch.syspath_prepend(str(PROJECT))
+    gate, suite, own = commands
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main([*gate[1:], "--quiet"])
+    assert status == 0, out.getvalue()[-3000:]
+    suite_args = [a for a in suite[1:] if a not in ("-n", "auto")]
+    result = pytester.runpytest_inprocess(*suite_args, "--rootdir", str(PROJECT))
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    result = pytester.runpytest_inprocess(*own[1:], "--rootdir", str(PROJECT), str(PROJECT))
+    result.assert_outcomes(passed=3)  # the project's own tests
 
 
 @pytest.mark.sweep
@@ -42,4 +56,4 @@ def test_the_readmes_install_line_for_a_downstream_project_resolves():
     line = next(x for x in readme.splitlines() if x.startswith("pip install") and "../..[pytest]" in x)
     argv = [sys.executable, "-m", *shlex.split(line), "--dry-run", "--quiet"]
     r = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=600, check=False)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
