@@ -37,7 +37,7 @@ def test_each_known_bad_model_is_caught_by_its_property(name):
 )
 def test_correct_tiny_models_pass_every_property_that_applies(factory, options):
     model = factory()
-    verdicts = {p: run(p, model, dtype=torch.float32, kind="model", max_examples=15, **options) for p in ON_CPU}
+    verdicts = {p: run(p, model, torch.float32, kind="model", max_examples=15, **options) for p in ON_CPU}
     failed = {p: r.message for p, r in verdicts.items() if r.status in ("failed", "error")}
     assert not failed
     # a plain model has no cache and one attention implementation: not tested, and it says why

@@ -261,6 +261,7 @@ def pytest_pyfunc_call(pyfuncitem):
 
 def test_a_failure_a_fuzzing_campaign_saved_is_replayed_by_the_gate(run, pytester, monkeypatch):
     pytester.makepyfile(campaign_plugin=CAMPAIGN)
+    pytester.syspathinsert()  # where -p finds campaign_plugin
     args = ["-p", "campaign_plugin", "--xattn-target", "xattn_ref.zoo.known_bad:neg_inf_softmax",
             "--xattn-dtype", "float32", "-k", "finite_output"]  # fmt: skip
     monkeypatch.setenv("CAMPAIGN", "1")
