@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import Phase
 
@@ -46,3 +48,10 @@ def tf32_rounded(t: torch.Tensor) -> torch.Tensor:
     """float32 rounded to TF32's 10 mantissa bits (to nearest), as TF32 matmuls read their inputs."""
     bits = t.contiguous().view(torch.int32)
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def without_xattn_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every ``XATTN_*`` variable of the caller's environment (a test sets its own after)."""
+    for var in [v for v in os.environ if v.startswith("XATTN_")]:
+        monkeypatch.delenv(var)
+

@@ -4,6 +4,9 @@ report says so, so that it reads "upstream changed", not "xattn_ref broke"."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -34,3 +37,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
             )
         )
     return report
+
+
+@pytest.fixture(scope="session")
+def _imported_before_pytester() -> None:
+    """What an in-process pytest run may import, imported before ``pytester`` takes its snapshot
+    of ``sys.modules`` (a session fixture is set up first): it forgets the modules imported after
+    the snapshot, and some of torch's cannot be imported twice."""
+    import torch._dynamo  # noqa: F401  (registers torch libraries: once per process)
+
+    from xattn_ref import plan
+
+    plan.builtin_targets()
+
+
+@pytest.fixture
+def inprocess_pytest(
+    _imported_before_pytester: None, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., pytest.RunResult]:
+    """``inprocess_pytest(*args, cwd=None)``: ``pytest ARGS`` in this process (a process each would
+    import torch again), from ``cwd`` (also put on ``sys.path``, as the folder a command runs in)
+    when given; torch's thread count and Hypothesis's profile, which a run may set for the whole
+    process, are restored after it. A test module that uses it declares
+    ``pytest_plugins = ["pytester"]``."""
+
+    def run(*args: str, cwd: Path | None = None) -> pytest.RunResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+            monkeypatch.syspath_prepend(str(cwd))
+            args = (*args, f"--rootdir={cwd}")
+        threads, profile = torch.get_num_threads(), settings.get_current_profile_name()
+        try:
+            return pytester.runpytest_inprocess(*args)
+        finally:
+            torch.set_num_threads(threads)
+            settings.load_profile(profile)
+
+    return run

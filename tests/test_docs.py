@@ -17,13 +17,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
+from _support import without_xattn_environment
 
 pytest_plugins = ["pytester"]
 
@@ -107,13 +107,10 @@ def test_every_xattn_check_command_parses_and_its_target_loads(argv, cwd, monkey
 
 
 @pytest.mark.parametrize(("argv", "cwd"), SUITE)
-def test_every_pytest_suite_command_collects(argv, cwd, pytester, monkeypatch):
-    for var in [v for v in os.environ if v.startswith("XATTN_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.chdir(cwd)
-    monkeypatch.syspath_prepend(str(cwd))
+def test_every_pytest_suite_command_collects(argv, cwd, inprocess_pytest, monkeypatch):
+    without_xattn_environment(monkeypatch)
     args = [a for a in argv[1:] if a not in ("-n", "auto")]
-    result = pytester.runpytest_inprocess(*args, "--co", "-q", "-p", "no:cacheprovider", f"--rootdir={cwd}")
+    result = inprocess_pytest(*args, "--co", "-q", "-p", "no:cacheprovider", cwd=cwd)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _support import without_xattn_environment
 
 from xattn_ref.cli import main
 
@@ -29,23 +30,20 @@ def tox_commands() -> list[list[str]]:
     return [shlex.split(line) for line in text.strip().splitlines()]
 
 
-def test_a_downstream_projects_gate_and_tests_pass_as_its_tox_ini_runs_them(pytester, monkeypatch):
-    for var in ("XATTN_TARGET", "XATTN_PROFILE", "XATTN_SEED", "XATTN_DATABASE", "XATTN_KIND"):
-        monkeypatch.delenv(var, raising=False)
+def test_a_downstream_projects_gate_and_tests_pass_as_its_tox_ini_runs_them(inprocess_pytest, monkeypatch):
+    without_xattn_environment(monkeypatch)
     commands = tox_commands()
     assert [c[0] for c in commands] == ["xattn-check", "pytest", "pytest"]
-    monkeypatch.chdir(PROJECT)
-    monkeypatch.syspath_prepend(str(PROJECT))
     gate, suite, own = commands
-    out = io.StringIO()
+    suite_args = [a for a in suite[1:] if a not in ("-n", "auto")]
+    result = inprocess_pytest(*suite_args, cwd=PROJECT)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    result = inprocess_pytest(*own[1:], str(PROJECT), cwd=PROJECT)
+    result.assert_outcomes(passed=3)  # the project's own tests
+    out = io.StringIO()  # the folder is the project's (inprocess_pytest went there)
     with contextlib.redirect_stdout(out):
         status = main([*gate[1:], "--quiet"])
     assert status == 0, out.getvalue()[-3000:]
-    suite_args = [a for a in suite[1:] if a not in ("-n", "auto")]
-    result = pytester.runpytest_inprocess(*suite_args, "--rootdir", str(PROJECT))
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
-    result = pytester.runpytest_inprocess(*own[1:], "--rootdir", str(PROJECT), str(PROJECT))
-    result.assert_outcomes(passed=3)  # the project's own tests
 
 
 @pytest.mark.sweep

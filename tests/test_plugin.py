@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import settings
+from _support import without_xattn_environment
 
 pytest_plugins = ["pytester"]
 
@@ -15,32 +15,10 @@ SUITE = ["--pyargs", "xattn_ref.suite", "-p", "no:cacheprovider"]
 TARGETS = Path(__file__).parent / "targets" / "bad_targets.py"
 
 
-@pytest.fixture(scope="module")
-def _imported():
-    """What the built-in targets import, imported once: an in-process run forgets the modules it
-    imported, and some of torch's cannot be imported twice."""
-    import torch._dynamo  # noqa: F401  (registers torch libraries: once per process)
-
-    from xattn_ref import plan
-
-    plan.builtin_targets()
-
-
 @pytest.fixture
-def run(pytester, monkeypatch, _imported):
-    for var in ("XATTN_TARGET", "XATTN_PROFILE", "XATTN_SEED", "XATTN_DATABASE", "XATTN_KIND", "XATTN_XFAIL"):
-        monkeypatch.delenv(var, raising=False)
-
-    threads, profile = torch.get_num_threads(), settings.get_current_profile_name()
-
-    def go(*args: str):
-        try:  # in-process: torch, Hypothesis and the targets are imported once for every run
-            return pytester.runpytest_inprocess(*SUITE, *args)
-        finally:  # what a run may set for the whole process
-            torch.set_num_threads(threads)
-            settings.load_profile(profile)
-
-    return go
+def run(inprocess_pytest, monkeypatch):
+    without_xattn_environment(monkeypatch)
+    return lambda *args: inprocess_pytest(*SUITE, *args)
 
 
 def test_header_names_target_profile_and_seed(run):
