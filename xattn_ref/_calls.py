@@ -6,7 +6,7 @@ The same for every kind of target: a *call* (:class:`Call`, made by the target's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -24,6 +24,7 @@ __all__ = [
     "forward_backward",
     "index_str",
     "invoke",
+    "vjp",
 ]
 
 
@@ -110,8 +111,23 @@ _BACKWARD_HINT = (
 )
 
 
+def vjp(out: torch.Tensor, wrt: Sequence[torch.Tensor], g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """``torch.autograd.grad(out, wrt, grad_outputs=g, allow_unused=True)``, taken as the gradient
+    of ``sum(out * g)``: its gradient with respect to ``out`` is ``1 * g``, exactly ``g`` in every
+    dtype, so the target's backward receives the same cotangent. Passing ``g`` as
+    ``grad_outputs`` makes torch import sympy (``torch.fx.experimental.symbolic_shapes``) at the
+    first call, 0.3 s in every process."""
+    return torch.autograd.grad(_weighted_sum(out, g), wrt, allow_unused=True)
+
+
+def _weighted_sum(out: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    if out.shape != g.shape:
+        raise RuntimeError(f"the output's shape {tuple(out.shape)} is not the cotangent's {tuple(g.shape)}")
+    return (out * g).sum()
+
+
 def _grad(out: torch.Tensor, wrt: list[torch.Tensor], g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    return torch.autograd.grad(out, wrt, grad_outputs=g, allow_unused=True)
+    return vjp(out, wrt, g)
 
 
 def _backward(out: torch.Tensor, wrt: list[torch.Tensor], g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -121,7 +137,7 @@ def _backward(out: torch.Tensor, wrt: list[torch.Tensor], g: torch.Tensor) -> tu
     for t in wrt:
         t.grad = None
     try:
-        torch.autograd.backward(out, g)
+        torch.autograd.backward(_weighted_sum(out, g))  # torch.autograd.backward(out, g), as vjp takes it
         return tuple(t.grad for t in wrt)
     finally:
         for t, grad in zip(wrt, kept):

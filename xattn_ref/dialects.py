@@ -15,6 +15,7 @@ every key is masked (by the mask, the causal mask or both). Biases never unmask 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -231,10 +232,9 @@ class Dialect:
 
     def cases(self, dtype: torch.dtype, device: str) -> st.SearchStrategy[AttentionCase]:
         """The cases of this dialect: :func:`xattn_ref.strategies.attention_cases` with its
-        arguments."""
-        from xattn_ref.strategies import attention_cases
-
-        return attention_cases(dtypes=[dtype], devices=[device], **self.case_arguments())
+        arguments (one strategy object for each dialect, dtype and device: a run of every
+        property builds it once)."""
+        return _dialect_cases(self, dtype, device)
 
     def case_arguments(self) -> dict[str, Any]:
         """The arguments of :func:`~xattn_ref.strategies.attention_cases` that draw this dialect."""
@@ -399,3 +399,10 @@ def _block_mask(allowed: torch.Tensor, case: AttentionCase) -> Any:
 DIALECT_OPTIONS: tuple[Option, ...] = tuple(
     dataclasses.replace(f.metadata["option"], name=f.name) for f in dataclasses.fields(Dialect)
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _dialect_cases(dialect: Dialect, dtype: torch.dtype, device: str) -> st.SearchStrategy[AttentionCase]:
+    from xattn_ref.strategies import attention_cases
+
+    return attention_cases(dtypes=[dtype], devices=[device], **dialect.case_arguments())

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from xattn_ref._calls import vjp
 from xattn_ref.tolerance.budget import (
     SMALLEST_TILE,
     Budget,
@@ -259,7 +260,8 @@ def kernel_budget(
     plain_out = plain_attention(leaves[0], leaves[1], leaves[2], mask, scale, plain_bias)
     plain = {"out": plain_out}
     if grads:
-        gp = torch.autograd.grad(plain_out, leaves, grad_outputs=g.to(device=device, dtype=case.dtype))
-        plain.update(zip(("dq", "dk", "dv"), gp))
+        gp = vjp(plain_out, leaves, g.to(device=device, dtype=case.dtype))
+        for n, d, x in zip(("dq", "dk", "dv"), gp, leaves):
+            plain[n] = torch.zeros_like(x) if d is None else d
     plain_error = {n: _finite_or_zero(_error(plain[n], truth[n])).amax(-1, keepdim=True) for n in truth}
     return Budget(truth, plain_error, floor, rule, case.dtype, reach, parts=parts)
