@@ -47,6 +47,25 @@ def _saturated(p: torch.Tensor, r: torch.Tensor, m: torch.Tensor) -> tuple[torch
     return moved * m, torch.maximum(upper, lower).clamp(min=0.0) * m
 
 
+def _against_gaps(
+    weights: tuple[torch.Tensor, ...], v: torch.Tensor, out: torch.Tensor, m: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``sum_j w_ij |v_j - out_i|`` (B, H, Lq, Dv) for each ``w`` of ``weights`` (B, H, Lq, Lk),
+    and ``max_j |v_j - out_i|`` over the allowed keys. The differences ``|v_j - out_i|`` are
+    (B, H, Lq, Lk, Dv), hundreds of MB for long rows: they are made a block of query rows at a
+    time (about 2 MB), which stays in the cache while it is read four times."""
+    rows = max(1, (1 << 18) // max(1, v.shape[0] * v.shape[1] * v.shape[2] * v.shape[3]))
+    sums: list[list[torch.Tensor]] = [[] for _ in weights]
+    farthest = []
+    for i in range(0, out.shape[-2], rows):
+        block = slice(i, i + rows)
+        gap = (v.unsqueeze(-3) - out[..., block, :].unsqueeze(-2)).abs_()  # |v_j - out_i|
+        for total, w in zip(sums, weights):
+            total.append(torch.einsum("bhij,bhije->bhie", w[..., block, :], gap))
+        farthest.append(torch.where(m[..., block, :].unsqueeze(-1), gap, 0.0).amax(-2))
+    return [torch.cat(t, -2) for t in sums], torch.cat(farthest, -2)
+
+
 def _terms(n: torch.Tensor) -> torch.Tensor:
     # A sum of n terms, in any order (a plain loop included), rounds each term at most n times.
     return n.to(torch.float64)
@@ -117,13 +136,12 @@ def kernel_budget(
     z_round = 0.0 if bias is None else s.abs()  # s already holds S + bias here
     s_plain = s if bias is None else s - bias
     r_out = (u * (2 * a0 + s_plain.abs() + z_round + (s - shift).abs() + 2) + u_dot * q.shape[-1] * a0) * m
-    gap = (v.unsqueeze(-3) - out.unsqueeze(-2)).abs_()  # |v_j - out_i|, (B, H, Lq, Lk, Dv)
     # the weights' errors saturate: |out' - out| <= sum_j P_ij expm1(r_ij) |v_j - out_i| /
     # sum_k P_ik exp(-r_ik) (first order: sum_j P_ij r_ij |v_j - out_i|), and never beyond the
     # farthest allowed value (out' is a convex combination of them)
-    moved = torch.einsum("bhij,bhije->bhie", _saturated(p, r_out, m)[0], gap)
-    farthest = torch.where(m.unsqueeze(-1), gap, 0.0).amax(-2)
-    spread_eta = torch.einsum("bhij,bhije->bhie", mf, gap) + rows + 2
+    weighted = (_saturated(p, r_out, m)[0], p * 2 * u, mf)
+    (moved, by_weights, spread_eta), farthest = _against_gaps(weighted, v, out, m)
+    spread_eta = spread_eta + rows + 2
     # the floor, term by term (Budget.parts): the weights' errors from rounded logits; the
     # division and the weights' storage (2u each weight: against v_j - out_i, and the part common
     # to the row, 2u |out_i|); the output's own rounding; the sums: P v (u_acc n sum_j P_ij |v_j|)
@@ -132,7 +150,7 @@ def kernel_budget(
     parts = {
         "out": {
             "logits": torch.minimum(moved, farthest),
-            "weights": torch.einsum("bhij,bhije->bhie", p * 2 * u, gap) + 2 * u * out.abs(),
+            "weights": by_weights + 2 * u * out.abs(),
             "rounding": u * out.abs(),
             "sums": u_acc * rows * (p @ v.abs() + out.abs()),
             "underflow": eta * spread_eta,
