@@ -187,6 +187,18 @@ def test_xdist_workers_share_the_controllers_seed(run):
     assert len(seeds) == 1, seeds
 
 
+def test_xdist_workers_keep_the_fixed_seed_of_the_ci_profile(run, monkeypatch):
+    """Configured from the environment alone (as tox runs the suite), the controller does not
+    resolve the configuration: its workers must still draw with the ci profile's seed 0, not a
+    random one (a random seed made CI's suite run a lottery)."""
+    monkeypatch.setenv("XATTN_TARGET", "xattn_ref.zoo.known_bad:neg_inf_softmax")
+    monkeypatch.setenv("XATTN_PROFILE", "ci")
+    result = run("-n", "2", "-k", "finite_output and cpu")
+    assert result.parseoutcomes()["failed"] == 4
+    reproduce = [line for line in result.stdout.lines if "reproduce: xattn-check" in line]
+    assert reproduce and all("--profile ci" in line and "--seed" not in line for line in reproduce), reproduce
+
+
 def test_kind_options_come_from_the_registry(run):
     from xattn_ref.kinds import KINDS
     from xattn_ref.plugin import OPTIONS

@@ -161,6 +161,33 @@ def test_an_infinity_from_a_partial_sum_past_the_range_is_within_the_budget_only
     assert not budget.compare("dk", wrong).ok
 
 
+def test_a_nan_from_partial_sums_past_the_range_is_within_the_budget_only_there():
+    """Hugging Face's GQA path repeats k and v per head and autograd sums the heads' dk in
+    float16: three true dk of +74,237, +68,028 and -73,305 round to infinities and add up to NaN
+    (the false-failure sweep's one non-finite result, and 1 main-job seed in 20). Where the sizes
+    of the terms sum past the range, NaN says what an infinity of either sign says; anywhere
+    else it is a failure."""
+    case = CaseSpec(2, 6, 2, 63, 1, 16, torch.float16, "cpu", 291, (1.0, 0.01), (1.0, 1000.0), None,
+                    logit_shift=(0.0, -30.0), head_scale=(1.0,) * 4 + (10.0,) * 2, num_kv_heads=1,
+                    scale=1.0).build()  # fmt: skip
+
+    def repeated(q, k, v, mask):
+        k, v = k.repeat_interleave(6, 1), v.repeat_interleave(6, 1)
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+    g = cotangent(case, (2, 6, 2, 16))
+    got = results(repeated, case, g)["dk"]
+    budget = kernel_budget(case, g, grads=True)
+    top = torch.finfo(torch.float16).max
+    nan = got.isnan()
+    assert nan.any() and bool((budget.reach["dk"][nan] >= top).all())
+    assert budget.compare("dk", got).ok, budget.compare("dk", got).explain()
+    small = (budget.reach["dk"] < 1.0).nonzero()[0].tolist()
+    wrong = got.clone()
+    wrong[tuple(small)] = torch.nan
+    assert not budget.compare("dk", wrong).ok
+
+
 def test_flushing_float32_subnormals_to_zero_is_within_cuda_budgets_only():
     """On an H200, SDPA's efficient backend gave float32 dk = 0 where the truth is -2.25e-41 (a
     row whose logits are shifted by -1000): it flushes subnormals to zero. CUDA budgets count a

@@ -20,8 +20,10 @@ from typing import Any, Literal
 from xattn_ref.errors import UsageError
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "DTYPE_NAMES",
     "DEVICE_NAMES",
+    "FIXED_SEED_PROFILES",
     "RUN_OPTIONS",
     "Option",
     "OptionType",
@@ -147,6 +149,12 @@ def pick(option: Option, given: Mapping[str, Any], prefix: str = "--") -> tuple[
         return env, "$" + option.env
     return None, "default"
 
+
+#: The profile a run takes unless one is named (the main job's is ``quick``).
+DEFAULT_PROFILE = "dev"
+#: Profiles whose seed is fixed (0) unless one is given (here, not in :mod:`xattn_ref.profiles`:
+#: the plugin reads it without importing Hypothesis).
+FIXED_SEED_PROFILES = frozenset({"ci"})
 
 #: The options of a run, shared by both front ends (each kind's own options live with the kind,
 #: :data:`xattn_ref.kinds.KINDS`, and are made into flags the same way).

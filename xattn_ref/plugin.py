@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from xattn_ref.options import Option, pick
+from xattn_ref.options import FIXED_SEED_PROFILES, Option, pick
 
 if TYPE_CHECKING:
     from xattn_ref.config import RunConfig
@@ -277,7 +277,9 @@ class _XdistHooks:
         config = node.config
         if _KEY in config.stash or config.stash.get(_ACTIVE, False):
             node.workerinput["xattn_seed"] = _state(config).config.seed
-        elif os.environ.get("XATTN_SEED") is None:  # the workers may collect the suite later
+        elif os.environ.get("XATTN_SEED") is None and _value(config, "profile")[0] not in FIXED_SEED_PROFILES:
+            # the workers may collect the suite later: a random seed, one for all of them (a
+            # fixed-seed profile, such as ci from the environment, resolves the same in each)
             import random
 
             node.workerinput["xattn_seed"] = config.stash.setdefault(_SEED, random.randrange(2**32))

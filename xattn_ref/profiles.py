@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["DEFAULT_PROFILE", "FIXED_SEED_PROFILES", "PROFILES", "profile_settings"]
+from xattn_ref.options import DEFAULT_PROFILE, FIXED_SEED_PROFILES
 
-DEFAULT_PROFILE = "dev"
+__all__ = ["DEFAULT_PROFILE", "FIXED_SEED_PROFILES", "PROFILES", "profile_settings"]
 
 # Every field that matters is set here: the profiles must not inherit whatever default profile
 # the user's process loaded (a derandomized test profile once changed what "dev" draws).
@@ -39,8 +39,6 @@ PROFILES: dict[str, tuple[settings, str]] = {
     "quick": (settings(_COMMON, max_examples=15), "15 examples per run, a random seed"),
 }
 
-#: Profiles whose seed is fixed (0) unless one is given.
-FIXED_SEED_PROFILES = frozenset({"ci"})
 
 
 def profile_settings(name: str, **overrides: object) -> settings:

@@ -114,7 +114,8 @@ Infinities. Where ``truth + allowed`` reaches past T's largest finite value, a v
 result may take rounds to ``+inf`` (likewise ``-inf`` below), so that infinity is within the
 allowance (:meth:`Budget.settle`); so is one of either sign where the sizes of a gradient's
 terms sum past the range (a blocked backward's partial sum kept in T may overflow there:
-:attr:`Budget.reach`); anywhere else an infinity is an error. A plain result that is
+:attr:`Budget.reach`), and there NaN too (partial sums that overflow to both infinities add up
+to it: a group of heads' dk summed in T); anywhere else an infinity is an error. A plain result that is
 not finite measures nothing: its error counts as zero, and the floor stands alone.
 
 Two results in T that should both equal the same truth (the output before and after changing

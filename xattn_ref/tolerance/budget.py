@@ -145,19 +145,26 @@ class Budget:
         truth, allowed = self.truth[name][batch], self.allowed(name, batch=batch)
         top = torch.finfo(self.dtype).max
         up, down = truth + allowed >= top, truth - allowed <= -top
-        if name in self.reach:
-            partial = self.reach[name][batch] >= top
-            up, down = up | partial, down | partial
-        return up, down
+        partial = self.spills(name, batch)
+        return up | partial, down | partial
+
+    def spills(self, name: str, batch: slice = slice(None)) -> torch.Tensor:
+        """Bool: where a partial sum of ``name`` may pass the dtype's range (:attr:`reach`)."""
+        if name not in self.reach:
+            return torch.zeros((), dtype=torch.bool)
+        return self.reach[name][batch] >= torch.finfo(self.dtype).max
 
     def settle(self, name: str, result: torch.Tensor, batch: slice = slice(None)) -> torch.Tensor:
         """``result`` with the infinities within the allowance (see :meth:`overflows`) replaced by
-        the truth (float64, CPU); unchanged when there are none."""
+        the truth (float64, CPU), and the NaNs where a partial sum may pass the range: partial
+        sums that overflow to both infinities add up to NaN (a group of query heads' dk summed in
+        T: +inf + inf - inf), which says no more and no less than an infinity of either sign
+        there. Unchanged when there are none."""
         up, down = self.overflows(name, batch)
         if not bool((up | down).any()):
             return result
         r = result.detach().to(device="cpu", dtype=torch.float64)
-        legit = (up & (r == torch.inf)) | (down & (r == -torch.inf))
+        legit = (up & (r == torch.inf)) | (down & (r == -torch.inf)) | (self.spills(name, batch) & r.isnan())
         return torch.where(legit, self.truth[name][batch], r)
 
 
