@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from hypothesis import strategies as st
 
@@ -60,6 +60,7 @@ DEFAULT_TILE_LENGTHS: tuple[int, ...] = (63, 64, 65, 127, 128, 129, 255, 256, 25
 
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class _Named(st.SearchStrategy[T]):  # type: ignore[misc]
@@ -87,15 +88,24 @@ class _Named(st.SearchStrategy[T]):  # type: ignore[misc]
         return self._text
 
 
-def _call_repr(name: str, arguments: dict[str, Any], fn: Callable[..., Any]) -> str:
-    defaults = {n: p.default for n, p in inspect.signature(fn).parameters.items()}
-    shown = []
-    for key, value in arguments.items():
-        if key in defaults and _same(value, defaults[key]):
-            continue
-        text = repr(list(value)) if isinstance(value, tuple) else repr(value)
-        shown.append(f"{key}={text}")
-    return f"{name}({', '.join(shown)})"
+def lazy(fn: Callable[P, st.SearchStrategy[T]]) -> Callable[P, st.SearchStrategy[T]]:
+    """Make the strategy function ``fn`` lazy, as Hypothesis makes its own: a call records its
+    arguments, ``fn`` runs (validating them) when the strategy is first drawn from, and the
+    strategy's repr is the call, arguments left at their defaults left out."""
+    signature = inspect.signature(fn)
+    defaults = {n: p.default for n, p in signature.parameters.items()}
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> st.SearchStrategy[T]:
+        bound = signature.bind(*args, **kwargs)  # a wrong keyword fails here, as for any call
+        shown = [
+            f"{key}={repr(list(value)) if isinstance(value, tuple) else repr(value)}"
+            for key, value in bound.arguments.items()
+            if not _same(value, defaults[key])
+        ]
+        return _Named(functools.partial(fn, *args, **kwargs), f"{fn.__name__}({', '.join(shown)})")
+
+    return call
 
 
 def _same(a: object, b: object) -> bool:

@@ -33,10 +33,9 @@ from xattn_ref.strategies._base import (
     DEFAULT_VALUE_MEANS,
     DEFAULT_VALUE_STDS,
     HALF_SHIFT_CAP,
-    _call_repr,
     _choice,
     _ints,
-    _Named,
+    lazy,
 )
 from xattn_ref.strategies.masks import _draw_mask, _Length
 
@@ -45,6 +44,7 @@ __all__ = [
 ]
 
 
+@lazy
 def attention_cases(
     *,
     dtypes: Sequence[torch.dtype] = ALL_DTYPES,
@@ -136,84 +136,70 @@ def attention_cases(
     Shrinking goes to one batch element, one head, the shortest lengths, float64 (the first
     dtype), a ``key_padding`` mask and the ``all_false`` pattern, no bias, the first scale.
     """
-    arguments = dict(
-        dtypes=dtypes, devices=devices, max_batch_size=max_batch_size, max_num_heads=max_num_heads,
-        min_q_len=min_q_len, max_q_len=max_q_len, min_kv_len=min_kv_len, max_kv_len=max_kv_len,
-        head_dims=head_dims, mask_layouts=mask_layouts, mask_patterns=mask_patterns,
-        allow_no_mask=allow_no_mask, logit_stds=logit_stds, value_stds=value_stds,
-        logit_shifts=logit_shifts, value_means=value_means, head_scales=head_scales,
-        tile_lengths=tile_lengths, batch_size=batch_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
-        gqa=gqa, q_len=q_len, kv_len=kv_len, head_dim=head_dim, dtype=dtype, scale=scale, bias=bias,
-        causal=causal, self_attention=self_attention, short_queries=short_queries, allow_mask=allow_mask,
-        memory_layouts=memory_layouts,
-    )  # fmt: skip
 
-    def build() -> st.SearchStrategy[AttentionCase]:
-        dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
-        devs = _check_devices(devices)
-        b_max = _check_int("max_batch_size", max_batch_size, 1)
-        h_max = _check_int("max_num_heads", max_num_heads, 1)
-        lq_min = _check_int("min_q_len", min_q_len, 1)
-        lq_max = _check_int("max_q_len", max_q_len, 1)
-        _check_range("min_q_len", lq_min, "max_q_len", lq_max)
-        lk_min = _check_int("min_kv_len", min_kv_len, 1)
-        lk_max = _check_int("max_kv_len", max_kv_len, 1)
-        _check_range("min_kv_len", lk_min, "max_kv_len", lk_max)
-        if isinstance(head_dims, (str, bytes)) or not isinstance(head_dims, Sequence) or not head_dims:
-            raise InvalidArgument(f"head_dims must be a non-empty sequence of int, but was {head_dims!r}")
-        dims = tuple(_check_int("head_dims", d, 1) for d in head_dims)
-        layouts = _check_choices("mask_layouts", mask_layouts, ALL_MASK_LAYOUTS)
-        if "sequence_padding" in layouts and not self_attention:
-            raise InvalidArgument("mask_layouts contains 'sequence_padding', which needs self_attention=True")
-        patterns = _check_choices("mask_patterns", mask_patterns, MASK_PATTERNS)
-        memories = _check_choices("memory_layouts", memory_layouts, MEMORY_LAYOUTS)
-        for name, flag in (
-            ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
-            ("self_attention", self_attention), ("short_queries", short_queries), ("allow_mask", allow_mask),
-        ):  # fmt: skip
-            if not isinstance(flag, bool):
-                raise InvalidArgument(f"{name} must be a bool, but was {flag!r}")
-        if causal is True:
-            alignment: str | None = "top_left"
-        elif causal is False:
-            alignment = None
-        elif causal in CAUSAL_ALIGNMENTS:
-            alignment = str(causal)
-        else:
-            raise InvalidArgument(
-                f"causal must be False, True (top_left), 'top_left' or 'bottom_right', but was {causal!r}"
-            )
-        if alignment is not None:  # the causal part is the causal mask: padding comes on top
-            layouts = tuple(lay for lay in layouts if lay in ("key_padding", "sequence_padding")) or layouts
-        l_stds = _check_stds("logit_stds", logit_stds)
-        v_stds = _check_stds("value_stds", value_stds)
-        shifts = _check_numbers("logit_shifts", logit_shifts)
-        means = _check_numbers("value_means", value_means)
-        h_scales = _check_stds("head_scales", head_scales)
-        if isinstance(tile_lengths, (str, bytes)) or not isinstance(tile_lengths, Sequence):
-            raise InvalidArgument(f"tile_lengths must be a sequence of int, but was {tile_lengths!r}")
-        tiles = tuple(_check_int("tile_lengths", t, 1) for t in tile_lengths)
-        # Short queries in most examples (cheap); keys short in half, long or at a tile boundary.
-        q_default = st.composite(_Length(lq_min, lq_max, 6, tiles, (14, 1, 1)).draw)()
-        kv_default = st.composite(_Length(lk_min, lk_max, 8, tiles, (2, 1, 1)).draw)()
-        if self_attention and q_len is None:
-            q_default = kv_default  # Lq = Lk: drawn as a key length
-        sizes = _Sizes(
-            batch=_size("batch_size", batch_size, _ints(1, b_max)),
-            heads=_size("num_heads", num_heads, _ints(1, h_max)),
-            kv_heads=None if num_kv_heads is None else _size("num_kv_heads", num_kv_heads, None),
-            q_len=_size("q_len", q_len, q_default),
-            kv_len=_size("kv_len", kv_len, kv_default),
-            head_dim=None if head_dim is None else _size("head_dim", head_dim, None),
-            scale=_scale_strategy(scale),
-            dtype=_dtype_strategy(dtype, dts),
+    dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
+    devs = _check_devices(devices)
+    b_max = _check_int("max_batch_size", max_batch_size, 1)
+    h_max = _check_int("max_num_heads", max_num_heads, 1)
+    lq_min = _check_int("min_q_len", min_q_len, 1)
+    lq_max = _check_int("max_q_len", max_q_len, 1)
+    _check_range("min_q_len", lq_min, "max_q_len", lq_max)
+    lk_min = _check_int("min_kv_len", min_kv_len, 1)
+    lk_max = _check_int("max_kv_len", max_kv_len, 1)
+    _check_range("min_kv_len", lk_min, "max_kv_len", lk_max)
+    if isinstance(head_dims, (str, bytes)) or not isinstance(head_dims, Sequence) or not head_dims:
+        raise InvalidArgument(f"head_dims must be a non-empty sequence of int, but was {head_dims!r}")
+    dims = tuple(_check_int("head_dims", d, 1) for d in head_dims)
+    layouts = _check_choices("mask_layouts", mask_layouts, ALL_MASK_LAYOUTS)
+    if "sequence_padding" in layouts and not self_attention:
+        raise InvalidArgument("mask_layouts contains 'sequence_padding', which needs self_attention=True")
+    patterns = _check_choices("mask_patterns", mask_patterns, MASK_PATTERNS)
+    memories = _check_choices("memory_layouts", memory_layouts, MEMORY_LAYOUTS)
+    for name, flag in (
+        ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
+        ("self_attention", self_attention), ("short_queries", short_queries), ("allow_mask", allow_mask),
+    ):  # fmt: skip
+        if not isinstance(flag, bool):
+            raise InvalidArgument(f"{name} must be a bool, but was {flag!r}")
+    if causal is True:
+        alignment: str | None = "top_left"
+    elif causal is False:
+        alignment = None
+    elif causal in CAUSAL_ALIGNMENTS:
+        alignment = str(causal)
+    else:
+        raise InvalidArgument(
+            f"causal must be False, True (top_left), 'top_left' or 'bottom_right', but was {causal!r}"
         )
-        return _attention_cases(
-            dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
-            v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention, short_queries, memories,
-        )  # fmt: skip
-
-    return _Named(build, _call_repr("attention_cases", arguments, attention_cases))
+    if alignment is not None:  # the causal part is the causal mask: padding comes on top
+        layouts = tuple(lay for lay in layouts if lay in ("key_padding", "sequence_padding")) or layouts
+    l_stds = _check_stds("logit_stds", logit_stds)
+    v_stds = _check_stds("value_stds", value_stds)
+    shifts = _check_numbers("logit_shifts", logit_shifts)
+    means = _check_numbers("value_means", value_means)
+    h_scales = _check_stds("head_scales", head_scales)
+    if isinstance(tile_lengths, (str, bytes)) or not isinstance(tile_lengths, Sequence):
+        raise InvalidArgument(f"tile_lengths must be a sequence of int, but was {tile_lengths!r}")
+    tiles = tuple(_check_int("tile_lengths", t, 1) for t in tile_lengths)
+    # Short queries in most examples (cheap); keys short in half, long or at a tile boundary.
+    q_default = st.composite(_Length(lq_min, lq_max, 6, tiles, (14, 1, 1)).draw)()
+    kv_default = st.composite(_Length(lk_min, lk_max, 8, tiles, (2, 1, 1)).draw)()
+    if self_attention and q_len is None:
+        q_default = kv_default  # Lq = Lk: drawn as a key length
+    sizes = _Sizes(
+        batch=_size("batch_size", batch_size, _ints(1, b_max)),
+        heads=_size("num_heads", num_heads, _ints(1, h_max)),
+        kv_heads=None if num_kv_heads is None else _size("num_kv_heads", num_kv_heads, None),
+        q_len=_size("q_len", q_len, q_default),
+        kv_len=_size("kv_len", kv_len, kv_default),
+        head_dim=None if head_dim is None else _size("head_dim", head_dim, None),
+        scale=_scale_strategy(scale),
+        dtype=_dtype_strategy(dtype, dts),
+    )
+    return _attention_cases(
+        dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
+        v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention, short_queries, memories,
+    )  # fmt: skip
 
 
 Size = int | st.SearchStrategy[int] | None

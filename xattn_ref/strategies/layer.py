@@ -20,7 +20,7 @@ from xattn_ref.cases import (
     LayerCaseSpec,
     MaskSpec,
 )
-from xattn_ref.strategies._base import _call_repr, _choice, _ints, _Named
+from xattn_ref.strategies._base import _choice, _ints, lazy
 from xattn_ref.strategies.kernel import _check_devices, _check_stds, attention_cases
 from xattn_ref.strategies.masks import _draw_mask, _Length, mask_specs
 
@@ -33,6 +33,7 @@ __all__ = [
 LAYER_PATTERNS: tuple[str, ...] = tuple(p for p in MASK_PATTERNS if p != "causal")
 
 
+@lazy
 def layer_cases(
     *,
     dim: int,
@@ -64,22 +65,15 @@ def layer_cases(
     common and shrinking goes to it.
     """
 
-    def build() -> st.SearchStrategy[LayerCase]:
-        e = _check_int("dim", dim, 1)
-        ec = e if context_dim is None else _check_int("context_dim", context_dim, 1)
-        dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
-        devs = _check_devices(devices)
-        b_max = _check_int("max_batch_size", max_batch_size, 1)
-        lq_max = _check_int("max_q_len", max_q_len, 1)
-        lk_max = _check_int("max_kv_len", max_kv_len, 1)
-        sizes = _check_stds("stds", stds)
-        return _layer_cases(e, ec, dts, devs, b_max, lq_max, (min(8, lk_max), lk_max), sizes)
-
-    arguments = dict(
-        dim=dim, context_dim=context_dim, dtypes=dtypes, devices=devices, max_batch_size=max_batch_size,
-        max_q_len=max_q_len, max_kv_len=max_kv_len, stds=stds,
-    )  # fmt: skip
-    return _Named(build, _call_repr("layer_cases", arguments, layer_cases))
+    e = _check_int("dim", dim, 1)
+    ec = e if context_dim is None else _check_int("context_dim", context_dim, 1)
+    dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
+    devs = _check_devices(devices)
+    b_max = _check_int("max_batch_size", max_batch_size, 1)
+    lq_max = _check_int("max_q_len", max_q_len, 1)
+    lk_max = _check_int("max_kv_len", max_kv_len, 1)
+    sizes = _check_stds("stds", stds)
+    return _layer_cases(e, ec, dts, devs, b_max, lq_max, (min(8, lk_max), lk_max), sizes)
 
 
 @st.composite
@@ -113,6 +107,7 @@ def _layer_cases(
     return spec.build()
 
 
+@lazy
 def encoder_cases(
     *,
     dim: int,
@@ -141,24 +136,13 @@ def encoder_cases(
     to it.
     """
 
-    def build() -> st.SearchStrategy[EncoderCase]:
-        e = _check_int("dim", dim, 1)
-        dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
-        devs = _check_devices(devices)
-        b_max = _check_int("max_batch_size", max_batch_size, 1)
-        l_max = _check_int("max_length", max_length, 1)
-        sizes = _check_stds("stds", stds)
-        return _encoder_cases(e, dts, devs, b_max, l_max, sizes)
-
-    arguments = dict(
-        dim=dim,
-        dtypes=dtypes,
-        devices=devices,
-        max_batch_size=max_batch_size,
-        max_length=max_length,
-        stds=stds,
-    )
-    return _Named(build, _call_repr("encoder_cases", arguments, encoder_cases))
+    e = _check_int("dim", dim, 1)
+    dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
+    devs = _check_devices(devices)
+    b_max = _check_int("max_batch_size", max_batch_size, 1)
+    l_max = _check_int("max_length", max_length, 1)
+    sizes = _check_stds("stds", stds)
+    return _encoder_cases(e, dts, devs, b_max, l_max, sizes)
 
 
 @st.composite

@@ -18,7 +18,7 @@ from xattn_ref.cases import (
     MaskSpec,
     SlicePattern,
 )
-from xattn_ref.strategies._base import _call_repr, _choice, _ints, _Named
+from xattn_ref.strategies._base import _choice, _ints, lazy
 
 __all__ = [
     "mask_specs",
@@ -98,6 +98,7 @@ def _mask_specs(
     return _draw_mask(draw, layout, batch_size, num_heads, q_len, kv_len, patterns)
 
 
+@lazy
 def mask_specs(
     *,
     batch_size: int = 2,
@@ -109,26 +110,16 @@ def mask_specs(
 ) -> st.SearchStrategy[MaskSpec]:
     """Like :func:`masks`, but draws the printable :class:`MaskSpec` (``.build(B, H, Lq, Lk)``)."""
 
-    def build() -> st.SearchStrategy[MaskSpec]:
-        b = _check_int("batch_size", batch_size, 1)
-        h = _check_int("num_heads", num_heads, 1)
-        lq = _check_int("q_len", q_len, 1)
-        lk = _check_int("kv_len", kv_len, 1)
-        lay = _check_choices("layouts", layouts, MASK_LAYOUTS)
-        pat = _check_choices("patterns", patterns, MASK_PATTERNS)
-        return _mask_specs(b, h, lq, lk, lay, pat)
-
-    arguments = dict(
-        batch_size=batch_size,
-        num_heads=num_heads,
-        q_len=q_len,
-        kv_len=kv_len,
-        layouts=layouts,
-        patterns=patterns,
-    )
-    return _Named(build, _call_repr("mask_specs", arguments, mask_specs))
+    b = _check_int("batch_size", batch_size, 1)
+    h = _check_int("num_heads", num_heads, 1)
+    lq = _check_int("q_len", q_len, 1)
+    lk = _check_int("kv_len", kv_len, 1)
+    lay = _check_choices("layouts", layouts, MASK_LAYOUTS)
+    pat = _check_choices("patterns", patterns, MASK_PATTERNS)
+    return _mask_specs(b, h, lq, lk, lay, pat)
 
 
+@lazy
 def masks(
     *,
     batch_size: int = 2,
@@ -160,6 +151,8 @@ def masks(
     padding and rows with no allowed key are common; ``all_false`` is the simplest pattern, so
     shrinking leads to them.
     """
+    if not isinstance(device, str):
+        raise InvalidArgument(f"device must be a str such as 'cpu', but was {device!r}")
     specs = mask_specs(
         batch_size=batch_size,
         num_heads=num_heads,
@@ -168,11 +161,4 @@ def masks(
         layouts=layouts,
         patterns=patterns,
     )
-    if not isinstance(device, str):
-        raise InvalidArgument(f"device must be a str such as 'cpu', but was {device!r}")
-    arguments = dict(
-        batch_size=batch_size, num_heads=num_heads, q_len=q_len, kv_len=kv_len, layouts=layouts,
-        patterns=patterns, device=device,
-    )  # fmt: skip
-    built = specs.map(lambda spec: spec.build(batch_size, num_heads, q_len, kv_len).to(device))
-    return _Named(lambda: built, _call_repr("masks", arguments, masks))
+    return specs.map(lambda spec: spec.build(batch_size, num_heads, q_len, kv_len).to(device))

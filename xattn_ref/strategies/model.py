@@ -13,12 +13,13 @@ from xattn_ref._args import check_choices as _check_choices
 from xattn_ref._args import check_int as _check_int
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.cases.model import SIDES, ModelCase, ModelCaseSpec, Stream
-from xattn_ref.strategies._base import _call_repr, _choice, _ints, _Named
+from xattn_ref.strategies._base import _choice, _ints, lazy
 from xattn_ref.strategies.kernel import _check_devices
 
 __all__ = ["model_cases"]
 
 
+@lazy
 def model_cases(
     *,
     vocab_size: int,
@@ -51,24 +52,17 @@ def model_cases(
     the case's side; shrinking goes to one short unpadded sequence.
     """
 
-    def build() -> st.SearchStrategy[ModelCase]:
-        vocab = _check_int("vocab_size", vocab_size, 1)
-        if not isinstance(seq2seq, bool):
-            from hypothesis.errors import InvalidArgument
+    vocab = _check_int("vocab_size", vocab_size, 1)
+    if not isinstance(seq2seq, bool):
+        from hypothesis.errors import InvalidArgument
 
-            raise InvalidArgument(f"seq2seq must be True or False, got {seq2seq!r}")
-        dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
-        devs = _check_devices(devices)
-        b_max = _check_int("max_batch_size", max_batch_size, 1)
-        l_max = _check_int("max_length", max_length, 1)
-        sides = _check_choices("padding_sides", padding_sides, SIDES)
-        return _model_cases(vocab, seq2seq, dts, devs, b_max, l_max, sides)
-
-    arguments = dict(
-        vocab_size=vocab_size, seq2seq=seq2seq, dtypes=dtypes, devices=devices, max_batch_size=max_batch_size,
-        max_length=max_length, padding_sides=padding_sides,
-    )  # fmt: skip
-    return _Named(build, _call_repr("model_cases", arguments, model_cases))
+        raise InvalidArgument(f"seq2seq must be True or False, got {seq2seq!r}")
+    dts = _check_choices("dtypes", dtypes, ALL_DTYPES)
+    devs = _check_devices(devices)
+    b_max = _check_int("max_batch_size", max_batch_size, 1)
+    l_max = _check_int("max_length", max_length, 1)
+    sides = _check_choices("padding_sides", padding_sides, SIDES)
+    return _model_cases(vocab, seq2seq, dts, devs, b_max, l_max, sides)
 
 
 def _stream(d: st.DrawFn, b: int, l_max: int, side: str) -> Stream:
