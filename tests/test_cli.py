@@ -238,7 +238,8 @@ from xattn_ref import plan, runner
 from xattn_ref.profiles import profile_settings
 from xattn_ref.targets import as_target, load_target
 
-specs = ("xattn_ref.zoo.known_bad:batch_global_max", "xattn_ref.zoo.kernels:sdpa_kernel")
+# wrong_scale_without_mask fails after a number of examples that depends on the seed (cheaply)
+specs = ("xattn_ref.zoo.known_bad:wrong_scale_without_mask", "xattn_ref.zoo.kernels:sdpa_kernel")
 targets = [load_target(s) for s in specs]
 props = {t.name: ["batch_independence", "reference_agreement"] for t in targets}
 tasks = plan.tasks(targets, props, [torch.float32, torch.float16], ["cpu"])

@@ -5,13 +5,11 @@ verdict, and the same declaration still catches the defect it should."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from _support import run
+from _support import run, without_xattn_environment
 from targets.real_code import (
     CausalAttend,
     CheckpointedCrossAttention,
@@ -22,6 +20,7 @@ from targets.real_code import (
     with_lse,
 )
 
+from xattn_ref.cli import main
 from xattn_ref.errors import TargetLoadError, UsageError
 from xattn_ref.kinds import resolve_options
 from xattn_ref.targets import load_target
@@ -172,15 +171,16 @@ def test_every_memory_layout_is_drawn_and_laid_out_as_its_name_says():
     assert fused_k.storage_offset() > 0  # a slice of a fused projection
 
 
-def test_the_cli_runs_a_real_module_class_in_one_line():
-    out = subprocess.run(
-        [sys.executable, "-m", "xattn_ref", "torch.nn:MultiheadAttention(16, 2, batch_first=True)",
-         "--kind", "layer", "--dim", "16", "--call", MHA_CALL, "--dtype", "float32",
-         "--profile", "ci", "--max-examples", "10", "--jobs", "1", "--quiet"],
-        capture_output=True, text=True, check=False,
+def test_the_cli_runs_a_real_module_class_in_one_line(capsys, monkeypatch):
+    without_xattn_environment(monkeypatch)
+    status = main(
+        ["torch.nn:MultiheadAttention(16, 2, batch_first=True)", "--kind", "layer", "--dim", "16",
+         "--call", MHA_CALL, "--dtype", "float32", "--profile", "ci", "--max-examples", "10", "--jobs", "1",
+         "--quiet"]
     )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "every tested property holds" in out.stdout
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "every tested property holds" in out
 
 
 def test_block_masks_reach_flex_attention_and_a_dropped_mask_mod_is_caught():

@@ -174,6 +174,9 @@ def run_property(
     key = (target.name, prop, name, device)
     strategy = KINDS[target.kind].cases(target.options, dtype, device) if cases is None else cases
     test: Callable[[], None] = given(strategy)(check)  # type: ignore[no-untyped-call]
+    # Hypothesis keys its example database by a digest of the test's source, which it reads from
+    # the file at every run (2 ms); ``check`` is the same code in every run, so the same digest
+    test._hypothesis_internal_database_key = _database_key(check)  # type: ignore[attr-defined]
     test = hypothesis_seed(run_seed(seed, *key))(test)
     db = None if database is None else KeyedDatabase(database, "|".join(key))
     test = Settings(settings, database=db, verbosity=Verbosity.quiet)(test)  # after seed: keeps the db
@@ -217,6 +220,20 @@ def run_property(
         result.message = f"{result.applied} of {result.examples} drawn examples exercised it{left_out}"
     result.elapsed = time.perf_counter() - start
     return result
+
+
+_DIGESTS: dict[Any, bytes] = {}
+
+
+def _database_key(check: Callable[..., Any]) -> bytes:
+    """What Hypothesis keys ``check``'s examples by (``function_digest``: its source and
+    signature), read once per code object."""
+    from hypothesis.internal.reflection import function_digest
+
+    code = check.__code__
+    if code not in _DIGESTS:
+        _DIGESTS[code] = function_digest(check)
+    return _DIGESTS[code]
 
 
 def _record_case(result: Result, case: Any, call: Any) -> None:
