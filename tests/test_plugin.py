@@ -175,16 +175,20 @@ def test_importing_the_plugin_imports_neither_torch_nor_hypothesis():
 
 
 def test_xdist_workers_share_the_controllers_seed(run):
+    """The controller draws the random seed and its header shows it; the workers (one is
+    enough: a worker is its own process) draw with that seed, so its reproduce lines name it."""
     result = run(
-        "-n", "2", "--xattn-target", "xattn_ref.zoo.known_bad:neg_inf_softmax", "-k", "finite_output and cpu"
+        "-n", "1", "--xattn-target", "xattn_ref.zoo.known_bad:neg_inf_softmax", "-k", "finite_output and cpu"
     )
     assert result.parseoutcomes()["failed"] == 4
+    header = next(line for line in result.stdout.lines if line.startswith("xattn_ref: targets"))
+    controller = header.split(", seed ")[1].split()[0]
     seeds = {
         line.split("--seed ")[1].split()[0]
         for line in result.stdout.lines
         if "reproduce: xattn-check" in line
     }
-    assert len(seeds) == 1, seeds
+    assert seeds == {controller}, (seeds, header)
 
 
 def test_xdist_workers_keep_the_fixed_seed_of_the_ci_profile(run, monkeypatch):
@@ -193,7 +197,7 @@ def test_xdist_workers_keep_the_fixed_seed_of_the_ci_profile(run, monkeypatch):
     random one (a random seed made CI's suite run a lottery)."""
     monkeypatch.setenv("XATTN_TARGET", "xattn_ref.zoo.known_bad:neg_inf_softmax")
     monkeypatch.setenv("XATTN_PROFILE", "ci")
-    result = run("-n", "2", "-k", "finite_output and cpu")
+    result = run("-n", "1", "-k", "finite_output and cpu")
     assert result.parseoutcomes()["failed"] == 4
     reproduce = [line for line in result.stdout.lines if "reproduce: xattn-check" in line]
     assert reproduce and all("--profile ci" in line and "--seed" not in line for line in reproduce), reproduce
