@@ -31,6 +31,7 @@ import torch
 from xattn_ref import model_checks
 from xattn_ref._calls import Call, cotangent, first_nonfinite, forward_backward, index_str
 from xattn_ref._compare import OutputBudget, expect, forward, judged_rows, only_judged, root_of
+from xattn_ref.cases import AttentionCase, Case
 from xattn_ref.errors import Inexpressible, NotTaken, PropertyFailure, TargetError
 from xattn_ref.tolerance import format_pair
 
@@ -72,7 +73,7 @@ def _unexplained_nonfinite(
     return first_nonfinite(budget.settle(name, t))
 
 
-def finite_output(call: Call, case: Any) -> bool:
+def finite_output(call: Call, case: Case) -> bool:
     """Every element of the output is finite (no NaN, no inf), empty rows and fully padded
     contexts included (an infinity is correct only where the true value is beyond the dtype's
     range)."""
@@ -88,7 +89,7 @@ def finite_output(call: Call, case: Any) -> bool:
     return True
 
 
-def finite_grad(call: Call, case: Any) -> bool:
+def finite_grad(call: Call, case: Case) -> bool:
     """Gradients with respect to every float input (and trainable parameter) are finite for a
     random cotangent (an infinity is correct only where the true value is beyond the dtype's
     range)."""
@@ -104,7 +105,7 @@ def finite_grad(call: Call, case: Any) -> bool:
     return True
 
 
-def empty_rows_zero(call: Call, case: Any) -> bool:
+def empty_rows_zero(call: Call, case: AttentionCase) -> bool:
     """Rows with no allowed key output exactly zero and contribute exactly zero gradient (under
     the empty-row policy ``finite``: a finite output and finite gradients).
 
@@ -162,7 +163,7 @@ def empty_rows_zero(call: Call, case: Any) -> bool:
     return True
 
 
-def padding_invariance(call: Call, case: Any) -> bool:
+def padding_invariance(call: Call, case: Case) -> bool:
     """Any finite values at keys (context positions) that no query may attend to, huge ones
     included, leave the output unchanged."""
     changed = case.with_padding_replaced()
@@ -177,7 +178,7 @@ def padding_invariance(call: Call, case: Any) -> bool:
     return True
 
 
-def nan_padding_invariance(call: Call, case: Any) -> bool:
+def nan_padding_invariance(call: Call, case: Case) -> bool:
     """NaN and inf stored at keys (context positions) that no query may attend to change nothing:
     the output stays finite and equal (tiled kernels that load padding and multiply it by a zero
     weight get NaN). Opt-in (``--strict``): torch's own math path fails it."""
@@ -201,7 +202,7 @@ def nan_padding_invariance(call: Call, case: Any) -> bool:
     return True
 
 
-def compaction_equivalence(call: Call, case: Any) -> bool:
+def compaction_equivalence(call: Call, case: Case) -> bool:
     """With a key-padding mask, each batch element's output equals the target on that element
     alone with its padding physically removed and no mask ("equivalence to the unmasked result").
 
@@ -225,7 +226,7 @@ def compaction_equivalence(call: Call, case: Any) -> bool:
     return tested
 
 
-def reference_agreement(call: Call, case: Any) -> bool:
+def reference_agreement(call: Call, case: AttentionCase) -> bool:
     """Output and gradients agree with the float64 reference within the tolerance model (the
     output only, for forward-only targets; rows with no allowed key are left to
     ``empty_rows_zero`` under the empty-row policy ``finite``)."""
@@ -240,7 +241,7 @@ def reference_agreement(call: Call, case: Any) -> bool:
     return True
 
 
-def batch_independence(call: Call, case: Any) -> bool:
+def batch_independence(call: Call, case: Case) -> bool:
     """Changing one batch element (its values, or its context to all padding) leaves the others
     unchanged."""
     if case.batch_size < 2:
@@ -277,7 +278,7 @@ def _changed(name: str, before: torch.Tensor, after: torch.Tensor) -> str | None
     )
 
 
-def no_input_mutation(call: Call, case: Any) -> bool:
+def no_input_mutation(call: Call, case: Case) -> bool:
     """Every input (the mask included) is unchanged after the call."""
     args, kwargs = call.arguments(case)
     originals = {n: t for n, t in (*args.items(), *kwargs.items()) if isinstance(t, torch.Tensor)}
@@ -329,7 +330,7 @@ def _consistency(prop: str, call: Call, case: Any, baseline: Any) -> None:
         expect(prop, case, budget.compare(name, results[name], base[name]), against)
 
 
-def dtype_consistency(call: Call, case: Any) -> bool:
+def dtype_consistency(call: Call, case: Case) -> bool:
     """A low-precision result (output and gradients) agrees with the same target in float64 on
     the same device (the CPU for MPS), within the tolerance model."""
     if case.dtype == torch.float64:
@@ -339,7 +340,7 @@ def dtype_consistency(call: Call, case: Any) -> bool:
     return True
 
 
-def device_consistency(call: Call, case: Any) -> bool:
+def device_consistency(call: Call, case: Case) -> bool:
     """A result on an accelerator (output and gradients) agrees with the same target in float64
     on the CPU, within the tolerance model."""
     if case.device.type == "cpu":

@@ -4,16 +4,15 @@ call is a :class:`~xattn_ref.kinds.model.ModelCall`; the rest is :mod:`xattn_ref
 
 from __future__ import annotations
 
-from typing import Any
-
 from xattn_ref._calls import Call
 from xattn_ref._compare import OutputBudget, expect, judged_rows, only_judged
+from xattn_ref.cases.model import ModelCase
 from xattn_ref.errors import NotTaken
 
 __all__ = ["cached_decoding", "implementation_consistency", "padding_side_invariance"]
 
 
-def padding_side_invariance(call: Call, case: Any) -> bool:
+def padding_side_invariance(call: Call, case: ModelCase) -> bool:
     """The same sequences padded on the other side (left instead of right, or right instead of
     left) give the same logits at every real token (a model that derives positions from the
     index, not the mask, shifts left-padded tokens)."""
@@ -38,7 +37,7 @@ def padding_side_invariance(call: Call, case: Any) -> bool:
     return tested
 
 
-def cached_decoding(call: Call, case: Any) -> bool:
+def cached_decoding(call: Call, case: ModelCase) -> bool:
     """Decoding with the model's own cache, a prompt at once and then one token at a time, gives
     the logits of the full forward at every real token. The batch is left-padded, as generation
     pads it, unless the model takes right padding only (``--padding-side right``). A cache step
@@ -59,7 +58,7 @@ def cached_decoding(call: Call, case: Any) -> bool:
     return True
 
 
-def implementation_consistency(call: Call, case: Any) -> bool:
+def implementation_consistency(call: Call, case: ModelCase) -> bool:
     """Each attention implementation the model offers (eager, SDPA, ...) gives the logits of the
     model as given, at every real token (a fast path that forgets the mask, or a guard one path
     has and another lacks)."""
