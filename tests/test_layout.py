@@ -57,3 +57,23 @@ def test_every_module_has_one_job_and_stays_small():
     sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
              for p in ROOT.rglob("*.py") if "suite" not in p.parts}  # fmt: skip
     assert {p: n for p, n in sizes.items() if n > 500} == {}
+
+
+def test_a_kind_is_its_own_module_and_one_entry_in_the_registry(monkeypatch, capsys):
+    """``tests/targets/bshd_kind.py`` adds a kind (flash-attn's (B, L, H, D) layout) from outside
+    the package; with its entry in ``KINDS`` the CLI gates a kernel of that kind, and a defect
+    in one is caught by its property."""
+    from targets.bshd_kind import BSHDKind
+
+    from xattn_ref.cli import main
+    from xattn_ref.kinds import KINDS
+
+    monkeypatch.setitem(KINDS, "bshd", BSHDKind())
+    common = ["--kind", "bshd", "--dtype", "float32,float16", "--profile", "ci", "--max-examples", "10"]
+    common += ["--jobs", "1"]
+    status = main(["targets.bshd_kind:bshd_sdpa", *common, "--quiet"])
+    out = capsys.readouterr().out
+    assert status == 0 and "every tested property holds" in out, out
+    status = main(["targets.bshd_kind:bshd_neg_inf_softmax", *common, "--property", "finite_output"])
+    out = capsys.readouterr().out
+    assert status == 1 and "finite_output failed" in out, out
