@@ -4,7 +4,7 @@ Derived in :mod:`xattn_ref.tolerance`."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +17,10 @@ from xattn_ref.tolerance.budget import (
     _rounding_unit,
     underflow_unit,
 )
+
+if TYPE_CHECKING:
+    from xattn_ref.cases import AttentionCase
+
 
 __all__ = [
     "kernel_budget",
@@ -72,7 +76,12 @@ def _terms(n: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_budget(
-    case: Any, g: torch.Tensor, *, grads: bool, tf32: bool | None = None, flush_to_zero: bool | None = None
+    case: AttentionCase,
+    g: torch.Tensor,
+    *,
+    grads: bool,
+    tf32: bool | None = None,
+    flush_to_zero: bool | None = None,
 ) -> Budget:
     """The budget of a kernel case (:class:`~xattn_ref.cases.AttentionCase`) for the cotangent
     ``g``: the truth and the first-order floor from the float64 computation on the exactly upcast

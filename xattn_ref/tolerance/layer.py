@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from xattn_ref._calls import forward_backward
 from xattn_ref.tolerance.budget import Budget, _error, _finite_or_zero, _rounding_unit, _row_max
+
+if TYPE_CHECKING:
+    from xattn_ref.cases import Case
+
 
 __all__ = [
     "LAYER_ROUNDINGS",
@@ -38,7 +42,7 @@ LAYER_ROUNDINGS = 2
 
 def layer_budget(
     call: Any,
-    case: Any,
+    case: Case,
     terms: int,
     g: torch.Tensor | None = None,
     *,
@@ -132,7 +136,7 @@ def sampled_errors(
     results: Callable[[Any], dict[str, torch.Tensor]],
     on_cpu: Any,
     baseline: dict[str, torch.Tensor],
-    case: Any,
+    case: Case,
     eps: float,
     count: int = LAYER_SAMPLES,
     base: torch.dtype = torch.float64,

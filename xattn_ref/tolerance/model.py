@@ -3,7 +3,7 @@ parameters' gradients of a whole model, judged at real tokens. Derived in :mod:`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -12,10 +12,14 @@ from xattn_ref.errors import NotTaken
 from xattn_ref.tolerance.budget import Budget, _finite_or_zero, _rounding_unit, _row_max, underflow_unit
 from xattn_ref.tolerance.layer import sampled_errors
 
+if TYPE_CHECKING:
+    from xattn_ref.cases import ModelCase
+
+
 __all__ = ["model_budget"]
 
 
-def model_budget(call: Any, case: Any, g: torch.Tensor | None = None, *, grads: bool = False) -> Budget:
+def model_budget(call: Any, case: ModelCase, g: torch.Tensor | None = None, *, grads: bool = False) -> Budget:
     """The budget of a model case: the logits and, with ``grads``, the gradients of the cotangent
     ``g`` with respect to every trainable parameter (``d(name)``). The model's own float64 result
     is the truth; per batch element for the logits (per tensor for a parameter's gradient), over
