@@ -31,7 +31,7 @@ import torch
 from xattn_ref import model_checks
 from xattn_ref._calls import Call, cotangent, first_nonfinite, forward_backward, index_str
 from xattn_ref._compare import OutputBudget, expect, forward, judged_rows, only_judged, root_of
-from xattn_ref.cases import AttentionCase, Case
+from xattn_ref.cases import AttentionCase, Case, ModelCase
 from xattn_ref.errors import Inexpressible, NotTaken, PropertyFailure, TargetError
 from xattn_ref.tolerance import format_pair
 
@@ -410,7 +410,7 @@ PROPERTIES: dict[str, Property] = {
 }
 
 
-def check(prop: str, call: Call, case: Any) -> bool:
+def check(prop: str, call: Call, case: Case | ModelCase) -> bool:
     """Run property ``prop`` (a name from :data:`PROPERTIES`) on one case: ``call`` is your
     callable bound to its kind (:func:`xattn_ref.kinds.kernel_call`, ``layer_call``), ``case``
     one drawn by the strategies. Raises :class:`~xattn_ref.errors.PropertyFailure` (with the
