@@ -24,16 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from xattn_ref import model_checks
 from xattn_ref._calls import Call, cotangent, first_nonfinite, forward_backward, index_str
 from xattn_ref._compare import OutputBudget, expect, forward, judged_rows, only_judged, root_of
-from xattn_ref.cases import AttentionCase, Case, ModelCase
 from xattn_ref.errors import Inexpressible, NotTaken, PropertyFailure, TargetError
 from xattn_ref.tolerance import format_pair
+
+if TYPE_CHECKING:
+    from xattn_ref.cases import AttentionCase, Case, ModelCase
 
 __all__ = [
     "PROPERTIES",

@@ -4,10 +4,14 @@ call is a :class:`~xattn_ref.kinds.model.ModelCall`; the rest is :mod:`xattn_ref
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xattn_ref._calls import Call
 from xattn_ref._compare import OutputBudget, expect, judged_rows, only_judged
-from xattn_ref.cases.model import ModelCase
 from xattn_ref.errors import NotTaken
+
+if TYPE_CHECKING:
+    from xattn_ref.cases.model import ModelCase
 
 __all__ = ["cached_decoding", "implementation_consistency", "padding_side_invariance"]
 
