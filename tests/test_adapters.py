@@ -13,8 +13,8 @@ from _support import SETTINGS, run
 from xattn_ref.cases import CaseSpec
 from xattn_ref.checks import reference_agreement
 from xattn_ref.conventions import hf_module, pack, unpack
-from xattn_ref.errors import PropertyFailure
 from xattn_ref.plan import load, select_properties
+from xattn_ref.precision import FLOAT32, collected
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
 from xattn_ref.zoo.adapters import flex_attention_kernel
@@ -83,8 +83,8 @@ def test_hugging_faces_sdpa_with_finfo_min_masks_fails_the_zero_policy():
 def test_hugging_faces_eager_attention_is_nan_in_float64_and_float16_and_float32_in_float64():
     """Real findings, verified by hand (docs/real-libraries.md): ``finfo(float64).min`` becomes
     ``-inf`` in eager's float32 softmax (NaN for an all-padding row); in float16 ``-65504 +
-    logit`` overflows to ``-inf`` for padded logits below -16; and the float64 path computes its
-    softmax in float32."""
+    logit`` overflows to ``-inf`` for padded logits below -16. The float64 path computes its
+    softmax in float32: judged at float32's unit there, and noted, not failed."""
     hundred = profile_settings("ci", max_examples=100)  # the float16 overflow needs a rare case
     props = ["finite_output", "reference_agreement"]
     r = verdicts(HF_EAGER, "hf", {"empty_rows": "finite"}, props, settings=hundred)
@@ -96,8 +96,9 @@ def test_hugging_faces_eager_attention_is_nan_in_float64_and_float16_and_float32
     # no empty row, no NaN: the float64 path is only as accurate as float32
     case = CaseSpec(2, 4, 3, 9, 8, 8, torch.float64, "cpu", 0, (1.0, 1.0), (1.0, 1.0), None, num_kv_heads=2,
                     scale=0.3).build()  # fmt: skip
-    with pytest.raises(PropertyFailure, match="> allowed"):
-        reference_agreement(load(HF_EAGER, "hf", {"empty_rows": "finite"}).call, case)
+    with collected() as notes:
+        assert reference_agreement(load(HF_EAGER, "hf", {"empty_rows": "finite"}).call, case)
+    assert (FLOAT32, "_softmax") in notes
 
 
 def test_flex_attention_forward_passes_on_the_cpu():

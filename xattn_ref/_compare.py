@@ -4,6 +4,7 @@ two results differ."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -83,11 +84,23 @@ class OutputBudget:
 
     def compare(
         self, name: str, actual: torch.Tensor, expected: torch.Tensor, *, batch: slice = slice(None),
-        factor: float,
+        factor: float, also: OutputBudget | None = None,
     ) -> Comparison:  # fmt: skip
+        """``actual`` against ``expected`` within ``factor`` times the allowance; with ``also``,
+        within the sum of this allowance and that one's (two computations, each judged by its
+        own arithmetic: ``|a - b| <= |a - truth| + |b - truth|``)."""
         same = actual.shape == expected.shape and actual.dtype == expected.dtype
         if same and bool(torch.equal(actual, expected)) and bool(actual.isfinite().all()):
             return Comparison(name, actual, expected, torch.zeros((), dtype=torch.float64))
+        c = self.budget.compare(name, actual, expected, batch=batch, factor=factor)
+        if also is None:
+            return c
+        extra = also.budget.allowed(name, batch=batch, factor=factor)
+        return dataclasses.replace(c, allowed=c.allowed + extra)
+
+    @property
+    def budget(self) -> Budget:
+        """The budget, made at the first use (in the call's state then: an implementation)."""
         if self._budget is None:
             self._budget = self._call.budget(self._case, cotangent(self._case, self._shape), grads=False)
-        return self._budget.compare(name, actual, expected, batch=batch, factor=factor)
+        return self._budget

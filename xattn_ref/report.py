@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from xattn_ref.config import RunConfig
 from xattn_ref.errors import UsageError
+from xattn_ref.precision import summarize
 from xattn_ref.runner import Result
 
 __all__ = [
@@ -256,11 +257,16 @@ class Report:
             lines.append(f"  {prop:<{width}}" + "  ".join(f"{c:>15}" for c in cells))
         for reason in dict.fromkeys(r.message for r in mine if r.status == "skipped"):
             lines.append(f"  skipped: {reason}")
-        for prop, reason in dict.fromkeys(
-            (r.property, r.message) for r in mine if r.status == "not-applicable"
-        ):
-            if (prop, reason) not in common:
-                lines.append(f"  n/a: {prop}: {reason}")
+        reasons: dict[str, list[str]] = {}
+        for r in mine:
+            if r.status == "not-applicable" and (r.property, r.message) not in common:
+                reasons.setdefault(r.property, [])
+                if r.message not in reasons[r.property]:
+                    reasons[r.property].append(r.message)
+        for prop, said in reasons.items():  # one line a property: the first reason, and how many more
+            more = f" (and {len(said) - 1} more like it)" if len(said) > 1 else ""
+            lines.append(f"  n/a: {prop}: {said[0]}{more}")
+        lines += [f"  note: {text}" for text in summarize(n for r in mine for n in r.notes)]
         if any(r.status == "failed" and self.follows(r) for r in mine):
             lines.append("  (follows): fails only through the non-finite value that finite_output or")
             lines.append("             finite_grad reports; see that property's report")
@@ -296,6 +302,7 @@ class Report:
                 "examples": r.examples,
                 "applied": r.applied,
                 "message": r.message,
+                "notes": summarize(r.notes),
                 "follows_from": r.root if finding and self.follows(r) else None,
                 "expected_failure": self.xfailed(r) is not None,
                 "case": r.case,

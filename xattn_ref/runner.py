@@ -42,6 +42,7 @@ from xattn_ref._devices import dtype_name, unavailable_reason
 from xattn_ref.checks import PROPERTIES
 from xattn_ref.errors import NotTaken, PropertyFailure, TargetError
 from xattn_ref.kinds import KINDS
+from xattn_ref.precision import Notes, collected
 
 __all__ = ["KeyedDatabase", "Result", "Status", "Task", "run_property", "run_seed", "run_tasks"]
 
@@ -65,6 +66,7 @@ class Result:
     root: str | None = None  # the property this failure follows from (a non-finite value)
     shrunk: bool = True
     elapsed: float = 0.0
+    notes: Notes = ()  # information the run gathered (a float64 run's own precision): precision.summarize
 
     @builtins.property
     def tested(self) -> bool:
@@ -181,7 +183,11 @@ def run_property(
     db = None if database is None else KeyedDatabase(database, "|".join(key))
     test = Settings(settings, database=db, verbosity=Verbosity.quiet)(test)  # after seed: keeps the db
     try:
-        test()
+        with collected() as notes:
+            try:
+                test()
+            finally:
+                result.notes = tuple(notes)
     except PropertyFailure as exc:
         result.status, result.message, result.root = "failed", exc.detail, exc.root
         _record_case(result, exc.case, call)

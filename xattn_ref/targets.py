@@ -6,7 +6,8 @@ attn_implementation="eager")`` calls it with those arguments (Python literals on
 once per dtype and device when it requires ``dtype`` and ``device`` arguments (so a factory
 can build a module, and wrap it in a lambda, in each dtype); a factory that only *accepts* them
 (an ``nn.Module`` class) is called once. An ``nn.Module`` is copied to each dtype and device and
-put in eval mode. The kinds (``kernel``, ``layer``) are declared in
+put in eval mode, and so is each module a plain function holds (in a closure, or as a global of
+its module: :func:`xattn_ref.wrapped.rebound`). The kinds (``kernel``, ``layer``) are declared in
 :mod:`xattn_ref.kinds`.
 """
 
@@ -30,6 +31,7 @@ import torch
 
 from xattn_ref.errors import TargetLoadError, UsageError
 from xattn_ref.kinds import KINDS, resolve_options
+from xattn_ref.wrapped import rebound
 
 __all__ = ["Target", "as_target", "load_target"]
 
@@ -80,7 +82,8 @@ class Target:
         made = self._made
         if isinstance(made, torch.nn.Module):
             return copy.deepcopy(made).to(device=device, dtype=dtype).eval()
-        return made  # type: ignore[no-any-return]
+        # a function over modules: copies of them in the dtype
+        return rebound(made, dtype, device)  # type: ignore[no-any-return]
 
     @functools.cached_property
     def call(self) -> Any:

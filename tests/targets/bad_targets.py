@@ -45,10 +45,17 @@ def device_only(q, k, v, mask):
 
 
 def detached_when_all_padding(q, k, v, mask):
-    """A fast path for a fully padded batch that returns a fresh zeros tensor: no gradient."""
+    """Correct: a fast path for a fully padded batch that returns a fresh zeros tensor, with no
+    graph; its gradient is zero, which is right."""
     if mask is not None and not bool(mask.any()):
         return torch.zeros(*q.shape[:3], v.shape[-1], dtype=q.dtype, device=q.device)
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def detached_for_one_key(q, k, v, mask):
+    """A fast path for a single key that detaches its output: no gradient where there is one."""
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.detach() if k.shape[2] == 1 else out
 
 
 def wrong_for_long_contexts(q, k, v, mask):

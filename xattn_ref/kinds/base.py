@@ -150,12 +150,18 @@ def grad_mode(differentiable: bool) -> Any:
 
 
 def trainable_parameters(fn: Any) -> dict[str, torch.Tensor]:
-    """The parameters of ``fn`` that require grad, by name (none unless it is an ``nn.Module``)."""
+    """The parameters of ``fn`` that require grad, by name: an ``nn.Module``'s, or those of the
+    modules a plain function holds (:func:`xattn_ref.wrapped.modules_of`), ``name.parameter``."""
     import torch
 
-    if not isinstance(fn, torch.nn.Module):
-        return {}
-    return {n: p for n, p in fn.named_parameters() if p.requires_grad}
+    from xattn_ref.wrapped import modules_of
+
+    if isinstance(fn, torch.nn.Module):
+        return {n: p for n, p in fn.named_parameters() if p.requires_grad}
+    held = getattr(fn, "__xattn_modules__", None) or modules_of(fn)
+    return {
+        f"{m}.{n}": p for m, module in held.items() for n, p in module.named_parameters() if p.requires_grad
+    }
 
 
 def fixed(fn: Callable[..., Any]) -> FnFor:

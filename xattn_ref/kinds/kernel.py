@@ -58,9 +58,19 @@ class KernelCall(TargetCall):
         return {}
 
     def budget(self, case: AttentionCase, g: torch.Tensor, *, grads: bool) -> Budget:
+        """The tolerance model's budget; a float64 case whose run computes in float32 (Hugging
+        Face's eager softmax) is judged at float32's rounding unit
+        (:func:`~xattn_ref.precision.float64_precision`)."""
+        import torch
+
+        from xattn_ref._calls import forward_backward
+        from xattn_ref.precision import float64_precision
         from xattn_ref.tolerance import kernel_budget
 
-        return kernel_budget(case, g, grads=grads)
+        unit = None
+        if case.dtype == torch.float64:
+            _, unit = float64_precision(lambda: forward_backward(self, case, g) if grads else self(case))
+        return kernel_budget(case, g, grads=grads, unit=unit)
 
 
 class KernelKind(Kind):

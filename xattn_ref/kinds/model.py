@@ -15,7 +15,6 @@ architecture are read from its config. Any other callable gets ``input_ids`` and
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     from xattn_ref.cases.model import ModelCase
     from xattn_ref.tolerance import Budget
 
-__all__ = ["MODEL_PROPERTIES", "ModelCall", "ModelKind", "is_hf_model"]
+__all__ = ["MODEL_PROPERTIES", "ModelCall", "ModelKind"]
 
 MODEL_PROPERTIES: tuple[str, ...] = (
     "finite_output",
@@ -56,12 +55,6 @@ MODEL_PROPERTIES: tuple[str, ...] = (
 ARCHS = ("causal", "encoder", "seq2seq")
 
 
-def is_hf_model(fn: object) -> bool:
-    """Whether ``fn`` is a Hugging Face ``transformers`` model (its class or a base comes from
-    ``transformers`` and it has a config)."""
-    return hasattr(fn, "config") and any(c.__module__.startswith("transformers.") for c in type(fn).__mro__)
-
-
 def _hf_arch(model: Any) -> str:
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
@@ -70,14 +63,6 @@ def _hf_arch(model: Any) -> str:
     if getattr(config, "is_decoder", False) or any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names):
         return "causal"
     return "encoder"
-
-
-def _accepts(fn: Any, name: str) -> bool:
-    """Whether ``fn`` (its ``forward``, for a module) has a parameter ``name``."""
-    try:
-        return name in inspect.signature(fn.forward if hasattr(fn, "forward") else fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def positions_of(mask: torch.Tensor) -> torch.Tensor:
@@ -120,11 +105,13 @@ class ModelCall(TargetCall):
         """A Hugging Face model gets ``input_ids`` by position and the rest by keyword, a language
         model with ``position_ids`` derived from the mask (``--positions mask``) where its forward
         takes them; any other callable gets the case's arguments in order."""
+        from xattn_ref.wrapped import accepts
+
         args: dict[str, Any] = dict(case.arguments())
         fn = self._model(case)
-        if not is_hf_model(fn) or self.callmap is not None:
+        if not _called_by_keyword(fn) or self.callmap is not None:
             return args, {}
-        if self.positions == "mask" and self.arch == "causal" and _accepts(fn, "position_ids"):
+        if self.positions == "mask" and self.arch == "causal" and accepts(fn, "position_ids"):
             args["position_ids"] = positions_of(case.attention_mask)
         return {"input_ids": args.pop("input_ids")}, args
 
@@ -153,16 +140,24 @@ class ModelCall(TargetCall):
 
         from xattn_ref._calls import invoke
         from xattn_ref.errors import NotTaken
+        from xattn_ref.wrapped import inner_model
 
         fn = self._model(case)
         name = self._cache_argument(fn)
         if name is None:
-            raise NotTaken(
-                "cached decoding drives a Hugging Face model's cache (cache= or past_key_values=, "
-                "use_cache=True); this target has none"
-                if not is_hf_model(fn) or self.arch == "encoder"
-                else "this model's forward takes no cache= or past_key_values="
-            )
+            if self.arch == "encoder":
+                why = "an encoder has no cache to decode with"
+            elif self.callmap is not None:
+                why = "--call decides this target's arguments, and the gate cannot pass it a cache"
+            elif inner_model(fn) is not None and not _called_by_keyword(fn):
+                why = ("a plain function over a model: the gate cannot pass it a cache (name the model "
+                       "itself, module:model, or a factory of it, to run cached decoding)")
+            elif inner_model(fn) is not None:
+                why = "this model's forward takes no cache= or past_key_values="
+            else:
+                why = ("cached decoding drives a Hugging Face model's cache (cache= or past_key_values=, "
+                       "use_cache=True); this target has none")
+            raise NotTaken(why)
         args, kwargs = self.arguments(case)
         base = {**args, **kwargs}
         stream = "decoder_input_ids" if case.seq2seq else "input_ids"
@@ -190,10 +185,12 @@ class ModelCall(TargetCall):
         return torch.cat(steps, dim=1)
 
     def _cache_argument(self, fn: Any) -> str | None:
-        if not is_hf_model(fn) or self.arch == "encoder":
+        from xattn_ref.wrapped import accepts
+
+        if not _called_by_keyword(fn) or self.arch == "encoder" or self.callmap is not None:
             return None
         for name in ("cache", "past_key_values"):
-            if _accepts(fn, name):
+            if accepts(fn, name):
                 return name
         return None
 
@@ -201,8 +198,9 @@ class ModelCall(TargetCall):
 
     def implementations(self, case: ModelCase) -> tuple[str, ...]:
         """The attention implementations to compare (none for a model that offers one)."""
-        fn = self._model(case)
-        if not hasattr(fn, "set_attn_implementation"):
+        from xattn_ref.wrapped import inner_model
+
+        if not hasattr(inner_model(self._model(case)), "set_attn_implementation"):
             return ()
         return self.implementations_asked
 
@@ -210,17 +208,29 @@ class ModelCall(TargetCall):
     def implementation(self, case: ModelCase, name: str) -> Iterator[None]:
         """The model switched to attention implementation ``name`` for the block (and back)."""
         from xattn_ref.errors import NotTaken
+        from xattn_ref.wrapped import inner_model
 
-        fn = self._model(case)
+        fn = inner_model(self._model(case))
         was = fn.config._attn_implementation
         try:
             fn.set_attn_implementation(name)
         except Exception as exc:
-            raise NotTaken(f"the model does not take attn_implementation={name!r}: {exc}") from None
+            first = str(exc).split(". ")[0]
+            raise NotTaken(f"the model does not take attn_implementation={name!r}: {first}") from None
         try:
             yield
         finally:
             fn.set_attn_implementation(was)
+
+
+def _called_by_keyword(fn: Any) -> bool:
+    """A Hugging Face model, or a module that wraps one (PEFT, ``torch.compile``, a subclass), is
+    called as its users call it, by keyword; a plain function gets the kind's arguments in order."""
+    import torch
+
+    from xattn_ref.wrapped import inner_model
+
+    return isinstance(fn, torch.nn.Module) and inner_model(fn) is not None
 
 
 def _logits(out: Any, case: ModelCase, select: str | None, length: int | None = None) -> torch.Tensor:
@@ -292,11 +302,13 @@ class ModelKind(Kind):
         :class:`ValueError` naming the option when a plain callable leaves one open."""
         import torch
 
+        from xattn_ref.wrapped import inner_model
+
         try:
-            fn: Any = fn_for(torch.float32, "cpu")
+            fn: Any = inner_model(fn_for(torch.float32, "cpu"))
         except Exception as exc:
             raise ValueError(f"building the model in float32 raised {type(exc).__name__}: {exc}") from None
-        if is_hf_model(fn):
+        if fn is not None:
             config = fn.config
             options["arch"] = options.get("arch") or _hf_arch(fn)
             options["vocab"] = options.get("vocab") or int(config.vocab_size)

@@ -82,13 +82,16 @@ def kernel_budget(
     grads: bool,
     tf32: bool | None = None,
     flush_to_zero: bool | None = None,
+    unit: float | None = None,
 ) -> Budget:
     """The budget of a kernel case (:class:`~xattn_ref.cases.AttentionCase`) for the cotangent
     ``g``: the truth and the first-order floor from the float64 computation on the exactly upcast
     inputs (see the module docstring), the plain error from the same guarded attention run in
     the case's dtype. ``tf32``: whether float32 matmuls round to TF32 (default: as this device
     and torch's settings say). ``flush_to_zero``: whether float32 subnormals may be flushed to
-    zero (:func:`underflow_unit`; default: on CUDA)."""
+    zero (:func:`underflow_unit`; default: on CUDA). ``unit``: the rounding unit a float64 case
+    is judged at where the kernel's float64 run is float32-accurate
+    (:func:`xattn_ref.precision.float64_precision`): float32's, for every stage."""
     from xattn_ref._kernel import expand_kv, plain_attention
 
     f64, cpu = torch.float64, "cpu"
@@ -100,7 +103,8 @@ def kernel_budget(
     k, v = (expand_kv(t.detach().to(device=cpu, dtype=f64), heads) for t in (case.k, case.v))
     bias = None if case.bias is None else case.bias.detach().to(device=cpu, dtype=f64)
     m = case.full_mask.to(cpu)
-    eps = _rounding_unit(case, tf32)
+    eps = max(_rounding_unit(case, tf32), unit or 0.0)
+    lowered = case.dtype == f64 and eps > torch.finfo(f64).eps  # judged as a float32 computation
     # Sums of many terms (P v, g v^T, delta, dS k, ...) are accumulated in float32, also for half
     # inputs (flash-attention's rule; a half-precision accumulator is a defect:
     # known_bad.half_accumulator, half_softmax): n terms are off by eps_acc n sum|terms|
@@ -120,7 +124,7 @@ def kernel_budget(
     # order, which vanishes when one key takes all the weight
     # eta: the absolute error of a weight that underflows into T's subnormals
     ftz = case.device.type == "cuda" if flush_to_zero is None else flush_to_zero
-    eta = underflow_unit(case.dtype, flush_to_zero=ftz)
+    eta = underflow_unit(torch.float32 if lowered else case.dtype, flush_to_zero=ftz)
     # roundings of S: q and k scaled (q·s, or both by sqrt(s)), S itself, S + bias; the
     # accumulation of its D products in any order, in float32 for every input below float64
     # (eps_dot D a: with one dominant product every later addition rounds at its size, so

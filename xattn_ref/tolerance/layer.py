@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from xattn_ref._calls import forward_backward
+from xattn_ref.precision import float64_precision
 from xattn_ref.tolerance.budget import Budget, _error, _finite_or_zero, _rounding_unit, _row_max
 
 if TYPE_CHECKING:
@@ -86,13 +87,6 @@ def layer_budget(
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
     eps = _rounding_unit(case, tf32)
-    gen = torch.Generator().manual_seed(case.seed + 4)
-    nudged = exact.replace(
-        **{
-            n: t * (1 + eps * torch.randint(0, 2, t.shape, generator=gen).mul(2).sub(1).to(t))
-            for n, t in exact.inputs().items()
-        }
-    )
 
     # in the call's own grad mode: under no_grad, layers such as nn.MultiheadAttention take another
     # (fast) path than the one being judged
@@ -102,7 +96,16 @@ def layer_budget(
             return {case.output_name: y, **d}
         return {case.output_name: call(c)}
 
-    truth = results(exact)
+    # a float64 run that computes in float32 is judged at float32's unit
+    truth, unit = float64_precision(lambda: results(exact), case.dtype)
+    eps = max(eps, unit)
+    gen = torch.Generator().manual_seed(case.seed + 4)
+    nudged = exact.replace(
+        **{
+            n: t * (1 + eps * torch.randint(0, 2, t.shape, generator=gen).mul(2).sub(1).to(t))
+            for n, t in exact.inputs().items()
+        }
+    )
     moved = call(nudged).detach().double().cpu()  # the output's S
     # the gradients' plain error: Monte Carlo arithmetic (CADNA's three runs), on the CPU
     on_cpu = exact if device == "cpu" else case.to(dtype=torch.float64, device="cpu")

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from xattn_ref._calls import first_nonfinite, forward_backward
-from xattn_ref.errors import NotTaken
+from xattn_ref.errors import NotTaken, TargetError
+from xattn_ref.precision import NO_FLOAT64, float64_precision, notice
 from xattn_ref.tolerance.budget import Budget, _finite_or_zero, _rounding_unit, _row_max, underflow_unit
 from xattn_ref.tolerance.layer import sampled_errors
 
@@ -45,7 +46,11 @@ def model_budget(call: Any, case: ModelCase, g: torch.Tensor | None = None, *, g
     float64: ``finfo(float64).min`` in its float32 softmax is ``-inf``), the model's float32 run
     is the base that the samples perturb at T's roundings (the base's own error, float32's, is
     below what two roundings of T per operation make, or of its size for T = float32); where
-    that is not finite either, no budget exists: :class:`NotTaken`, the example is left out."""
+    that is not finite either, no budget exists: :class:`NotTaken`, the example is left out. A
+    model whose float64 run raises (a grouped matmul that takes no float64) takes its float32 run
+    as the base likewise, and says so (:func:`~xattn_ref.precision.notice`). A float64 case whose
+    run computes in float32 (Hugging Face's eager softmax and rotary tables) is judged at
+    float32's rounding unit (:func:`~xattn_ref.precision.float64_precision`)."""
     device = "cpu" if case.device.type == "mps" else str(case.device)
     exact = case.to(dtype=torch.float64, device=device)
     eps = _rounding_unit(case, None)
@@ -57,14 +62,27 @@ def model_budget(call: Any, case: ModelCase, g: torch.Tensor | None = None, *, g
             return {case.output_name: y, **d}
         return {case.output_name: call(c).detach()}
 
-    truth = results(exact)
     judged = case.judged().to("cpu").unsqueeze(-1)
     base = torch.float64
-    if _broken(truth[case.output_name], judged) is not None and case.dtype != torch.float64:
+    truth: dict[str, torch.Tensor] | None = None
+    try:  # a float64 run that computes in float32 is judged at float32's unit
+        truth, unit = float64_precision(lambda: results(exact), case.dtype)
+    except TargetError as exc:
+        if case.dtype == torch.float64:
+            raise
+        # a model with no float64 path (a grouped matmul that takes no float64): its float32 run
+        # is the base, as for a broken one below
+        notice(NO_FLOAT64, str(exc).splitlines()[0].split(" (on ")[0])
+    else:
+        if unit > eps:
+            eps, eta = unit, underflow_unit(torch.float32, flush_to_zero=case.device.type != "cpu")
+    broken = truth is None or _broken(truth[case.output_name], judged) is not None
+    if broken and case.dtype != torch.float64:
         # the model's float64 path is broken (Hugging Face's eager attention: finfo(float64).min
         # in a float32 softmax is -inf): its float32 run is the base, perturbed at T's roundings
         base, exact = torch.float32, case.to(dtype=torch.float32, device=device)
         truth = results(exact)
+    assert truth is not None  # a float64 case whose run raised has raised above
     index = _broken(truth[case.output_name], judged)
     if index is not None:  # a NaN truth makes no budget: the case says nothing in this dtype
         raise NotTaken(

@@ -1,0 +1,69 @@
+"""The precision a float64 run actually has: a run that computes in float32 (Hugging Face's
+eager softmax, rotary tables, RMSNorm) is judged at float32's rounding unit and says so once, as
+information; half precision inside a float64 run is not admitted; and a float32 computation off
+by more than float32's own error is still caught in float64."""
+
+from __future__ import annotations
+
+import torch
+
+from tests._support import run
+from xattn_ref.precision import FLOAT32, LowerPrecision, summarize
+
+
+def _softmax_in(dtype: torch.dtype, off: float = 0.0):
+    def kernel(q, k, v, mask):
+        s = torch.einsum("bhid,bhjd->bhij", q, k) * q.shape[-1] ** -0.5
+        allowed = torch.ones_like(s, dtype=torch.bool) if mask is None else mask.expand(s.shape)
+        some = allowed.any(-1, keepdim=True)
+        s = torch.where(allowed, s, -torch.inf).where(some, 0.0)
+        p = (torch.softmax(s.to(dtype), -1) * (1 + off)).to(q.dtype) * some
+        return p @ v
+
+    kernel.__name__ = f"softmax_in_{str(dtype)[6:]}" + ("_off" if off else "")
+    return kernel
+
+
+float32_softmax = _softmax_in(torch.float32)  # correct: as Hugging Face's eager attention
+bfloat16_softmax = _softmax_in(torch.bfloat16)  # known-bad: half precision in a float64 run
+float32_softmax_off = _softmax_in(torch.float32, 1e-5)  # known-bad: 80 float32 roundings off
+
+
+def test_the_recorder_names_the_arithmetic_in_float32_and_nothing_in_plain_float64():
+    q = torch.randn(1, 1, 3, 8, dtype=torch.float64)
+    with LowerPrecision() as mode:
+        float32_softmax(q, q, q, None)
+    assert "_softmax" in mode.ops and "bmm" not in mode.ops
+    with LowerPrecision() as plain:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert not plain.ops
+
+
+def test_a_float64_run_with_a_float32_softmax_is_judged_at_float32_and_says_so():
+    for prop in ("reference_agreement", "compaction_equivalence", "batch_independence"):
+        r = run(prop, float32_softmax, torch.float64)
+        assert r.status == "passed", (prop, r.message)
+    r = run("reference_agreement", float32_softmax, torch.float64)
+    assert (FLOAT32, "_softmax") in r.notes
+    assert "float32-accurate" in summarize(r.notes)[0] and "not a failure" in summarize(r.notes)[0]
+
+
+def test_half_precision_in_a_float64_run_and_float32_beyond_its_error_are_caught():
+    assert run("reference_agreement", bfloat16_softmax, torch.float64).status == "failed"
+    r = run("reference_agreement", float32_softmax_off, torch.float64)
+    assert r.status == "failed" and "> allowed" in r.message
+
+
+def test_a_hugging_face_llama_holds_in_float64_and_its_known_bad_twins_are_still_caught():
+    """The README's own model: eager attention and rotary tables in float32 inside float64."""
+    from xattn_ref.zoo.hf_models import causal_lm
+    from xattn_ref.zoo.known_bad import KNOWN_BAD_MODELS
+
+    model = causal_lm("llama")
+    for prop in ("implementation_consistency", "padding_side_invariance", "compaction_equivalence"):
+        r = run(prop, model, torch.float64, kind="model", max_examples=15)
+        assert r.status == "passed", (prop, r.message)
+    for name in ("sdpa_forgets_padding", "cache_drops_mask"):
+        factory, options, prop = KNOWN_BAD_MODELS[name]
+        r = run(prop, factory(), torch.float64, kind="model", name=name, **options)
+        assert r.status == "failed", (name, r.status, r.message)
