@@ -30,7 +30,11 @@ def plain_verdicts() -> dict[str, str]:
     return {p: r.status for p, r in verdicts(causal_lm("llama")).items()}
 
 
-@pytest.mark.parametrize("wrapper", ["kwargs", pytest.param("peft", marks=needs_peft), "compiled"])
+# compiled: dynamo traces each new shape (20 s), so in the sweep tier
+COMPILED = pytest.param("compiled", marks=pytest.mark.sweep)
+
+
+@pytest.mark.parametrize("wrapper", ["kwargs", pytest.param("peft", marks=needs_peft), COMPILED])
 def test_a_wrapped_llama_gets_the_plain_modules_verdicts_and_its_cache_defect_is_caught(wrapper):
     plain = plain_verdicts()
     assert plain == dict.fromkeys(PROPS, "passed")

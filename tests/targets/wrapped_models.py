@@ -32,7 +32,7 @@ def peft_llama(model=None):
 
 
 def compiled_llama(model=None):
-    return torch.compile(causal_lm("llama") if model is None else model, backend="eager")
+    return torch.compile(causal_lm("llama") if model is None else model, backend="eager", dynamic=True)
 
 
 def function_over(model):
