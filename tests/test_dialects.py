@@ -40,7 +40,7 @@ def test_each_known_bad_kernel_in_a_dialect_is_caught_in_every_dtype_where_its_d
         expected = "failed" if dtype in DEFECT_DTYPES.get(name, (dtype,)) else "passed"
         assert r.status == expected, (dtype, r.status, r.message)
         if expected == "failed":
-            assert r.property == prop and r.snippet and "args" in r.snippet  # the call, in its dialect
+            assert r.property == prop and r.snippet and r.how and "args" in r.how  # the call, in its dialect
 
 
 def test_hugging_face_eager_attention_passes_the_finite_policy_in_float32_and_fails_zero():
@@ -281,7 +281,9 @@ def test_grouped_heads_and_biases_are_drawn_often():
     collect()
     grouped = sum(1 < c.k.shape[1] < c.q.shape[1] for c in drawn)
     assert grouped >= 10, grouped
-    assert sum(c.bias is not None for c in drawn) >= 50
+    # with a margin from the distribution (about half the cases carry a bias: 42 to 58 of 100 were
+    # seen in different test orders), not one order's luck
+    assert sum(c.bias is not None for c in drawn) >= 25
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,7 @@ def test_a_run_that_tests_nothing_does_not_pass(run):
 
 def test_xfail_file_matches_exact_ids_only(run, pytester):
     xfail = pytester.path / "xfail.txt"
-    xfail.write_text("finite_output[float32-cpu]  # NaN on empty rows, known\nfloat32\n")
+    xfail.write_text("finite_output[float32-cpu]  # NaN on empty rows, known\ncached_decoding\n")
     result = run(
         "--xattn-target",
         "xattn_ref.zoo.known_bad:neg_inf_softmax",
@@ -128,7 +128,7 @@ def test_xfail_file_matches_exact_ids_only(run, pytester):
     )
     outcomes = result.parseoutcomes()
     assert outcomes.get("xfailed") == 1 and outcomes.get("failed") == 1, outcomes
-    result.stdout.fnmatch_lines(["*xfail entry 'float32' matches no test*"])
+    result.stdout.fnmatch_lines(["*xfail entry 'cached_decoding' matches no test*"])
 
 
 def test_the_database_keeps_and_replays_failures(run, pytester):

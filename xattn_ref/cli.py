@@ -170,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dtypes, devices = plan.parse_dtypes(values["dtype"]), plan.parse_devices(values["device"])
         absent = tuple(r for r in (unavailable_reason(d) for d in devices) if r is not None)
         present = [d for d in devices if unavailable_reason(d) is None]
+        if not present:  # nothing can run: one line, not an empty report
+            raise UsageError(f"--device {','.join(devices)}: nothing can run here: {'; '.join(absent)}")
         xfail = read_xfail(args.xfail) if args.xfail else {}
         expected = None
         if args.target is None:
@@ -189,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     tasks = plan.tasks(targets, properties, dtypes, present)
-    progress = None if args.quiet or not tasks else Progress(len(tasks))
+    # progress on a terminal only: a log (CI) gets the report and its summary
+    progress = None if args.quiet or not tasks or not sys.stderr.isatty() else Progress(len(tasks))
     start = time.perf_counter()
     results = run_tasks(
         targets,

@@ -87,6 +87,9 @@ class Dialect:
         "no is_causal: the causal mask travels in the mask with the padding (as Hugging Face "
         "builds them for batched generation)", kind="switch")
     key_padding: bool = _option("the mask is (B, Lk), one row of keys per batch element", kind="switch")
+    always_mask: bool = _option(
+        "the kernel always takes a mask: never mask=None (drawn in one case in eight otherwise; a case "
+        "with no padding then passes an all-True mask)", kind="switch")
     query_padding: bool = _option(
         "with --key-padding --self-attention: the (B, L) mask pads queries too, so a padded "
         "query allows no key (BERT-style encoders)", kind="switch")
@@ -134,6 +137,8 @@ class Dialect:
             raise ValueError("query_padding needs key_padding and self_attention: one (B, L) mask for both")
         if self.mask == "block" and (self.key_padding or self.bias or self.gqa_mapping == "tile"):
             raise ValueError("mask block is (B, H, Lq, Lk) and bias-free: no key_padding, bias or tile")
+        if self.always_mask and self.mask == "none":
+            raise ValueError("always_mask needs a mask: with mask none there is never one")
         if self.key_padding and self.mask == "none":
             raise ValueError("key_padding describes the mask's shape; with mask none there is no mask")
 
@@ -211,6 +216,8 @@ class Dialect:
             "block": "mask None or a FlexAttention BlockMask over (B, H, Lq, Lk)",
             "none": "mask None",
         }[self.mask]
+        if self.always_mask and self.mask != "none":
+            mask = mask.replace("mask None or ", "mask ")
         if self.bias:
             mask += ", finite biases on allowed entries"
         is_causal = self.causal != "none" and not self.causal_in_mask and not self.fixed_causal
@@ -247,6 +254,8 @@ class Dialect:
             args.update(gqa=True, num_heads=st.sampled_from(GQA_HEADS))
         if self.mask == "none":
             args["allow_mask"] = False
+        if self.always_mask:
+            args["allow_no_mask"] = False
         if self.key_padding or self.causal != "none":
             args["mask_layouts"] = ["sequence_padding" if self.query_padding else "key_padding"]
         if self.bias:
@@ -301,6 +310,9 @@ class Dialect:
             if not self.fixed_causal:
                 kwargs["is_causal"] = True
         q, mask = case.q, self.render_mask(case)
+        if mask is None and self.always_mask:  # a case with no mask (a sequence alone, unpadded)
+            every = torch.ones(case.k.shape[0], 1, 1, case.k.shape[2], dtype=torch.bool, device=case.q.device)
+            mask = self.render_mask(case.replace(mask=every))
         perm = self.head_order(case)
         if perm is not None:  # a tiling kernel: the query heads reordered so that it computes the case
             q = q[:, perm]

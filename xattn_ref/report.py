@@ -24,6 +24,7 @@ __all__ = [
     "Progress",
     "failure_report",
     "read_xfail",
+    "rebuild_snippet",
     "reproduce_command",
     "xfail_reason",
 ]
@@ -45,9 +46,18 @@ def read_xfail(path: str, source: str = "--xfail") -> dict[str, str]:
             lines = file.read().splitlines()
     except OSError as exc:
         raise UsageError(f"{source}: cannot read {path!r}: {exc.strerror}") from None
+    from xattn_ref.checks import PROPERTIES
+    from xattn_ref.options import did_you_mean
+
     entries: dict[str, str] = {}
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         entry, _, comment = line.partition("#")
+        prop = entry.strip().partition("[")[0]
+        if prop and prop not in PROPERTIES:
+            raise UsageError(
+                f"{source}: {path}, line {number}: unknown property {prop!r}"
+                + (did_you_mean(prop, list(PROPERTIES)) or f"; expected one of {', '.join(PROPERTIES)}")
+            )
         if entry.strip():
             entries[entry.strip()] = comment.strip() or f"listed in {path}"
     return entries
@@ -79,6 +89,30 @@ def reproduce_command(target: Any, result: Result, config: RunConfig) -> str:
     )
 
 
+def rebuild_snippet(target: Any, result: Result) -> str | None:
+    """Python that rebuilds the minimal case and, for a target loaded by its spec, runs the
+    property on the target as the gate calls it (its kind and options: ``--call``, ``--select``,
+    ``--backward``, a factory's arguments), raising the failure again; in the kind's plain
+    convention, also the call of the target itself, ``fn``."""
+    if not result.snippet:
+        return None
+    lines = [result.snippet]
+    spec = target.spec or target.name
+    if ":" not in spec:  # held in-process (as_target): the caller has the target
+        if result.how:
+            lines += ["# fn: your target", result.how]
+        return "\n".join(lines)
+    lines += [
+        "from xattn_ref.checks import check",
+        "from xattn_ref.plan import load",
+        f"call = load({spec!r}, {target.kind!r}, {target.given_options()!r}).call  # as the gate calls it",
+    ]
+    if result.how:
+        lines += ["fn = call.fn_for(case.dtype, str(case.device))  # the target itself", result.how]
+    lines.append(f"check({result.property!r}, call, case)  # raises the failure above")
+    return "\n".join(lines)
+
+
 def failure_report(target: Any, result: Result, config: RunConfig) -> str:
     """A failure or error in words: what broke, on which minimal example, and how to reproduce it."""
     what = "failed" if result.status == "failed" else "error (the target misbehaved on a valid input)"
@@ -87,12 +121,15 @@ def failure_report(target: Any, result: Result, config: RunConfig) -> str:
         f"after {result.examples} examples",
         f"  {result.message}",
     ]
+    if result.hint:
+        lines.append(f"  hint: {result.hint}")
     if result.case is not None:
         label = "minimal example" if result.shrunk else "example (not shrunk: the first error is)"
         lines.append(f"  {label}: {result.case}")
-        if result.snippet:
+        snippet = rebuild_snippet(target, result)
+        if snippet:
             lines.append("  rebuild it in Python:")
-            lines.extend("    " + line for line in result.snippet.splitlines())
+            lines.extend("    " + line for line in snippet.splitlines())
     lines.append(f"  reproduce: {reproduce_command(target, result, config)}")
     return "\n".join(lines)
 
@@ -277,11 +314,18 @@ class Report:
         if not any(r.tested for r in mine):
             verdict = "nothing tested"
         else:
-            failed = sum(r.status == "failed" and not self.xfailed(r) for r in mine)
-            errors = sum(r.status == "error" and not self.xfailed(r) for r in mine)
-            parts = [f"{failed} failing"] if failed else []
-            parts += [f"{errors} target errors"] if errors else []
-            verdict = ", ".join(parts) if parts else "every tested property holds"
+            # one unit, as the summary line's: properties; then the runs (dtype x device) behind them
+            found = self.findings(target)
+            failed = sum(r.status == "failed" for r in found)
+            errors = sum(r.status == "error" for r in found)
+            props = len({r.property for r in found})
+            runs = [f"{failed} run{'s' * (failed != 1)} failed"] if failed else []
+            runs += [f"{errors} target error{'s' * (errors != 1)}"] if errors else []
+            verdict = (
+                f"{props} failing propert{'y' if props == 1 else 'ies'} ({', '.join(runs)})"
+                if props
+                else "every tested property holds"
+            )
         if self.expected is not None:
             verdict += " (as expected)" if self.as_expected(target) else " (NOT as expected)"
         return verdict
@@ -302,11 +346,12 @@ class Report:
                 "examples": r.examples,
                 "applied": r.applied,
                 "message": r.message,
+                "hint": r.hint,
                 "notes": summarize(r.notes),
                 "follows_from": r.root if finding and self.follows(r) else None,
                 "expected_failure": self.xfailed(r) is not None,
                 "case": r.case,
-                "rebuild": r.snippet,
+                "rebuild": rebuild_snippet(target, r),
                 "reproduce": reproduce_command(target, r, self.config) if finding else None,
             }
 

@@ -22,6 +22,7 @@ replays exactly one of them.
 from __future__ import annotations
 
 import builtins
+import copy
 import dataclasses
 import hashlib
 import multiprocessing
@@ -63,6 +64,8 @@ class Result:
     message: str = ""
     case: str | None = None  # the minimal case in words
     snippet: str | None = None  # Python that rebuilds it
+    how: str | None = None  # Python that calls the target ``fn`` on it in its dialect (no --call or --select)
+    hint: str | None = None  # what else the failure suggests (the minimal case holds with the mask inverted)
     root: str | None = None  # the property this failure follows from (a non-finite value)
     shrunk: bool = True
     elapsed: float = 0.0
@@ -191,6 +194,7 @@ def run_property(
     except PropertyFailure as exc:
         result.status, result.message, result.root = "failed", exc.detail, exc.root
         _record_case(result, exc.case, call)
+        result.hint = _inverted_mask_hint(target, prop_, call, exc.case)
     except _Stop as stop:
         result.status, result.message, result.shrunk = "error", str(stop.error), False
         _record_case(result, stop.case, call)
@@ -242,12 +246,39 @@ def _database_key(check: Callable[..., Any]) -> bytes:
     return _DIGESTS[code]
 
 
+def _inverted_mask_hint(target: Any, prop: Any, call: Any, case: Any) -> str | None:
+    """A hint when the minimal case holds with every bool mask inverted (True = padding): the
+    target may take the other convention, which ``--call`` declares."""
+    from xattn_ref.kinds.callmap import CallMap
+
+    roles = KINDS[target.kind].roles
+    if call.callmap is not None or case is None or not any("mask" in r for r in roles):
+        return None
+    try:
+        args, _ = call.arguments(case)
+        masks = [r for r in roles if "mask" in r and getattr(args.get(r), "dtype", None) == torch.bool]
+        # a failure only where a row allows no key is the padding class itself, not a convention
+        if not masks or not all(bool(args[r].any(-1).all()) for r in masks):
+            return None
+        text = ", ".join(f"~{r}" if r in masks else r for r in roles if r in args)
+        inverted = copy.copy(call)
+        inverted.callmap = CallMap.parse(text, tuple(r for r in roles if r in args))
+        if not prop.check(inverted, case):
+            return None
+    except Exception:  # any failure with the mask inverted: no hint
+        return None
+    return (
+        f"the minimal case holds with the mask inverted: if the target takes True = padding, "
+        f"say so with --call '{text}'"
+    )
+
+
 def _record_case(result: Result, case: Any, call: Any) -> None:
     if case is not None:
         result.case, result.snippet = case.describe(), case.snippet()
-        how = call.snippet() if hasattr(call, "snippet") else ""
-        if how:
-            result.snippet += "\n" + how
+        plain = getattr(call, "callmap", None) is None and getattr(call, "select", None) is None
+        how = call.snippet() if hasattr(call, "snippet") and plain else ""
+        result.how = how or None
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,12 @@ class Target:
         """The target bound to its kind (:class:`xattn_ref.kinds.KernelCall` or ``LayerCall``)."""
         return KINDS[self.kind].make_call(self.fn_for, self.options, True)
 
+    def given_options(self) -> dict[str, Any]:
+        """The options that differ from the kind's defaults (what ``plan.load`` needs to load this
+        target again)."""
+        defaults = {o.name: o.default for o in KINDS[self.kind].options}
+        return {n: v for n, v in self.options.items() if v != defaults.get(n)}
+
     def cli_args(self) -> tuple[str, ...]:
         """The ``xattn-check`` arguments that name this target, its kind and its options."""
         args = [self.spec or self.name]

@@ -69,3 +69,15 @@ def layer_in_every_dtype(dtype, device):
     """The docs' pattern: a factory that takes dtype and device, and wraps the layer in a lambda."""
     layer = cross_attention_layer(dim=16).to(dtype=dtype, device=device).eval()
     return lambda x, context, context_mask: layer(x, context, context_mask)
+
+
+def padding_mask_kernel(q, k, v, padding):
+    """Correct for its own convention: ``padding`` True = a padded key (not the gate's)."""
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if padding is None else ~padding
+    )
+
+
+def mask_required_kernel(q, k, v, mask):
+    """Correct, but written to take a mask every time (``~~mask`` fails on None)."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~~mask)

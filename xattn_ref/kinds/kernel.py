@@ -75,7 +75,10 @@ class KernelCall(TargetCall):
 
 class KernelKind(Kind):
     name = "kernel"
-    signature = "fn(q, k, v, mask) -> out in SDPA's layout; mask bool, True = may attend"
+    signature = (
+        "fn(q, k, v, mask) -> out in SDPA's layout; mask bool, True = may attend, or None (no mask, in one "
+        "case in eight: --always-mask never passes None)"
+    )
     options = (*DIALECT_OPTIONS, *CALL_OPTIONS)
     roles: ClassVar[tuple[str, ...]] = ("q", "k", "v", "mask")
 

@@ -319,7 +319,8 @@ class ModelKind(Kind):
         if not options.get("vocab"):
             raise ValueError(
                 "--vocab is required for a model that is not a Hugging Face model (how many token ids it "
-                "takes)"
+                "takes); a model target is fn(input_ids, attention_mask) -> logits (a kernel or a layer: "
+                "--kind kernel, layer, encoder)"
             )
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> ModelCall:
