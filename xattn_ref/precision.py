@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from xattn_ref._perturbed import _leaves  # an aten operation's arguments, walked in order
+
 __all__ = [
     "FLOAT32",
     "NO_FLOAT64",
@@ -68,21 +70,10 @@ class LowerPrecision(TorchDispatchMode):  # type: ignore[no-untyped-call]
             name not in _MOVES
             and name not in self.ops
             and not any(r.alias_info for r in schema.returns)
-            and any(isinstance(t, torch.Tensor) and t.dtype == torch.float32 for t in _flat((args, kwargs)))
+            and any(isinstance(t, torch.Tensor) and t.dtype == torch.float32 for t in _leaves((args, kwargs)))
         ):
             self.ops[name] = None
         return func(*args, **kwargs)
-
-
-def _flat(x: Any) -> Iterator[Any]:
-    if isinstance(x, (tuple, list)):
-        for y in x:
-            yield from _flat(y)
-    elif isinstance(x, dict):
-        for y in x.values():
-            yield from _flat(y)
-    else:
-        yield x
 
 
 def float64_precision(run: Callable[[], Any], dtype: torch.dtype = torch.float64) -> tuple[Any, float]:
