@@ -31,8 +31,11 @@ def is_hf_model(fn: object) -> bool:
 
 def modules_of(fn: Any) -> dict[str, torch.nn.Module]:
     """The modules a plain function (or a ``functools.partial`` of one) holds: its closure's
-    cells and the globals its code names, by name ("" for none: a module itself is not a plain
-    function)."""
+    cells and the globals its code names, by name (none for a module itself: it is not a plain
+    function); for a function :func:`rebound` made, the copies it holds."""
+    copies = getattr(fn, "__xattn_modules__", None)
+    if copies is not None:
+        return dict(copies)
     if isinstance(fn, functools.partial):
         found = {f"arg{i}": a for i, a in enumerate(fn.args) if isinstance(a, torch.nn.Module)}
         found.update({k: a for k, a in fn.keywords.items() if isinstance(a, torch.nn.Module)})
@@ -104,8 +107,7 @@ def inner_model(fn: Any) -> Any:
         elif hasattr(fn, "get_base_model"):  # a PEFT model
             fn = fn.get_base_model()
         else:
-            held = getattr(fn, "__xattn_modules__", None) or modules_of(fn)
-            models = [m for m in held.values() if inner_model(m) is not None]
+            models = [m for m in modules_of(fn).values() if inner_model(m) is not None]
             fn = inner_model(models[0]) if len(models) == 1 else None
     return None
 

@@ -158,9 +158,11 @@ def trainable_parameters(fn: Any) -> dict[str, torch.Tensor]:
 
     if isinstance(fn, torch.nn.Module):
         return {n: p for n, p in fn.named_parameters() if p.requires_grad}
-    held = getattr(fn, "__xattn_modules__", None) or modules_of(fn)
     return {
-        f"{m}.{n}": p for m, module in held.items() for n, p in module.named_parameters() if p.requires_grad
+        f"{m}.{n}": p
+        for m, module in modules_of(fn).items()
+        for n, p in module.named_parameters()
+        if p.requires_grad
     }
 
 
