@@ -48,16 +48,21 @@ LAYERS = (
     ("xattn_ref.zoo.adapters:hf_bert_layer()", "encoder"),
 )
 
-#: Correct models and their options, for ``--models``; the Hugging Face ones without float64,
-#: where their eager attention is broken (docs/models.md, finding 1), which implementation_consistency
-#: compares with.
+#: Correct models and their options, for ``--models``, in every dtype: a float64 run that Hugging
+#: Face computes partly in float32 is judged at float32's unit (xattn_ref.precision). gpt-oss takes
+#: no float64 (its float32 run is the base). Gemma 2 (eager only) is left out: its eager attention
+#: is NaN in float64 and its parameter gradients in float16 (docs/models.md, M1 and M6), findings
+#: the sweep would count as non-finite results, not tolerance.
 MODELS = (
     ("xattn_ref.zoo.tiny_models:TinyLM()", {"vocab": 32}, ALL_DTYPES),
     ("xattn_ref.zoo.tiny_models:TinySeq2Seq()", {"vocab": 32, "arch": "seq2seq"}, ALL_DTYPES),
-    ('xattn_ref.zoo.hf_models:causal_lm("llama")', {}, ALL_DTYPES[1:]),
-    ('xattn_ref.zoo.hf_models:causal_lm("mistral")', {}, ALL_DTYPES[1:]),
-    ('xattn_ref.zoo.hf_models:causal_lm("gpt2")', {}, ALL_DTYPES[1:]),
-    ('xattn_ref.zoo.hf_models:encoder("bert")', {"padding_side": "right"}, ALL_DTYPES[1:]),
+    ('xattn_ref.zoo.hf_models:causal_lm("llama")', {}, ALL_DTYPES),
+    ('xattn_ref.zoo.hf_models:causal_lm("qwen2")', {}, ALL_DTYPES),
+    ('xattn_ref.zoo.hf_models:causal_lm("qwen3")', {}, ALL_DTYPES),
+    ('xattn_ref.zoo.hf_models:causal_lm("mistral")', {}, ALL_DTYPES),
+    ('xattn_ref.zoo.hf_models:causal_lm("gpt_oss")', {}, ALL_DTYPES[1:]),
+    ('xattn_ref.zoo.hf_models:causal_lm("gpt2")', {}, ALL_DTYPES),
+    ('xattn_ref.zoo.hf_models:encoder("bert")', {"padding_side": "right"}, ALL_DTYPES),
 )
 
 #: Properties whose failure is a NaN, or an infinity the allowance does not reach.
@@ -71,14 +76,16 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=50, help="examples per property, dtype and seed")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--layers", action="store_true", help="six correct layers instead (see above)")
-    parser.add_argument("--models", action="store_true", help="six correct models instead (see above)")
+    parser.add_argument("--models", action="store_true", help="the correct models instead (see above)")
+    parser.add_argument("--only", default="", help="with --models: the models whose spec contains this")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = profile_settings("dev", max_examples=args.examples)
     dtypes: dict[str, tuple[torch.dtype, ...]] = {}
     if args.models:
-        targets = [load_target(s, "model", resolve_options("model", o, prefix="")) for s, o, _ in MODELS]
-        dtypes = {t.name: d for t, (_, _, d) in zip(targets, MODELS)}
+        chosen = [m for m in MODELS if args.only in m[0]]
+        targets = [load_target(s, "model", resolve_options("model", o, prefix="")) for s, o, _ in chosen]
+        dtypes = {t.name: d for t, (_, _, d) in zip(targets, chosen)}
     elif args.layers:
         targets = [load_target(s, k, resolve_options(k, {"dim": 16}, prefix="")) for s, k in LAYERS]
     else:

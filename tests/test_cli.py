@@ -180,6 +180,9 @@ def test_an_output_with_no_graph_whose_gradient_is_zero_is_a_zero_gradient():
     r = cli(f"{TARGETS}:detached_when_all_padding", *FAST, "--dtype", "float32,float16", "--property", props)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ERROR" not in r.stdout
+    # zeros with no graph where the true output (and gradient) is not zero: a failure, not a pass
+    r = cli(f"{TARGETS}:zeros_for_one_key", *FAST, "--dtype", "float32", "--property", "reference_agreement")
+    assert r.returncode == 1 and "reference_agreement failed" in r.stdout, r.stdout
 
 
 def test_the_printed_reproduce_commands_reproduce(tmp_path):

@@ -9,6 +9,7 @@ import torch
 
 from tests._support import run
 from xattn_ref.precision import FLOAT32, LowerPrecision, summarize
+from xattn_ref.profiles import profile_settings
 
 
 def _softmax_in(dtype: torch.dtype, off: float = 0.0):
@@ -67,3 +68,42 @@ def test_a_hugging_face_llama_holds_in_float64_and_its_known_bad_twins_are_still
         factory, options, prop = KNOWN_BAD_MODELS[name]
         r = run(prop, factory(), torch.float64, kind="model", name=name, **options)
         assert r.status == "failed", (name, r.status, r.message)
+
+
+class NoFloat64(torch.nn.Module):
+    """A model that takes no float64 (as gpt-oss's grouped matmul)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        if next(self.parameters()).dtype == torch.float64:
+            raise RuntimeError("expected a Float32, BFloat16 or Float16 matrix, got Double")
+        return self.inner(input_ids, attention_mask)
+
+
+def test_a_model_with_no_float64_is_judged_on_its_float32_run_and_its_defects_still_show():
+    from xattn_ref.kinds import KINDS
+    from xattn_ref.plan import probe
+    from xattn_ref.precision import NO_FLOAT64, collected
+    from xattn_ref.runner import run_property
+    from xattn_ref.targets import as_target
+    from xattn_ref.zoo.known_bad import attends_to_padding
+    from xattn_ref.zoo.tiny_models import TinyLM
+
+    target = as_target(NoFloat64(TinyLM()), kind="model", vocab=32)
+    probe(target, [torch.float64, torch.float32], ["cpu"])  # float64 raises, float32 runs
+    assert "does not run in float64" in target.unusable["float64"]
+    settings = profile_settings("ci", max_examples=10)
+    skipped = run_property(target, "finite_output", dtype=torch.float64, device="cpu", settings=settings)
+    assert skipped.status == "skipped" and "does not run in float64" in skipped.message
+    case = KINDS["model"].probe(target.options, torch.float16, "cpu")
+    with collected() as notes:  # the allowance stands on the float32 run, and says so
+        budget = target.call.budget(case, None, grads=False)
+    assert any(topic == NO_FLOAT64 for topic, _ in notes)
+    assert budget.truth[case.output_name].dtype == torch.float64 and bool(
+        budget.allowed("logits").gt(0).all()
+    )
+    bad = run("padding_invariance", NoFloat64(attends_to_padding()), torch.float32, kind="model", vocab=32)
+    assert bad.status == "failed", bad.message

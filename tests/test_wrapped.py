@@ -59,6 +59,19 @@ def test_a_plain_function_over_a_model_runs_in_each_dtype_with_its_parameters():
     assert r.status == "not-applicable" and "name the model itself" in r.message
 
 
+def test_defects_show_through_a_plain_function_in_every_dtype_it_is_asked_for():
+    """Without its model copied to each dtype, a function's "float64" run would be its float32
+    model again, and a model computing in float16 would pass dtype_consistency."""
+    from xattn_ref.zoo.known_bad import attends_to_padding, half_precision_model
+
+    half = run("dtype_consistency", w.function_over(half_precision_model(), positions=False), kind="model",
+               vocab=32, max_examples=20)  # fmt: skip
+    assert half.status == "failed", half.message
+    padding = run("padding_invariance", w.function_over(attends_to_padding(), positions=False), kind="model",
+                  vocab=32, max_examples=20)  # fmt: skip
+    assert padding.status == "failed", padding.message
+
+
 def test_a_plain_function_over_a_global_model_gets_the_modules_verdicts():
     results = verdicts(
         w.gpt2_function, props=["finite_grad", "compaction_equivalence", "padding_side_invariance"]

@@ -103,6 +103,7 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
     is available here and that the target takes (it may raise :class:`NotTaken` for a dtype or
     device outside its limits). Returns where it ran (None if nowhere); raises
     :class:`UsageError` when the target is unusable there."""
+    no_float64: TargetError | None = None
     for device in devices:
         for dtype in dtypes:
             if unavailable_reason(device, dtype) is None:
@@ -114,10 +115,20 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
                 except NotTaken:
                     continue
                 except TargetError as exc:
+                    # float64 is the reference precision, not one a target must run in (a grouped
+                    # matmul that takes no float64): its runs are skipped if another dtype runs
+                    if dtype == torch.float64 and len(dtypes) > 1 and no_float64 is None:
+                        no_float64 = exc
+                        continue
                     raise UsageError(
                         f"unusable target {target.name} (probed on {dtype_name(dtype)}, {device}): {exc}"
                     ) from None
+                if no_float64 is not None:
+                    why = str(no_float64).splitlines()[0].split(" (on ")[0]
+                    target.unusable[dtype_name(torch.float64)] = f"the target does not run in float64: {why}"
                 return f"{dtype_name(dtype)}/{device}"
+    if no_float64 is not None:
+        raise UsageError(f"unusable target {target.name} (probed on float64): {no_float64}")
     return None
 
 

@@ -140,7 +140,7 @@ def run_property(
     start = time.perf_counter()
     name = dtype_name(dtype)
     result = Result(target.name, prop, name, device, "passed")
-    reason = unavailable_reason(device, dtype)
+    reason = unavailable_reason(device, dtype) or getattr(target, "unusable", {}).get(name)
     prop_ = PROPERTIES[prop]
     if reason is None and prop_.not_applicable(dtype, device) is not None:
         result.status, result.message = "not-applicable", str(prop_.not_applicable(dtype, device))

@@ -54,6 +54,9 @@ class Target:
     factory: bool = False
     spec: str | None = None  # the spec, when ``name`` is not it
     arguments: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})  # the factory's, from the spec
+    #: dtype name -> why the target cannot run in it (float64, which some models take no part in:
+    #: found by :func:`xattn_ref.plan.probe`); such runs are skipped with the reason
+    unusable: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
     def _per_dtype_factory(self) -> bool:

@@ -35,10 +35,12 @@ def compiled_llama(model=None):
     return torch.compile(causal_lm("llama") if model is None else model, backend="eager", dynamic=True)
 
 
-def function_over(model):
+def function_over(model, *, positions=True):
     def call(input_ids, attention_mask):  # the model in a closure; positions from the mask
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return model(input_ids, attention_mask=attention_mask, position_ids=positions).logits
+        if not positions:  # a plain model: fn(input_ids, attention_mask) -> logits
+            return model(input_ids, attention_mask)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return model(input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
 
     return call
 

@@ -2,8 +2,10 @@
 random weights (never downloaded), in the attention implementation the user chooses
 (``attn_implementation="eager"``, ``"sdpa"``):
 
-- :func:`causal_lm`: a language model (Llama and Qwen2 with grouped kv heads, Mistral with a
-  sliding window of 4, GPT-2 with absolute positions);
+- :func:`causal_lm`: a language model (Llama, Qwen2 and Qwen3 with grouped kv heads, Mistral
+  with a sliding window of 4, Gemma 2 with a window of 4 every other layer and logit
+  soft-capping, gpt-oss with attention sinks, a window and a mixture of experts, GPT-2 with
+  absolute positions);
 - :func:`encoder`: a masked language model (BERT, RoBERTa);
 - :func:`seq2seq`: an encoder-decoder (BART, T5).
 
@@ -25,10 +27,16 @@ __all__ = ["CAUSAL_FAMILIES", "ENCODER_FAMILIES", "SEQ2SEQ_FAMILIES", "causal_lm
 CAUSAL_FAMILIES: dict[str, dict[str, Any]] = {
     "llama": {"num_key_value_heads": 2},
     "qwen2": {"num_key_value_heads": 2},
+    "qwen3": {"num_key_value_heads": 2, "head_dim": 8},
     "mistral": {"num_key_value_heads": 2, "sliding_window": 4},
+    "gemma2": {"num_key_value_heads": 2, "head_dim": 8, "sliding_window": 4, "query_pre_attn_scalar": 8},
+    "gpt_oss": {"num_key_value_heads": 2, "head_dim": 8, "num_local_experts": 4, "num_experts_per_tok": 2,
+                "sliding_window": 4, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
     "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "resid_pdrop": 0.0,
              "embd_pdrop": 0.0, "attn_pdrop": 0.0},
 }  # fmt: skip
+#: families whose Hugging Face models offer eager attention only (no SDPA path): their default
+EAGER_ONLY = frozenset({"gemma2", "gpt_oss"})
 ENCODER_FAMILIES: dict[str, dict[str, Any]] = {"bert": {}, "roberta": {"pad_token_id": 1}}
 SEQ2SEQ_FAMILIES: dict[str, dict[str, Any]] = {
     "bart": {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
@@ -70,9 +78,12 @@ def _build(
     return model.eval()
 
 
-def causal_lm(family: str = "llama", *, attn_implementation: str = "sdpa", seed: int = 0) -> Any:
-    """A seeded tiny language model of ``family`` (:data:`CAUSAL_FAMILIES`): V = 64, 2 layers."""
-    return _build(CAUSAL_FAMILIES, family, "AutoModelForCausalLM", attn_implementation, seed)
+def causal_lm(family: str = "llama", *, attn_implementation: str | None = None, seed: int = 0) -> Any:
+    """A seeded tiny language model of ``family`` (:data:`CAUSAL_FAMILIES`): V = 64, 2 layers; in
+    SDPA unless ``attn_implementation`` says otherwise, or the family has eager only
+    (:data:`EAGER_ONLY`)."""
+    implementation = attn_implementation or ("eager" if family in EAGER_ONLY else "sdpa")
+    return _build(CAUSAL_FAMILIES, family, "AutoModelForCausalLM", implementation, seed)
 
 
 def encoder(family: str = "bert", *, attn_implementation: str = "sdpa", seed: int = 0) -> Any:
