@@ -9,6 +9,9 @@ run "$Z.tiny_models:TinySeq2Seq()" --kind model --vocab 32 --arch seq2seq
 run "$Z.hf_models:causal_lm(\"llama\")" --kind model
 run "$Z.hf_models:causal_lm(\"llama\", attn_implementation=\"eager\")" --kind model
 run "$Z.hf_models:causal_lm(\"qwen2\")" --kind model
+run "$Z.hf_models:causal_lm(\"qwen3\")" --kind model
+run "$Z.hf_models:causal_lm(\"gpt_oss\")" --kind model
+run "$Z.hf_models:causal_lm(\"gemma2\")" --kind model
 run "$Z.hf_models:causal_lm(\"mistral\")" --kind model --max-length 8
 run "$Z.hf_models:causal_lm(\"gpt2\")" --kind model
 run "$Z.hf_models:causal_lm(\"gpt2\")" --kind model --positions model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -55,3 +56,19 @@ def without_xattn_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in [v for v in os.environ if v.startswith("XATTN_")]:
         monkeypatch.delenv(var)
 
+
+
+def not_holding(results: Iterable[Result]) -> dict[str, str]:
+    """Why "every property holds" is not shown by ``results`` (empty when it is): each run that
+    failed or errored, and each property that no run exercised (n/a or skipped in every dtype:
+    a green that tested nothing), except ``device_consistency``, which the CPU cannot exercise."""
+    problems: dict[str, str] = {}
+    by_property: dict[str, list[Result]] = {}
+    for r in results:
+        by_property.setdefault(r.property, []).append(r)
+        if r.status in ("failed", "error"):
+            problems[r.id] = r.message
+    for prop, runs in by_property.items():
+        if prop != "device_consistency" and not any(r.status == "passed" for r in runs):
+            problems[prop] = "no run exercised it: " + "; ".join(sorted({r.message for r in runs}))
+    return problems
