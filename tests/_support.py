@@ -58,10 +58,11 @@ def without_xattn_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 
-def not_holding(results: Iterable[Result]) -> dict[str, str]:
+def not_holding(results: Iterable[Result], cannot_apply: Iterable[str] = ()) -> dict[str, str]:
     """Why "every property holds" is not shown by ``results`` (empty when it is): each run that
     failed or errored, and each property that no run exercised (n/a or skipped in every dtype:
-    a green that tested nothing), except ``device_consistency``, which the CPU cannot exercise."""
+    a green that tested nothing), except ``device_consistency``, which the CPU cannot exercise,
+    and the properties ``cannot_apply`` names (the caller says why)."""
     problems: dict[str, str] = {}
     by_property: dict[str, list[Result]] = {}
     for r in results:
@@ -69,6 +70,7 @@ def not_holding(results: Iterable[Result]) -> dict[str, str]:
         if r.status in ("failed", "error"):
             problems[r.id] = r.message
     for prop, runs in by_property.items():
-        if prop != "device_consistency" and not any(r.status == "passed" for r in runs):
+        exempt = prop == "device_consistency" or prop in cannot_apply
+        if not exempt and not any(r.status == "passed" for r in runs):
             problems[prop] = "no run exercised it: " + "; ".join(sorted({r.message for r in runs}))
     return problems

@@ -66,7 +66,9 @@ def test_hf_module_says_the_grouping_and_is_in_eval_mode():
     ids=["bool", "finfo.min-finite", "causal+left-padding"],
 )
 def test_hugging_faces_sdpa_attention_forward_passes_every_property(options):
-    assert not not_holding(verdicts(HF_SDPA, "hf", options).values())
+    # a causal mask cannot be compacted away (compaction_equivalence needs padding alone)
+    cannot = ["compaction_equivalence"] if options.get("causal_in_mask") else []
+    assert not not_holding(verdicts(HF_SDPA, "hf", options).values(), cannot)
 
 
 @needs_transformers

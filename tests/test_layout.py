@@ -77,3 +77,14 @@ def test_a_kind_is_its_own_module_and_one_entry_in_the_registry(monkeypatch, cap
     status = main(["targets.bshd_kind:bshd_neg_inf_softmax", *common, "--property", "finite_output"])
     out = capsys.readouterr().out
     assert status == 1 and "finite_output failed" in out, out
+
+
+def test_every_kind_declares_its_properties_and_none_inherits_them_from_the_base():
+    """A property added later applies to a kind only where the kind names it."""
+    from xattn_ref.checks import PROPERTIES
+    from xattn_ref.kinds import KINDS
+    from xattn_ref.kinds.base import Kind
+
+    assert not hasattr(Kind, "properties")
+    for kind in KINDS.values():
+        assert kind.properties and set(kind.properties) <= set(PROPERTIES), kind

@@ -75,7 +75,9 @@ class Kind:
     :data:`xattn_ref.kinds.KINDS`.
 
     - ``name``, ``signature``: how the target is called, the mask convention included;
-    - ``properties``: the names (from :data:`xattn_ref.checks.PROPERTIES`) that apply;
+    - ``properties``: the names (from :data:`xattn_ref.checks.PROPERTIES`) that apply, declared
+      by each kind (none is inherited from here: a property added later applies to a kind only
+      where that kind names it);
     - ``options``: what the kind needs to know about a target (a layer's dims, a dialect);
     - :meth:`make_call`: the target bound to the kind (what the checks run);
     - :meth:`cases`: the Hypothesis strategy of its cases;
@@ -87,7 +89,7 @@ class Kind:
 
     name: ClassVar[str]
     signature: ClassVar[str]
-    properties: ClassVar[tuple[str, ...]] = KERNEL_PROPERTIES
+    properties: ClassVar[tuple[str, ...]]  # declared by each kind: a new property applies where named
     options: ClassVar[tuple[Option, ...]] = (FORWARD_ONLY, *CALL_OPTIONS)
     #: the names of the call's arguments, in the kind's order (what ``--call`` maps)
     roles: ClassVar[tuple[str, ...]] = ()

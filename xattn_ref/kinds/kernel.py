@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xattn_ref.dialects import DIALECT_OPTIONS, Dialect
-from xattn_ref.kinds.base import CALL_OPTIONS, FnFor, Kind, TargetCall, fixed
+from xattn_ref.kinds.base import CALL_OPTIONS, KERNEL_PROPERTIES, FnFor, Kind, TargetCall, fixed
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +79,7 @@ class KernelKind(Kind):
         "fn(q, k, v, mask) -> out in SDPA's layout; mask bool, True = may attend, or None (no mask, in one "
         "case in eight: --always-mask never passes None)"
     )
+    properties = KERNEL_PROPERTIES
     options = (*DIALECT_OPTIONS, *CALL_OPTIONS)
     roles: ClassVar[tuple[str, ...]] = ("q", "k", "v", "mask")
 

@@ -12,7 +12,6 @@ from xattn_ref.kinds.base import (
     CALL_OPTIONS,
     DIM,
     FORWARD_ONLY,
-    KERNEL_PROPERTIES,
     FnFor,
     Kind,
     TargetCall,
@@ -31,7 +30,18 @@ if TYPE_CHECKING:
 
 __all__ = ["LAYER_PROPERTIES", "LayerCall", "LayerKind", "layer_call"]
 
-LAYER_PROPERTIES = tuple(p for p in KERNEL_PROPERTIES if p not in ("empty_rows_zero", "reference_agreement"))
+#: the kernel's but empty_rows_zero and reference_agreement (a layer has no guarded reference), named
+LAYER_PROPERTIES: tuple[str, ...] = (
+    "finite_output",
+    "finite_grad",
+    "padding_invariance",
+    "nan_padding_invariance",
+    "compaction_equivalence",
+    "batch_independence",
+    "no_input_mutation",
+    "dtype_consistency",
+    "device_consistency",
+)
 
 
 class LayerCall(TargetCall):

@@ -71,7 +71,17 @@ class VarlenKind(Kind):
         "fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> out (total_q, H, Dv); "
         "packed (total, H, D), one sequence per batch element, zero-length ones included"
     )
-    properties = tuple(p for p in Kind.properties if "padding_invariance" not in p)
+    properties = (
+        "finite_output",
+        "finite_grad",
+        "empty_rows_zero",
+        "compaction_equivalence",
+        "reference_agreement",
+        "batch_independence",
+        "no_input_mutation",
+        "dtype_consistency",
+        "device_consistency",
+    )  # no padding: a packed batch has none to vary
     roles = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k")
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> VarlenCall:

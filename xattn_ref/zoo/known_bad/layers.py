@@ -101,6 +101,7 @@ class _PooledWithPadding(torch.nn.Module):
         return out
 
 
+@known_bad("padding_invariance", kind="encoder", options={"dim": 16})
 def pooled_with_padding_layer() -> torch.nn.Module:
     """A self-attention layer (``--kind encoder``, E = 16) that adds a mean-pooled summary of the
     sequence to every token, padded positions included: the real tokens' outputs depend on the
