@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import SETTINGS, run
+from _support import SETTINGS, not_holding, run
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -379,3 +379,20 @@ def test_query_padding_pads_queries_and_keys_alike():
         assert run(prop, padded_sequence_kernel, **options).status == "passed", prop
     with pytest.raises(InvalidArgument, match="'sequence_padding', which needs self_attention=True"):
         attention_cases(mask_layouts=["sequence_padding"]).example()
+
+
+def test_a_kernel_in_flash_attentions_layout_is_gated_with_one_option():
+    """--layout blhd: q, k, v and the output (B, L, H, D), drawn in the same memory layouts; a
+    kernel that goes back with reshape where transpose was meant (known_bad.blhd_reshaped) is
+    caught above, in every dtype."""
+    from xattn_ref.plan import select_properties
+    from xattn_ref.zoo.kernels import flash_layout_kernel
+
+    results = [
+        run(p, flash_layout_kernel, d, max_examples=15, layout="blhd")
+        for p in select_properties("kernel", None, None)
+        for d in (torch.float64, torch.float16)
+    ]
+    assert not not_holding(results)
+    # without the option, the (B, H, L, D) tensors it is given are the wrong layout for it
+    assert run("reference_agreement", flash_layout_kernel, torch.float32).status in ("failed", "error")

@@ -57,6 +57,10 @@ class Dialect:
     """How a kernel is called, one option per field (its help says what it means); the default
     is the plain interface ``fn(q, k, v, mask)`` with a bool mask, equal heads and the default scale."""
 
+    layout: str = _option(
+        "how q, k, v and the output lie: bhld, SDPA's (B, H, L, D); blhd, the (B, L, H, D) that "
+        "flash-attention's flash_attn_func, xformers' memory_efficient_attention and FlashInfer take "
+        "(the mask stays broadcastable to (B, H, Lq, Lk))", choices=("bhld", "blhd"))
     heads: str = _option(
         "equal: k, v with H heads; gqa: H_kv heads dividing H, query head h using kv head "
         "h // (H // H_kv) (SDPA's enable_gqa)", choices=("equal", "gqa"))
@@ -169,7 +173,7 @@ class Dialect:
 
     def describe(self) -> str:
         """The non-default fields, as words for a report (``plain`` when there are none)."""
-        words = []
+        words = ["(B, L, H, D) layout"] if self.layout == "blhd" else []
         if self.heads == "gqa":
             words.append("grouped-query heads" + (" (tiled)" if self.gqa_mapping == "tile" else ""))
         if self.mask != "bool":
@@ -233,7 +237,8 @@ class Dialect:
         extra += ["Dv = D, a multiple of 8"] if self.head_dims == "fused" else []
         extra += ["forward-only"] if self.forward_only else []
         tail = "; " + ", ".join(extra) if extra else ""
-        return f"fn(q, k, v, mask{kw}) -> out in SDPA's layout; {kv}; {mask}{tail}"
+        where = "all (B, L, H, D)" if self.layout == "blhd" else "in SDPA's layout"
+        return f"fn(q, k, v, mask{kw}) -> out {where}; {kv}; {mask}{tail}"
 
     # --- cases ------------------------------------------------------------------------------
 
@@ -323,6 +328,8 @@ class Dialect:
         memory = case.memory
         named = ((q, "q"), (case.k, "k"), (case.v, "v"))
         q, k, v = (lay_out(t, memory, n) if t.is_contiguous() else t for t, n in named)
+        if self.layout == "blhd":  # a (B, H, L, D) view of a (B, L, H, D) buffer is its own layout
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         return {"q": q, "k": k, "v": v, "mask": case.laid_out_mask(mask)}, kwargs
 
     def head_order(self, case: AttentionCase) -> list[int] | None:
@@ -334,9 +341,17 @@ class Dialect:
         h, hkv, g = case.q.shape[1], case.k.shape[1], case.groups
         return [(j % hkv) * g + j // hkv for j in range(h)]
 
+    def output_shape(self, case: AttentionCase) -> tuple[int, ...]:
+        """The shape a kernel of this dialect returns for ``case``: ``(B, H, Lq, Dv)``, or
+        ``(B, Lq, H, Dv)`` in the ``blhd`` layout."""
+        b, h, lq, dv = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1]
+        return (b, lq, h, dv) if self.layout == "blhd" else (b, h, lq, dv)
+
     def restore_heads(self, out: torch.Tensor, case: AttentionCase) -> torch.Tensor:
-        """The output ``(B, H, Lq, Dv)`` of a call made with :meth:`arguments`, its heads in the
-        case's order."""
+        """The output of a call made with :meth:`arguments` as ``(B, H, Lq, Dv)``, its heads in
+        the case's order."""
+        if self.layout == "blhd":
+            out = out.transpose(1, 2)
         perm = self.head_order(case)
         if perm is None:
             return out

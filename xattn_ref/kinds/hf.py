@@ -73,7 +73,7 @@ class HFKind(KernelKind):
         *(
             dataclasses.replace(o, default=_DEFAULTS.get(o.name, o.default))
             for o in DIALECT_OPTIONS
-            if o.name not in ("scale", "bias", "key_padding")
+            if o.name not in ("scale", "bias", "key_padding", "layout")  # HF's interface fixes its layout
         ),
         *CALL_OPTIONS,
     )

@@ -50,8 +50,9 @@ class KernelCall(TargetCall):
         from xattn_ref._calls import check_output
 
         out = self.produce(case, args, kwargs)
-        expected = (case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1])
-        out = check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"(B, H, Lq, Dv) = {expected}")
+        expected = self.dialect.output_shape(case)
+        names = "(B, Lq, H, Dv)" if self.dialect.layout == "blhd" else "(B, H, Lq, Dv)"
+        out = check_output(out, case.q, lambda t: tuple(t.shape) == expected, f"{names} = {expected}")
         return self.dialect.restore_heads(out, case)
 
     def parameters(self, case: AttentionCase) -> dict[str, torch.Tensor]:

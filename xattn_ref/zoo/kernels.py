@@ -15,6 +15,7 @@ from xattn_ref import reference
 
 __all__ = [
     "eager_kernel",
+    "flash_layout_kernel",
     "flash_backward",
     "flash_backward_kernel",
     "mha_layer_need_weights_false",
@@ -40,6 +41,15 @@ def reference_kernel(
 def sdpa_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the bool mask as ``attn_mask``."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def flash_layout_kernel(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A kernel in flash-attention's layout: q, k, v and the output ``(B, L, H, D)`` (SDPA on
+    the transposed views). Run it with ``--layout blhd``."""
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
 
 
 def sdpa_gqa_kernel(

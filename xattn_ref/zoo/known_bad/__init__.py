@@ -22,6 +22,7 @@ from typing import Any
 from xattn_ref.zoo.known_bad._registry import REGISTRY, FiniteDefect, KnownBad, known_bad
 from xattn_ref.zoo.known_bad.dialects import (
     bias_dropped,
+    blhd_reshaped,
     causal_top_left_kernel,
     forgets_query_padding,
     forward_only_neg_inf,
@@ -130,6 +131,7 @@ __all__ = [
     "batch_global_max",
     "batch_global_max_layer",
     "bias_dropped",
+    "blhd_reshaped",
     "causal_top_left_kernel",
     "dk_doubled",
     "dq_unscaled",

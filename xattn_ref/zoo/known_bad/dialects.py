@@ -178,3 +178,17 @@ def hf_wrong_gqa(
     key, value = key.repeat(1, n_rep, 1, 1), value.repeat(1, n_rep, 1, 1)
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attention_mask, scale=scaling)
     return out.transpose(1, 2), None
+
+
+@known_bad("reference_agreement", options={"layout": "blhd"})
+def blhd_reshaped(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A (B, L, H, D) kernel that computes in (B, H, L, D) and goes back with ``reshape`` where
+    ``transpose(1, 2)`` was meant: the right shape, its rows scrambled across heads and positions
+    (right only with one head or one query)."""
+    b, lq, h, _ = q.shape
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    )
+    return out.reshape(b, lq, h, v.shape[-1])
