@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 __all__ = [
     "DEFAULT_HEAD_SCALES",
     "DEFAULT_LOGIT_SHIFTS",
+    "SHIFT_CAPS",
     "DEFAULT_LOGIT_STDS",
     "DEFAULT_TILE_LENGTHS",
     "DEFAULT_VALUE_MEANS",
@@ -31,8 +32,14 @@ DEFAULT_VALUE_STDS: tuple[float, ...] = (1.0, 1e-3, 1e3)
 #: above 0, where an unshifted exp overflows in float16, and +1000 where it overflows in every
 #: dtype; -1000 gives a very negative logsumexp (cuDNN's NaN dq, pytorch#196678), and -20000
 #: logits under a -1e4 sentinel (where ``known_bad.sentinel_empty_rows``, flashinfer's bug,
-#: zeroes valid rows). In float16 and bfloat16 shifts are capped at :data:`HALF_SHIFT_CAP`.
-DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (*(0.0,) * 6, -30.0, -30.0, 30.0, -1000.0, -20000.0, 1000.0)
+#: zeroes valid rows); -1e12 reaches as deep as each dtype's logits keep digits to judge
+#: (:data:`SHIFT_CAPS`: -1e5 in float32, -1e12 in float64), under any finite start of a running
+#: maximum or sentinel a kernel may use (flashinfer#4267 started at -5e4:
+#: ``known_bad.finite_initial_max``). In float16 and bfloat16 shifts are capped at
+#: :data:`HALF_SHIFT_CAP`.
+DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (
+    *(0.0,) * 6, -30.0, -30.0, 30.0, -1000.0, -20000.0, 1000.0, -1e12,
+)  # fmt: skip
 #: The largest shift drawn in float16 and bfloat16 (either sign; larger ones are drawn as this).
 #: Past -16 ``finfo(float16).min + logit`` overflows and past +11 an unshifted exp does, so 30
 #: reaches both. Beyond it a half-precision logit keeps too few digits to judge: a logit z rounds
@@ -43,6 +50,10 @@ DEFAULT_LOGIT_SHIFTS: tuple[float, ...] = (*(0.0,) * 6, -30.0, -30.0, 30.0, -100
 #: and their partial sums leave the range (65504). At 30 the factor is at most ``e^0.12``. Large
 #: shifts (a logsumexp of -1000, logits under a -1e4 sentinel) are drawn in float32 and float64.
 HALF_SHIFT_CAP = 30.0
+#: The largest shift drawn in each dtype (either sign; larger ones are drawn as this): where a
+#: logit keeps digits to judge (a logit z rounds by up to ``eps |z| / 2``: 0.006 at 1e5 in float32,
+#: 1e-4 at 1e12 in float64), as :data:`HALF_SHIFT_CAP` is for half precision.
+SHIFT_CAPS = {"float16": HALF_SHIFT_CAP, "bfloat16": HALF_SHIFT_CAP, "float32": 1e5, "float64": 1e12}
 #: Means of ``v`` in units of its spread (its root mean square stays ``value_std``), drawn per
 #: batch element; 0 first (and in three draws of five), so shrinking removes it. Far from zero
 #: mean, ``out = P v`` is large next to the spread of v: an accumulator or a softmax

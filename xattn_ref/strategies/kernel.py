@@ -33,6 +33,7 @@ from xattn_ref.strategies._base import (
     DEFAULT_VALUE_MEANS,
     DEFAULT_VALUE_STDS,
     HALF_SHIFT_CAP,
+    SHIFT_CAPS,
     _choice,
     _ints,
     lazy,
@@ -99,7 +100,8 @@ def attention_cases(
     - ``value_stds``: standard deviations of ``v``, drawn per batch element.
     - ``logit_shifts``: shifts of all the logits of a batch element, drawn per batch element
       (``[0.0]`` for none): rows whose allowed logits are all very negative or far above 0; in
-      float16 and bfloat16 within ``±HALF_SHIFT_CAP`` (30).
+      float16 and bfloat16 within ``±HALF_SHIFT_CAP`` (30), float32 within ``±1e5``
+      (:data:`SHIFT_CAPS`).
     - ``value_means``: means of ``v`` in units of its spread, drawn per batch element (``[0.0]``
       for zero-mean values; its root mean square stays the drawn ``value_stds``).
     - ``head_scales``: factors of ``q`` drawn per query head (``[1.0]`` for alike heads).
@@ -340,11 +342,10 @@ def _attention_cases(
 
 
 def _in_range(shift: float, dtype: torch.dtype) -> float:
-    """``shift``, within ``[-HALF_SHIFT_CAP, HALF_SHIFT_CAP]`` in float16 and bfloat16 (see
-    :data:`HALF_SHIFT_CAP`); unchanged in float32 and float64."""
-    if dtype not in (torch.float16, torch.bfloat16):
-        return shift
-    return max(-HALF_SHIFT_CAP, min(HALF_SHIFT_CAP, shift))
+    """``shift`` within the dtype's ``[-cap, cap]`` (:data:`SHIFT_CAPS`: where its logits keep
+    digits to judge)."""
+    cap = SHIFT_CAPS.get(str(dtype).removeprefix("torch."), HALF_SHIFT_CAP)
+    return max(-cap, min(cap, shift))
 
 
 def _check_devices(devices: object) -> tuple[str, ...]:

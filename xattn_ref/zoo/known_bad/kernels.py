@@ -310,6 +310,22 @@ def minus_1e4_fill(
     return _pv(s.softmax(-1), v)
 
 
+@known_bad("finite_output")
+def finite_initial_max(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """An online softmax whose running maximum starts at -5e4, not -inf (flashinfer#4267): empty
+    rows are guarded by the mask, but a row whose allowed logits all lie far below -5e4 has every
+    weight underflow to 0, and ``0 / 0`` is NaN."""
+    s = _scores(q, k)
+    allowed = torch.ones_like(s, dtype=torch.bool) if mask is None else mask.expand(s.shape)
+    start = torch.full_like(s[..., :1], -5e4)
+    m = torch.maximum(torch.where(allowed, s, -torch.inf).amax(-1, keepdim=True), start)
+    e = torch.exp(torch.where(allowed, s - m, -torch.inf))
+    some = allowed.any(-1, keepdim=True)  # the guard for rows with no allowed key: exact zeros
+    return _pv(e / torch.where(some, e.sum(-1, keepdim=True), 1.0), v)
+
+
 @known_bad(
     "reference_agreement",
     finite=FiniteDefect(("float64", "float32"), (1.0, 10.0, 100.0), {"logit_shifts": [0.0, -20000.0]}),
