@@ -142,3 +142,29 @@ def test_positions_derived_from_the_mask_are_what_lets_gpt2_take_left_padding():
     model = causal_lm("gpt2")
     assert run("padding_side_invariance", model, kind="model").status == "passed"
     assert run("padding_side_invariance", model, kind="model", positions="model").status == "failed"
+
+
+def test_cached_decoding_feeds_chunks_and_catches_a_top_left_causal_chunk():
+    """A chunk of several tokens onto a cache (chunked prefill, speculative verification): the
+    known-bad Llama that leaves a chunk's causal mask to SDPA's top-left is_causal is right token
+    by token and wrong in chunks; a correct Llama is right in both."""
+    from xattn_ref.cases.model import ModelCaseSpec, Stream
+    from xattn_ref.checks import check
+    from xattn_ref.errors import PropertyFailure
+    from xattn_ref.targets import as_target
+    from xattn_ref.zoo.hf_models import causal_lm
+    from xattn_ref.zoo.known_bad import chunk_top_left
+
+    def case(chunk):
+        tokens = Stream(length=7, real=(7, 5), side="left")
+        return ModelCaseSpec(2, 64, tokens, torch.float32, "cpu", 0, prompt=2, chunk=chunk).build()
+
+    assert case(3).spec.steps(7) == [(0, 2), (2, 5), (5, 7)]
+    bad, good = (
+        as_target(chunk_top_left(), kind="model").call,
+        as_target(causal_lm("llama"), kind="model").call,
+    )
+    assert check("cached_decoding", bad, case(1))
+    with pytest.raises(PropertyFailure, match="3 at a time"):
+        check("cached_decoding", bad, case(3))
+    assert check("cached_decoding", good, case(1)) and check("cached_decoding", good, case(3))

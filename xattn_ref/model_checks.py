@@ -42,7 +42,8 @@ def padding_side_invariance(call: Call, case: ModelCase) -> bool:
 
 
 def cached_decoding(call: Call, case: ModelCase) -> bool:
-    """Decoding with the model's own cache, a prompt at once and then one token at a time, gives
+    """Decoding with the model's own cache, a prompt at once and then in chunks of one token or
+    several (generation, chunked prefill, speculative verification), gives
     the logits of the full forward at every real token. The batch is left-padded, as generation
     pads it, unless the model takes right padding only (``--padding-side right``). A cache step
     that drops the mask, or counts positions from the cache's length, attends to the padding or
@@ -57,7 +58,8 @@ def cached_decoding(call: Call, case: ModelCase) -> bool:
     stepped = only_judged(case.judged(), stepped, full)
     c = budget.compare(case.output_name, stepped, full, factor=2)
     prompt = min(case.spec.prompt, full.shape[1])
-    how = f", decoding left-padded with the cache ({prompt} positions at once, then one at a time)"
+    chunks = "one at a time" if case.spec.chunk == 1 else f"{case.spec.chunk} at a time"
+    how = f", decoding left-padded with the cache ({prompt} positions at once, then {chunks})"
     expect("cached_decoding", case, c, "the full forward", how)
     return True
 

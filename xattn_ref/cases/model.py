@@ -45,7 +45,9 @@ class ModelCaseSpec:
     """Everything needed to rebuild one model case: token ids uniform in ``[0, vocab_size)`` from
     the seed (padded positions hold token ids too), the tokens' :class:`Stream` (the decoder's for
     an encoder-decoder), and for an encoder-decoder the encoder's ``context`` stream; ``prompt``:
-    how many positions a cached decoding reads at once before it steps one token at a time."""
+    how many positions a cached decoding reads at once; ``chunk``: how many it feeds onto the cache
+    at each step after that (1: token by token, as generation; more: chunked prefill and
+    speculative verification, several queries onto a cache)."""
 
     batch_size: int
     vocab_size: int
@@ -55,6 +57,12 @@ class ModelCaseSpec:
     seed: int
     context: Stream | None = None
     prompt: int = 1
+    chunk: int = 1
+
+    def steps(self, length: int) -> list[tuple[int, int]]:
+        """The ``(start, stop)`` positions of each cached-decoding step over ``length`` positions."""
+        prompt = min(self.prompt, length)
+        return [(0, prompt), *((t, min(t + self.chunk, length)) for t in range(prompt, length, self.chunk))]
 
     def build(self) -> ModelCase:
         gen = torch.Generator().manual_seed(self.seed)

@@ -133,9 +133,10 @@ class ModelCall(TargetCall):
 
     def decode(self, case: ModelCase) -> torch.Tensor:
         """The logits of the model's own cached decoding: the first ``case.spec.prompt`` positions
-        at once, then one token at a time with the cache (the mask so far, position ids derived
-        from it), as generation runs. Raises :class:`NotTaken` where the model has no cache the
-        gate can drive (only Hugging Face's, ``cache=`` or ``past_key_values=``, is)."""
+        at once, then ``case.spec.chunk`` positions at a time with the cache (the mask so far,
+        position ids derived from it), as generation and chunked prefill run. Raises
+        :class:`NotTaken` where the model has no cache the gate can drive (only Hugging Face's,
+        ``cache=`` or ``past_key_values=``, is)."""
         import torch
 
         from xattn_ref._calls import invoke
@@ -163,10 +164,9 @@ class ModelCall(TargetCall):
         stream = "decoder_input_ids" if case.seq2seq else "input_ids"
         mask_name = "decoder_attention_mask" if case.seq2seq else "attention_mask"
         ids, mask = base[stream], base[mask_name]
-        length, prompt = ids.shape[1], min(case.spec.prompt, ids.shape[1])
         steps, cache = [], None
         with grad_mode(self.differentiable):
-            for start, stop in [(0, prompt), *((t, t + 1) for t in range(prompt, length))]:
+            for start, stop in case.spec.steps(ids.shape[1]):
                 step = {
                     **base,
                     stream: ids[:, start:stop],

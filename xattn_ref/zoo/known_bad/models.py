@@ -153,6 +153,27 @@ def cache_drops_mask() -> Any:
     return _llama({"forward": _drops_mask_with_cache}, "sdpa")
 
 
+def _chunk_top_left(
+    self: Any, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
+    use_cache: Any = None, **kwargs: Any,
+) -> Any:  # fmt: skip
+    if cache is not None and cache.get_seq_length() > 0 and input_ids.shape[1] > 1:
+        attention_mask = None  # the defect: "several new queries: is_causal=True will do"
+    parent: Any = type(self).__mro__[1]
+    return parent.forward(
+        self, input_ids, attention_mask, position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs
+    )
+
+
+@known_bad("cached_decoding", kind="model")
+def chunk_top_left() -> Any:
+    """A Llama whose cached steps of several tokens drop the mask and leave SDPA's ``is_causal``
+    to it, which aligns the causal mask top-left (pytorch#144858): a chunk onto a cache (chunked
+    prefill, speculative verification) attends to its own future and misses the cache's end;
+    right for a whole prompt and for one token at a time."""
+    return _llama({"forward": _chunk_top_left}, "sdpa")
+
+
 def _sdpa_drops_mask(self: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
     if self.config._attn_implementation == "sdpa":
         attention_mask = None  # the defect: the fast path forgets the padding
