@@ -120,16 +120,19 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
     def spy(q, k, v, cu_q, cu_k, max_q, max_k):
         from xattn_ref.zoo.kernels import varlen_reference_kernel
 
-        seen.append((tuple(q.shape), cu_k.tolist(), max_k))
+        seen.append((tuple(q.shape), cu_k.tolist(), max_k, cu_q.diff().tolist()))
         return varlen_reference_kernel(q, k, v, cu_q, cu_k, max_q, max_k)
 
-    r = run("finite_output", spy, kind="varlen")
+    r = run("finite_output", spy, kind="varlen", max_examples=60)
     assert r.status == "passed"
     from xattn_ref.zoo.known_bad import varlen_reads_next_key
 
     # equivalence with each sequence alone catches the leak too
     assert run("compaction_equivalence", varlen_reads_next_key, kind="varlen").status == "failed"
-    assert any(cu[i] == cu[i + 1] for _, cu, _ in seen for i in range(len(cu) - 1))  # zero-length ones
+    assert any(cu[i] == cu[i + 1] for _, cu, _, _ in seen for i in range(len(cu) - 1))  # zero-length ones
+    # packed as servers pack: a prefill next to a one-query decode step, and fewer queries than sequences
+    assert any(1 in q_lens and max(q_lens) > 1 for *_, q_lens in seen)
+    assert any(sum(q_lens) < len(q_lens) for *_, q_lens in seen)
 
 
 ENCODERS = [

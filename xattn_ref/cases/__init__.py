@@ -25,6 +25,7 @@ from xattn_ref.cases.kernel import AttentionCase, Case, CaseSpec
 from xattn_ref.cases.layer import EncoderCase, EncoderCaseSpec, LayerCase, LayerCaseSpec
 from xattn_ref.cases.masks import (
     ALL_MASK_LAYOUTS,
+    ALL_MASK_PATTERNS,
     BIAS_KINDS,
     CAUSAL_ALIGNMENTS,
     MASK_LAYOUTS,
@@ -51,6 +52,7 @@ __all__ = [
     "LayerCaseSpec",
     "MASK_LAYOUTS",
     "MASK_PATTERNS",
+    "ALL_MASK_PATTERNS",
     "MEMORY_LAYOUTS",
     "MaskSpec",
     "ModelCase",

@@ -9,6 +9,7 @@ import torch
 
 __all__ = [
     "ALL_MASK_LAYOUTS",
+    "ALL_MASK_PATTERNS",
     "BIAS_KINDS",
     "BiasSpec",
     "CAUSAL_ALIGNMENTS",
@@ -93,6 +94,9 @@ MASK_PATTERNS: tuple[str, ...] = (
     "causal",
     "random",
 )
+#: Every pattern, the one drawn only on request included: ``packed`` is one sequence of a packed
+#: (variable-length) batch, its own number of queries and of keys (the varlen kind's).
+ALL_MASK_PATTERNS: tuple[str, ...] = (*MASK_PATTERNS, "packed")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class SlicePattern:
     - ``causal``: bottom-right aligned causal; when Lq > Lk the first Lq - Lk rows are empty.
     - ``random``: each key allowed with probability ``arg / 8`` (seeded), then ``empty_rows``
       rows (seeded) cleared.
+    - ``packed``: one sequence of a packed batch: its first ``arg`` keys, for its queries, all but
+      the last ``empty_rows`` rows (those are no query of this sequence: zeros in the output).
     """
 
     name: str
@@ -128,6 +134,8 @@ class SlicePattern:
         elif self.name == "causal":
             i = torch.arange(q_len).unsqueeze(-1)
             return j <= i + (kv_len - q_len)
+        elif self.name == "packed":
+            return (j < self.arg) & (torch.arange(q_len).unsqueeze(-1) < q_len - self.empty_rows)
         elif self.name == "random":
             gen = torch.Generator().manual_seed(self.seed)
             out = torch.rand(q_len, kv_len, generator=gen) < self.arg / 8
@@ -135,7 +143,7 @@ class SlicePattern:
             out[cleared] = False
             return out
         else:
-            raise ValueError(f"unknown mask pattern {self.name!r}; expected one of {MASK_PATTERNS}")
+            raise ValueError(f"unknown mask pattern {self.name!r}; expected one of {ALL_MASK_PATTERNS}")
         return row.expand(q_len, kv_len).clone()
 
     def describe(self) -> str:
@@ -145,6 +153,8 @@ class SlicePattern:
             return "causal(lower right)"
         if self.name == "random":
             return f"random(p={self.arg}/8, seed={self.seed}, empty_rows={self.empty_rows})"
+        if self.name == "packed":
+            return f"packed({self.arg} keys, all but {self.empty_rows} queries)"
         return f"{self.name}({self.arg})"
 
 

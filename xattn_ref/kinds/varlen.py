@@ -16,31 +16,21 @@ if TYPE_CHECKING:
 
     from xattn_ref.cases import AttentionCase
 
-__all__ = ["VarlenCall", "VarlenKind"]
+__all__ = ["VarlenCall", "VarlenKind", "packed_lengths"]
 
 
 class VarlenCall(KernelCall):
     """A packed variable-length kernel bound to the ``varlen`` kind: q ``(total_q, H, D)``, k and
     v ``(total_k, H_kv, D)``, out ``(total_q, H, Dv)``. Batch element b of a case is sequence b:
-    its Lq queries and its real keys (the case's key padding, right-aligned); a context that is
-    all padding is a zero-length sequence."""
+    its queries and its keys, each first in the case and padding after (:func:`packed_lengths`),
+    so sequences have their own numbers of queries and keys, zero included; the output rows of a
+    case past a sequence's queries are zeros."""
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
-        import torch
-
         from xattn_ref.conventions import pack
-        from xattn_ref.errors import Inexpressible
 
-        b, lq, lk = case.q.shape[0], case.q.shape[2], case.k.shape[2]
-        if case.mask is None:
-            k_lens = torch.full((b,), lk, dtype=torch.int64)
-        else:
-            rows = case.full_mask[:, 0, 0, :].cpu()
-            k_lens = rows.sum(-1)
-            prefix = torch.arange(lk) < k_lens.unsqueeze(-1)
-            if not bool((case.full_mask == prefix.to(case.device)[:, None, None, :]).all()):
-                raise Inexpressible("a packed kernel needs right-padded key-padding masks")
-        q, cu_q, max_q = pack(case.q, torch.full((b,), lq, dtype=torch.int64))
+        q_lens, k_lens = packed_lengths(case)
+        q, cu_q, max_q = pack(case.q, q_lens)
         k, cu_k, max_k = pack(case.k, k_lens)
         v, _, _ = pack(case.v, k_lens)
         args = {"q": q, "k": k, "v": v, "cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k}
@@ -65,11 +55,45 @@ class VarlenCall(KernelCall):
         )
 
 
+def packed_lengths(case: AttentionCase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sequence's number of queries and of keys: its mask must allow its first ``q_len``
+    queries its first ``k_len`` keys and nothing else, the same for every head
+    (:class:`~xattn_ref.errors.Inexpressible` otherwise). Where the case's spec says more than the
+    mask can (a sequence with queries and no key: a key-padding slice keeps every query; a
+    ``packed`` slice says its own), the spec's numbers are taken."""
+    import torch
+
+    from xattn_ref.errors import Inexpressible
+
+    b, h, lq, lk = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.k.shape[2]
+    if case.mask is None:
+        return torch.full((b,), lq, dtype=torch.int64), torch.full((b,), lk, dtype=torch.int64)
+    m = case.full_mask.cpu()
+    if not bool((m == m[:, :1]).all()):
+        raise Inexpressible("a packed kernel takes one mask per sequence, the same for every head")
+    m = m[:, 0]
+    q_lens, k_lens = m.any(-1).sum(-1), m.any(-2).sum(-1)
+    spec = getattr(getattr(case, "spec", None), "mask", None)
+    full = case.full_mask.cpu()
+    if spec is not None and torch.equal(spec.build(b, h, lq, lk).expand(full.shape), full):
+        for n, s in enumerate(spec.slices[:b] if spec.layout in ("key_padding", "query_key") else ()):
+            if spec.layout == "key_padding":
+                q_lens[n] = lq
+            elif s.name == "packed":
+                q_lens[n] = lq - s.empty_rows
+    rows = torch.arange(lq) < q_lens.unsqueeze(-1)
+    keys = torch.arange(lk) < k_lens.unsqueeze(-1)
+    if not bool((m == (rows[:, :, None] & keys[:, None, :])).all()):
+        raise Inexpressible("a packed kernel needs each sequence's queries and keys first, padding after")
+    return q_lens, k_lens
+
+
 class VarlenKind(Kind):
     name = "varlen"
     signature = (
         "fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> out (total_q, H, Dv); "
-        "packed (total, H, D), one sequence per batch element, zero-length ones included"
+        "packed (total, H, D), one sequence per batch element, each its own numbers of queries and keys "
+        "(zero included)"
     )
     properties = (
         "finite_output",
@@ -92,12 +116,14 @@ class VarlenKind(Kind):
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from xattn_ref.strategies import attention_cases
 
-        # each batch element is a sequence: its keys first, padding after; all padding = length 0
+        # each batch element is a sequence, as servers pack them: its own number of queries (a
+        # whole prefill, one to decode, none) and of keys (none included), each first
         return attention_cases(
             dtypes=[dtype],
             devices=[device],
-            mask_layouts=["key_padding"],
-            mask_patterns=["all_false", "all_true", "right_padding"],
+            mask_layouts=["query_key"],  # packed in half the sequences; where every sequence has
+            # all its queries, the case is a key-padding one too, and compactable
+            mask_patterns=["packed", "all_true", "packed", "right_padding", "packed", "all_false"],
             allow_no_mask=False,
         )
 

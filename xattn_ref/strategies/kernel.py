@@ -16,6 +16,7 @@ from xattn_ref._args import check_range as _check_range
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.cases import (
     ALL_MASK_LAYOUTS,
+    ALL_MASK_PATTERNS,
     BIAS_KINDS,
     CAUSAL_ALIGNMENTS,
     MASK_LAYOUTS,
@@ -155,7 +156,7 @@ def attention_cases(
     layouts = _check_choices("mask_layouts", mask_layouts, ALL_MASK_LAYOUTS)
     if "sequence_padding" in layouts and not self_attention:
         raise InvalidArgument("mask_layouts contains 'sequence_padding', which needs self_attention=True")
-    patterns = _check_choices("mask_patterns", mask_patterns, MASK_PATTERNS)
+    patterns = _check_choices("mask_patterns", mask_patterns, ALL_MASK_PATTERNS)
     memories = _check_choices("memory_layouts", memory_layouts, MEMORY_LAYOUTS)
     for name, flag in (
         ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),

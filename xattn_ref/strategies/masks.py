@@ -13,6 +13,7 @@ from hypothesis.errors import InvalidArgument
 from xattn_ref._args import check_choices as _check_choices
 from xattn_ref._args import check_int as _check_int
 from xattn_ref.cases import (
+    ALL_MASK_PATTERNS,
     MASK_LAYOUTS,
     MASK_PATTERNS,
     MaskSpec,
@@ -56,6 +57,14 @@ def _draw_slice(draw: st.DrawFn, patterns: tuple[str, ...], q_len: int, kv_len: 
         return SlicePattern(name, arg=draw(_ints(0, kv_len - 1)))
     if name in ("right_padding", "left_padding"):
         return SlicePattern(name, arg=draw(_ints(0, kv_len)))
+    if name == "packed":  # as servers pack: a whole prefill, one query (decode), none, or any
+        keys = draw(_choice((kv_len, 0, 1, -1)))
+        queries = draw(_choice((q_len, 1, 0, -1)))
+        return SlicePattern(
+            name,
+            arg=draw(_ints(0, kv_len)) if keys < 0 else min(keys, kv_len),
+            empty_rows=q_len - (draw(_ints(0, q_len)) if queries < 0 else queries),
+        )
     return SlicePattern(
         name,
         arg=draw(_ints(1, 7)),
@@ -115,7 +124,7 @@ def mask_specs(
     lq = _check_int("q_len", q_len, 1)
     lk = _check_int("kv_len", kv_len, 1)
     lay = _check_choices("layouts", layouts, MASK_LAYOUTS)
-    pat = _check_choices("patterns", patterns, MASK_PATTERNS)
+    pat = _check_choices("patterns", patterns, ALL_MASK_PATTERNS)
     return _mask_specs(b, h, lq, lk, lay, pat)
 
 

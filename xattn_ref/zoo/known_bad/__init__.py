@@ -32,6 +32,7 @@ from xattn_ref.zoo.known_bad.dialects import (
     padding_on_queries,
     scale_ignored,
     sentinel_as_allowed,
+    varlen_equal_queries,
     varlen_neg_inf,
     varlen_reads_next_key,
 )
@@ -170,6 +171,7 @@ __all__ = [
     "single_key_fast_path",
     "stride_ignoring_kernel",
     "unguarded_long_context",
+    "varlen_equal_queries",
     "varlen_neg_inf",
     "varlen_reads_next_key",
     "wrong_scale_in_bfloat16",

@@ -161,6 +161,27 @@ def varlen_reads_next_key(
     return varlen_reference_kernel(q, kk, vv, cu_seqlens_q, lens, max_seqlen_q, max_seqlen_k + 1)
 
 
+@known_bad("reference_agreement", options={"kind": "varlen"})
+def varlen_equal_queries(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """Takes every sequence to have ``max_seqlen_q`` queries (a prefill-only kernel's shortcut):
+    right while each sequence has as many queries, wrong once a decode step (one query) or an
+    empty one sits next to a prefill chunk (flash-attention#1537's class)."""
+    from xattn_ref.zoo.kernels import varlen_reference_kernel
+
+    n = cu_seqlens_q.shape[0] - 1
+    uniform = torch.arange(n + 1, device=q.device) * max_seqlen_q
+    uniform = torch.clamp(uniform, max=q.shape[0]).to(cu_seqlens_q)
+    return varlen_reference_kernel(q, k, v, uniform, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+
+
 @known_bad("reference_agreement", options={"kind": "hf", "mask": "bool"})
 def hf_wrong_gqa(
     module: torch.nn.Module,
