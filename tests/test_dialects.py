@@ -396,3 +396,33 @@ def test_a_kernel_in_flash_attentions_layout_is_gated_with_one_option():
     assert not not_holding(results)
     # without the option, the (B, H, L, D) tensors it is given are the wrong layout for it
     assert run("reference_agreement", flash_layout_kernel, torch.float32).status in ("failed", "error")
+
+
+def test_a_sliding_window_kernel_is_gated_with_one_option_and_its_edge_is_drawn_often():
+    """--window: window_size=(left, right) as flash-attention's, on top of the padding; the
+    window (-1, 0) is bottom-right causal; an off-by-one window (known_bad.window_off_by_one) is
+    caught above in every dtype."""
+    from hypothesis import HealthCheck
+
+    from xattn_ref.cases import causal_mask, window_mask
+    from xattn_ref.plan import select_properties
+    from xattn_ref.zoo.kernels import windowed_kernel
+
+    for lq, lk in ((3, 5), (5, 3), (4, 4)):
+        assert torch.equal(window_mask((-1, 0), lq, lk), causal_mask("bottom_right", lq, lk))
+    results = [
+        run(p, windowed_kernel, d, max_examples=15, window=True)
+        for p in select_properties("kernel", None, None)
+        for d in (torch.float64, torch.float16)
+    ]
+    assert not not_holding(results, ["compaction_equivalence"])  # a window cannot be compacted away
+    drawn = []
+
+    @seed(0)
+    @settings(max_examples=100, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(attention_cases(**Dialect(window=True).case_arguments()))
+    def collect(case):
+        drawn.append(case.spec.window)
+
+    collect()
+    assert sum(w[0] in (0, 1) for w in drawn) >= 20, drawn  # the left edge next to the diagonal

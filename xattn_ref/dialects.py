@@ -91,6 +91,10 @@ class Dialect:
         "no is_causal: the causal mask travels in the mask with the padding (as Hugging Face "
         "builds them for batched generation)", kind="switch")
     key_padding: bool = _option("the mask is (B, Lk), one row of keys per batch element", kind="switch")
+    window: bool = _option(
+        "the kernel takes window_size=(left, right): flash-attention's sliding window (query i sees "
+        "keys i + Lk - Lq - left to i + Lk - Lq + right; -1 unbounded); drawn with its edges near the "
+        "diagonal often, on top of the mask", kind="switch")
     always_mask: bool = _option(
         "the kernel always takes a mask: never mask=None (drawn in one case in eight otherwise; a case "
         "with no padding then passes an all-True mask)", kind="switch")
@@ -174,6 +178,7 @@ class Dialect:
     def describe(self) -> str:
         """The non-default fields, as words for a report (``plain`` when there are none)."""
         words = ["(B, L, H, D) layout"] if self.layout == "blhd" else []
+        words += ["sliding window"] if self.window else []
         if self.heads == "gqa":
             words.append("grouped-query heads" + (" (tiled)" if self.gqa_mapping == "tile" else ""))
         if self.mask != "bool":
@@ -226,6 +231,7 @@ class Dialect:
             mask += ", finite biases on allowed entries"
         is_causal = self.causal != "none" and not self.causal_in_mask and not self.fixed_causal
         kw = (", scale=s" if self.scale else "") + (", is_causal=True" if is_causal else "")
+        kw += ", window_size=(left, right)" if self.window else ""
         carried = " (in the mask)" if self.causal_in_mask else ""
         carried = " (by construction)" if self.fixed_causal else carried
         extra = [f"causal {self.causal}{carried}"] if self.causal != "none" else []
@@ -261,6 +267,8 @@ class Dialect:
             args["allow_mask"] = False
         if self.always_mask:
             args["allow_no_mask"] = False
+        if self.window:
+            args["window"] = True
         if self.key_padding or self.causal != "none":
             args["mask_layouts"] = ["sequence_padding" if self.query_padding else "key_padding"]
         if self.bias:
@@ -307,6 +315,10 @@ class Dialect:
         kwargs: dict[str, Any] = {}
         if self.scale:
             kwargs["scale"] = case.effective_scale
+        if self.window:
+            kwargs["window_size"] = case.window if case.window is not None else (-1, -1)
+        elif case.window is not None:
+            raise Inexpressible(f"a case with a sliding window {case.window} needs a kernel that takes one")
         if self.causal != "none" and not self.causal_in_mask:
             if case.causal != self.causal:
                 raise Inexpressible(

@@ -34,6 +34,7 @@ from xattn_ref.cases.masks import (
     MaskSpec,
     SlicePattern,
     causal_mask,
+    window_mask,
 )
 from xattn_ref.cases.memory import MEMORY_LAYOUTS
 from xattn_ref.cases.model import ModelCase, ModelCaseSpec, Stream
@@ -60,4 +61,5 @@ __all__ = [
     "SlicePattern",
     "Stream",
     "causal_mask",
+    "window_mask",
 ]

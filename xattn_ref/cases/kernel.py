@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from xattn_ref._args import check_bool_mask, check_case_extras, check_qkv
-from xattn_ref.cases.masks import BiasSpec, MaskSpec, causal_mask
+from xattn_ref.cases.masks import BiasSpec, MaskSpec, causal_mask, window_mask
 from xattn_ref.cases.memory import lay_out, lay_out_mask
 
 __all__ = [
@@ -51,6 +51,8 @@ class CaseSpec:
     - ``scale``: the scale the kernel is called with (None = the default ``D ** -0.5``);
     - ``bias``: a finite additive bias on the logits (:class:`BiasSpec`);
     - ``causal``: an alignment of :data:`CAUSAL_ALIGNMENTS`, applied on top of ``mask``;
+    - ``window``: a sliding window ``(left, right)`` (:func:`~xattn_ref.cases.window_mask`, as
+      flash-attention's ``window_size``), applied on top of ``mask``;
     - ``memory``: how q, k, v and the mask lie in memory (:data:`~xattn_ref.cases.MEMORY_LAYOUTS`):
       the same values, laid out as real callers pass them.
     """
@@ -75,6 +77,7 @@ class CaseSpec:
     bias: BiasSpec | None = None
     causal: str | None = None
     memory: str = "contiguous"
+    window: tuple[int, int] | None = None
 
     def build(self) -> AttentionCase:
         gen = torch.Generator().manual_seed(self.seed)
@@ -110,10 +113,13 @@ class CaseSpec:
             scale=self.scale,
             bias=bias,
             causal=self.causal,
+            window=self.window,
         )
 
     def describe(self) -> str:
         mask = "mask None" if self.mask is None else "mask " + self.mask.describe()
+        if self.window is not None:
+            mask = f"window {self.window} and {mask}"
         dtype = str(self.dtype).removeprefix("torch.")
         extra = ""
         if self.num_kv_heads and self.num_kv_heads != self.num_heads:
@@ -181,7 +187,9 @@ class AttentionCase:
     - ``bias``: None or a finite float bias broadcastable to ``(B, H, Lq, Lk)``, added to the
       logits of allowed keys (masked keys stay masked);
     - ``causal``: None or an alignment of :data:`CAUSAL_ALIGNMENTS`; a key is allowed when the
-      mask *and* the causal mask allow it.
+      mask *and* the causal mask allow it;
+    - ``window``: None or a sliding window ``(left, right)`` (:func:`~xattn_ref.cases.window_mask`),
+      which must allow the key too.
     """
 
     q: torch.Tensor
@@ -192,6 +200,7 @@ class AttentionCase:
     scale: float | None = None
     bias: torch.Tensor | None = None
     causal: str | None = None
+    window: tuple[int, int] | None = None
 
     output_name = "out"
 
@@ -260,6 +269,8 @@ class AttentionCase:
             full = self.mask.expand(shape)
         if self.causal is not None:
             full = full & causal_mask(self.causal, lq, shape[-1], self.q.device)
+        if self.window is not None:
+            full = full & window_mask(self.window, lq, shape[-1], self.q.device)
         return full
 
     @property
@@ -277,7 +288,7 @@ class AttentionCase:
         flag): what a finite sentinel (``finfo.min``) computes on such rows in exact arithmetic,
         the meaning of the empty-row policy ``finite``."""
         full = self.full_mask  # empty_rows would build it again
-        return dataclasses.replace(self, mask=full | ~full.any(-1, keepdim=True), causal=None)
+        return dataclasses.replace(self, mask=full | ~full.any(-1, keepdim=True), causal=None, window=None)
 
     def arguments(self) -> dict[str, torch.Tensor | None]:
         return {"q": self.q, "k": self.k, "v": self.v, "mask": self.mask}
@@ -301,6 +312,7 @@ class AttentionCase:
             scale=self.scale,
             bias=bias,
             causal=self.causal,
+            window=self.window,
         )
 
     def replace(self, **tensors: torch.Tensor | None) -> AttentionCase:
@@ -371,7 +383,7 @@ class AttentionCase:
         ), f"writing NaN, inf and -inf into the {int(dead.sum())} keys/values no query may attend to"
 
     def _key_padding(self) -> torch.Tensor | None:
-        if self.mask is None or self.causal is not None:
+        if self.mask is None or self.causal is not None or self.window is not None:
             return None
         full = self.full_mask
         rows = full[:, 0, 0, :]

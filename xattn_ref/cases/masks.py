@@ -18,6 +18,7 @@ __all__ = [
     "MaskSpec",
     "SlicePattern",
     "causal_mask",
+    "window_mask",
 ]
 
 #: Alignments of a causal mask, for q ``(.., Lq, D)`` and k ``(.., Lk, D)``: ``top_left``, query
@@ -46,6 +47,29 @@ def causal_mask(alignment: str, q_len: int, kv_len: int, device: str | torch.dev
     i = torch.arange(q_len, device=device).unsqueeze(-1)
     j = torch.arange(kv_len, device=device)
     return j <= i + (kv_len - q_len if alignment == "bottom_right" else 0)
+
+
+def window_mask(
+    window: tuple[int, int], q_len: int, kv_len: int, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Bool ``(Lq, Lk)``, True = may attend, for a sliding window ``(left, right)`` as
+    flash-attention's ``window_size``: query i, aligned bottom-right (``i' = i + Lk - Lq``), may
+    attend to keys ``i' - left <= j <= i' + right``; -1 leaves that side unbounded::
+
+    >>> window_mask((1, 0), 3, 3)
+    tensor([[ True, False, False],
+            [ True,  True, False],
+            [False,  True,  True]])
+    """
+    left, right = window
+    i = torch.arange(q_len, device=device).unsqueeze(-1) + (kv_len - q_len)
+    j = torch.arange(kv_len, device=device)
+    allowed = torch.ones(q_len, kv_len, dtype=torch.bool, device=device)
+    if left >= 0:
+        allowed &= j >= i - left
+    if right >= 0:
+        allowed &= j <= i + right
+    return allowed
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ def attention_cases(
     short_queries: bool = False,
     allow_mask: bool = True,
     memory_layouts: Sequence[str] = MEMORY_LAYOUTS,
+    window: bool = False,
 ) -> st.SearchStrategy[AttentionCase]:
     """Inputs for ``attention(q, k, v, mask)`` in SDPA's layout, as :class:`AttentionCase`.
 
@@ -125,6 +126,8 @@ def attention_cases(
     - ``short_queries``: Lq <= Lk (Lq is cut to the drawn Lk), for causal kernels documented
       for no more queries than keys.
     - ``allow_mask``: False draws ``mask=None`` only (a kernel that takes no mask).
+    - ``window``: True draws a sliding window ``(left, right)`` per case (flash-attention's
+      ``window_size``, bottom-right aligned, -1 unbounded), its edges near the diagonal often.
     - ``memory_layouts``: how q, k, v (and the mask, as the gate passes it) lie in memory, drawn
       from :data:`~xattn_ref.cases.MEMORY_LAYOUTS` (contiguous, transposed views, slices of a
       fused projection, a mask broadcast with stride 0); ``["contiguous"]`` for none.
@@ -161,6 +164,7 @@ def attention_cases(
     for name, flag in (
         ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
         ("self_attention", self_attention), ("short_queries", short_queries), ("allow_mask", allow_mask),
+        ("window", window),
     ):  # fmt: skip
         if not isinstance(flag, bool):
             raise InvalidArgument(f"{name} must be a bool, but was {flag!r}")
@@ -202,6 +206,7 @@ def attention_cases(
     return _attention_cases(
         dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
         v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention, short_queries, memories,
+        bool(window),
     )  # fmt: skip
 
 
@@ -290,6 +295,7 @@ def _attention_cases(
     self_attention: bool,
     short_queries: bool,
     memories: tuple[str, ...],
+    window: bool = False,
 ) -> AttentionCase:
     b = draw(sizes.batch)
     h = draw(sizes.heads)
@@ -338,8 +344,18 @@ def _attention_cases(
         bias=bias_spec,
         causal=causal,
         memory=draw(_choice(memories)),
+        window=_draw_window(draw, lq, lk) if window else None,
     )
     return spec.build()
+
+
+def _draw_window(draw: st.DrawFn, q_len: int, kv_len: int) -> tuple[int, int]:
+    """A sliding window ``(left, right)`` whose edges fall inside the case often: unbounded (-1)
+    first, so shrinking goes there; 0 and 1 (the edge one key from the diagonal, where an off by
+    one shows); one short of the context; anywhere."""
+    edges = (-1, 0, 1, max(0, kv_len - 2), -2)
+    left, right = (draw(_choice(edges)) for _ in range(2))
+    return tuple(draw(_ints(0, kv_len)) if e == -2 else e for e in (left, right))  # type: ignore[return-value]
 
 
 def _in_range(shift: float, dtype: torch.dtype) -> float:

@@ -105,6 +105,6 @@ def _model_cases(
         seed=d(_ints(0, 2**32 - 1)),
         context=context,
         prompt=d(_ints(1, tokens.length)),
-        chunk=d(_choice((1, 1, 2, 3, 4))),  # token by token first (shrinks to it), chunks often
+        chunk=d(_ints(1, 4)),  # token by token first (shrinks to it), chunks of 2 to 4
     )
     return spec.build()

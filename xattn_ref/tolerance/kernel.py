@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from xattn_ref._calls import vjp
+from xattn_ref.errors import NotTaken
 from xattn_ref.tolerance.budget import (
     SMALLEST_TILE,
     Budget,
@@ -112,6 +113,14 @@ def kernel_budget(
 
     s = scale * q @ k.transpose(-2, -1)
     s = s if bias is None else s + bias
+    largest = float(torch.where(m, s.abs(), 0.0).max()) if s.numel() else 0.0
+    if lowered and largest * eps > 1.0:
+        # the kernel's float64 run computes in float32, where such logits round by more than 1:
+        # nothing is left to judge (as for half precision past HALF_SHIFT_CAP)
+        raise NotTaken(
+            f"its float64 run computes in float32, where logits of size {largest:.3g} keep no digits "
+            f"(beyond 1 / eps = {1 / eps:.3g})"
+        )
     shift = torch.where(m, s, -torch.inf).amax(-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
     e = torch.exp(torch.where(m, s - shift, 0.0)) * m
     total = e.sum(-1, keepdim=True)
@@ -283,15 +292,21 @@ def kernel_budget(
         parts = {n: {t: 2 * x for t, x in terms.items()} for n, terms in parts.items()}
     floor = {n: functools.reduce(torch.add, terms.values()) for n, terms in parts.items()}
 
-    # the plain same-dtype result, and its error per row (per key for dk, dv)
+    # the plain same-dtype result, and its error per row (per key for dk, dv); a float64 case
+    # judged as float32 (``unit``) takes the plain float32 computation's
     device = "cpu" if case.device.type == "mps" else case.device
-    leaves = [t.detach().to(device=device).requires_grad_(grads) for t in (case.q, case.k, case.v)]
-    mask = None if case.mask is None and case.causal is None else case.full_mask.to(device)
-    plain_bias = None if case.bias is None else case.bias.detach().to(device)
+    plain_dtype = torch.float32 if lowered else case.dtype
+    leaves = [
+        t.detach().to(device=device, dtype=plain_dtype).requires_grad_(grads)
+        for t in (case.q, case.k, case.v)
+    ]
+    whole = case.mask is None and case.causal is None and case.window is None
+    mask = None if whole else case.full_mask.to(device)
+    plain_bias = None if case.bias is None else case.bias.detach().to(device=device, dtype=plain_dtype)
     plain_out = plain_attention(leaves[0], leaves[1], leaves[2], mask, scale, plain_bias)
     plain = {"out": plain_out}
     if grads:
-        gp = vjp(plain_out, leaves, g.to(device=device, dtype=case.dtype))
+        gp = vjp(plain_out, leaves, g.to(device=device, dtype=plain_dtype))
         for n, d, x in zip(("dq", "dk", "dv"), gp, leaves):
             plain[n] = torch.zeros_like(x) if d is None else d
     plain_error = {n: _finite_or_zero(_error(plain[n], truth[n])).amax(-1, keepdim=True) for n in truth}

@@ -16,6 +16,7 @@ from xattn_ref import reference
 __all__ = [
     "eager_kernel",
     "flash_layout_kernel",
+    "windowed_kernel",
     "flash_backward",
     "flash_backward_kernel",
     "mha_layer_need_weights_false",
@@ -50,6 +51,23 @@ def flash_layout_kernel(
     the transposed views). Run it with ``--layout blhd``."""
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+
+
+def windowed_kernel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    window_size: tuple[int, int] = (-1, -1),
+) -> torch.Tensor:
+    """A sliding-window kernel with flash-attention's ``window_size=(left, right)`` (bottom-right
+    aligned, -1 unbounded), on top of the bool mask; the guard writes zeros for rows the two leave
+    empty. Run it with ``--window``."""
+    from xattn_ref.cases import window_mask
+    from xattn_ref.guard import safe_sdpa
+
+    allowed = window_mask(window_size, q.shape[2], k.shape[2], q.device)
+    return safe_sdpa(q, k, v, attn_mask=allowed if mask is None else mask & allowed)
 
 
 def sdpa_gqa_kernel(

@@ -35,6 +35,7 @@ from xattn_ref.zoo.known_bad.dialects import (
     varlen_equal_queries,
     varlen_neg_inf,
     varlen_reads_next_key,
+    window_off_by_one,
 )
 from xattn_ref.zoo.known_bad.kernels import (
     batch_global_max,
@@ -174,6 +175,7 @@ __all__ = [
     "varlen_equal_queries",
     "varlen_neg_inf",
     "varlen_reads_next_key",
+    "window_off_by_one",
     "wrong_scale_in_bfloat16",
     "wrong_scale_without_mask",
     "zero_after_neg_inf",

@@ -161,6 +161,22 @@ def varlen_reads_next_key(
     return varlen_reference_kernel(q, kk, vv, cu_seqlens_q, lens, max_seqlen_q, max_seqlen_k + 1)
 
 
+@known_bad("reference_agreement", options={"window": True})
+def window_off_by_one(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    window_size: tuple[int, int] = (-1, -1),
+) -> torch.Tensor:
+    """A sliding window one key too wide on the left (``j >= i - left - 1``: transformers#39408's
+    class): right where the window does not cut the row."""
+    from xattn_ref.zoo.kernels import windowed_kernel
+
+    left, right = window_size
+    return windowed_kernel(q, k, v, mask, (left + 1 if left >= 0 else left, right))
+
+
 @known_bad("reference_agreement", options={"kind": "varlen"})
 def varlen_equal_queries(
     q: torch.Tensor,
