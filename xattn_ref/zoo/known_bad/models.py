@@ -134,44 +134,40 @@ def _llama(cls_body: dict[str, Any], attn_implementation: str) -> Any:
     return cls(config).eval()
 
 
-def _drops_mask_with_cache(
-    self: Any, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
-    use_cache: Any = None, **kwargs: Any,
-) -> Any:  # fmt: skip
-    if cache is not None and cache.get_seq_length() > 0:
-        attention_mask = None  # the defect: "the cache holds only real tokens"
-    parent: Any = type(self).__mro__[1]
-    return parent.forward(
-        self, input_ids, attention_mask, position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs
-    )
+def _drops_cached_mask(min_tokens: int) -> Any:
+    """A Llama ``forward`` that drops the attention mask on cached steps of at least
+    ``min_tokens`` new tokens (the defect of the two known-bads below)."""
+
+    def forward(
+        self: Any, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
+        cache: Any = None, use_cache: Any = None, **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        if cache is not None and cache.get_seq_length() > 0 and input_ids.shape[1] >= min_tokens:
+            attention_mask = None
+        parent: Any = type(self).__mro__[1]
+        return parent.forward(
+            self, input_ids, attention_mask, position_ids=position_ids, cache=cache, use_cache=use_cache,
+            **kwargs,
+        )  # fmt: skip
+
+    return forward
 
 
 @known_bad("cached_decoding", kind="model")
 def cache_drops_mask() -> Any:
-    """A Llama whose cached decoding steps drop the attention mask: with left padding each new
-    token attends to the padding in the cache."""
-    return _llama({"forward": _drops_mask_with_cache}, "sdpa")
-
-
-def _chunk_top_left(
-    self: Any, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
-    use_cache: Any = None, **kwargs: Any,
-) -> Any:  # fmt: skip
-    if cache is not None and cache.get_seq_length() > 0 and input_ids.shape[1] > 1:
-        attention_mask = None  # the defect: "several new queries: is_causal=True will do"
-    parent: Any = type(self).__mro__[1]
-    return parent.forward(
-        self, input_ids, attention_mask, position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs
-    )
+    """A Llama whose cached decoding steps drop the attention mask ("the cache holds only real
+    tokens"): with left padding each new token attends to the padding in the cache."""
+    return _llama({"forward": _drops_cached_mask(1)}, "sdpa")
 
 
 @known_bad("cached_decoding", kind="model")
 def chunk_top_left() -> Any:
     """A Llama whose cached steps of several tokens drop the mask and leave SDPA's ``is_causal``
-    to it, which aligns the causal mask top-left (pytorch#144858): a chunk onto a cache (chunked
-    prefill, speculative verification) attends to its own future and misses the cache's end;
-    right for a whole prompt and for one token at a time."""
-    return _llama({"forward": _chunk_top_left}, "sdpa")
+    to it ("several new queries: is_causal=True will do"), which aligns the causal mask top-left
+    (pytorch#144858): a chunk onto a cache (chunked prefill, speculative verification) attends to
+    its own future and misses the cache's end; right for a whole prompt and for one token at a
+    time."""
+    return _llama({"forward": _drops_cached_mask(2)}, "sdpa")
 
 
 def _sdpa_drops_mask(self: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
