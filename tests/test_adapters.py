@@ -121,6 +121,7 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
         from xattn_ref.zoo.kernels import varlen_reference_kernel
 
         seen.append((tuple(q.shape), cu_k.tolist(), max_k, cu_q.diff().tolist()))
+        assert q.shape[0] == int(cu_q[-1]) + 2 and bool(q[int(cu_q[-1]) :].isnan().all())  # the NaN tail
         return varlen_reference_kernel(q, k, v, cu_q, cu_k, max_q, max_k)
 
     r = run("finite_output", spy, kind="varlen", max_examples=60)
@@ -133,6 +134,11 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
     # packed as servers pack: a prefill next to a one-query decode step, and fewer queries than sequences
     assert any(1 in q_lens and max(q_lens) > 1 for *_, q_lens in seen)
     assert any(sum(q_lens) < len(q_lens) for *_, q_lens in seen)
+    # a kernel that reads the keys to the end of the buffer meets the tail; declared tail-free, it holds
+    from xattn_ref.zoo.known_bad import varlen_reads_to_the_end
+
+    assert run("finite_output", varlen_reads_to_the_end, kind="varlen").status == "failed"
+    assert run("finite_output", varlen_reads_to_the_end, kind="varlen", tail="none").status == "passed"
 
 
 ENCODERS = [

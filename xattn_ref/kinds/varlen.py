@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xattn_ref.dialects import Dialect
-from xattn_ref.kinds.base import FnFor, Kind, key_padding_mask
+from xattn_ref.kinds.base import CALL_OPTIONS, FORWARD_ONLY, FnFor, Kind, key_padding_mask
 from xattn_ref.kinds.kernel import KernelCall
+from xattn_ref.options import Option
 
 if TYPE_CHECKING:
     import torch
@@ -16,7 +17,10 @@ if TYPE_CHECKING:
 
     from xattn_ref.cases import AttentionCase
 
-__all__ = ["VarlenCall", "VarlenKind", "packed_lengths"]
+__all__ = ["TAIL", "VarlenCall", "VarlenKind", "packed_lengths"]
+
+#: Rows of NaN past ``cu_seqlens[-1]`` in packed q, k, v (``--tail nan``, the default).
+TAIL = 2
 
 
 class VarlenCall(KernelCall):
@@ -24,15 +28,25 @@ class VarlenCall(KernelCall):
     v ``(total_k, H_kv, D)``, out ``(total_q, H, Dv)``. Batch element b of a case is sequence b:
     its queries and its keys, each first in the case and padding after (:func:`packed_lengths`),
     so sequences have their own numbers of queries and keys, zero included; the output rows of a
-    case past a sequence's queries are zeros."""
+    case past a sequence's queries are zeros. With ``tail`` (default :data:`TAIL`), q, k and v run
+    that many rows past ``cu_seqlens[-1]``, holding NaN, as CUDA-graph padding leaves packed
+    buffers: no output of a sequence may depend on them."""
+
+    def __init__(self, fn_for: FnFor, *, tail: int = 0, **settings: Any) -> None:
+        super().__init__(fn_for, **settings)
+        self.tail = tail
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        import torch
+
         from xattn_ref.conventions import pack
 
         q_lens, k_lens = packed_lengths(case)
         q, cu_q, max_q = pack(case.q, q_lens)
         k, cu_k, max_k = pack(case.k, k_lens)
         v, _, _ = pack(case.v, k_lens)
+        if self.tail:  # rows past the last sequence, as a reused buffer holds them: NaN
+            q, k, v = (torch.cat([t, t.new_full((self.tail, *t.shape[1:]), torch.nan)]) for t in (q, k, v))
         args = {"q": q, "k": k, "v": v, "cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k}
         return {**args, "max_seqlen_q": max_q, "max_seqlen_k": max_k}, {}
 
@@ -41,16 +55,22 @@ class VarlenCall(KernelCall):
         from xattn_ref.conventions import unpack
 
         out = self.produce(case, args, kwargs)
-        expected = (int(args["q"].shape[0]), case.q.shape[1], case.v.shape[-1])
+        # as many rows as q (flash_attn_varlen_func's, tail included) or up to cu_seqlens_q[-1]
+        rows = {int(args["q"].shape[0]), int(args["cu_seqlens_q"][-1])}
+        expected = (case.q.shape[1], case.v.shape[-1])
         out = check_output(
-            out, case.q, lambda t: tuple(t.shape) == expected, f"(total_q, H, Dv) = {expected}"
+            out,
+            case.q,
+            lambda t: t.ndim == 3 and t.shape[0] in rows and tuple(t.shape[1:]) == expected,
+            f"(total_q, H, Dv) = ({' or '.join(map(str, sorted(rows)))}, {expected[0]}, {expected[1]})",
         )
-        return unpack(out, args["cu_seqlens_q"], case.q.shape[2])
+        # the tail's rows are no sequence's: left out
+        return unpack(out[: int(args["cu_seqlens_q"][-1])], args["cu_seqlens_q"], case.q.shape[2])
 
     def snippet(self) -> str:
         return (
             "from xattn_ref.kinds import VarlenCall\n"
-            "args, _ = VarlenCall(lambda *_: fn).arguments(case)  # packed q, k, v, cu_seqlens, max_seqlen\n"
+            f"args, _ = VarlenCall(lambda *_: fn, tail={self.tail}).arguments(case)  # packed; cu_seqlens\n"
             "out = fn(*args.values())  # (total_q, H, Dv)"
         )
 
@@ -108,10 +128,23 @@ class VarlenKind(Kind):
     )  # no padding: a packed batch has none to vary
     roles = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k")
 
+    options = (
+        Option("tail", "nan: q, k and v run 2 rows past cu_seqlens[-1], holding NaN (CUDA-graph padding "
+               "of a reused buffer); none: the kernel's contract forbids a tail", type="choice",
+               choices=("nan", "none"), default="nan"),
+        FORWARD_ONLY,
+        *CALL_OPTIONS,
+    )  # fmt: skip
+
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> VarlenCall:
         dialect = Dialect(forward_only=bool(options.get("forward_only", False)))
         settings = self.call_settings(options)
-        return VarlenCall(fn_for, dialect=dialect, differentiable=differentiable, **settings)
+        tail = TAIL if options.get("tail", "nan") == "nan" else 0
+        return VarlenCall(fn_for, dialect=dialect, differentiable=differentiable, tail=tail, **settings)
+
+    def describe(self, options: dict[str, Any]) -> str:
+        tail = "; a 2-row NaN tail past cu_seqlens[-1]" if options.get("tail", "nan") == "nan" else ""
+        return self.signature + tail + ("; forward-only" if options.get("forward_only") else "")
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from xattn_ref.strategies import attention_cases

@@ -35,6 +35,7 @@ from xattn_ref.zoo.known_bad.dialects import (
     varlen_equal_queries,
     varlen_neg_inf,
     varlen_reads_next_key,
+    varlen_reads_to_the_end,
     window_off_by_one,
 )
 from xattn_ref.zoo.known_bad.kernels import (
@@ -175,6 +176,7 @@ __all__ = [
     "varlen_equal_queries",
     "varlen_neg_inf",
     "varlen_reads_next_key",
+    "varlen_reads_to_the_end",
     "window_off_by_one",
     "wrong_scale_in_bfloat16",
     "wrong_scale_without_mask",

@@ -177,6 +177,26 @@ def window_off_by_one(
     return windowed_kernel(q, k, v, mask, (left + 1 if left >= 0 else left, right))
 
 
+@known_bad("finite_output", options={"kind": "varlen"})
+def varlen_reads_to_the_end(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> torch.Tensor:
+    """Takes the last sequence's keys to run to the end of the packed tensor, not to
+    ``cu_seqlens_k[-1]``: right for a buffer packed to its end, NaN once a CUDA-graph-padded
+    buffer carries a tail past it (flash-attention#2324, sglang#32477)."""
+    from xattn_ref.zoo.kernels import varlen_reference_kernel
+
+    ends = cu_seqlens_k.clone()
+    ends[-1] = k.shape[0]
+    return varlen_reference_kernel(q, k, v, cu_seqlens_q, ends, max_seqlen_q, max_seqlen_k)
+
+
 @known_bad("reference_agreement", options={"kind": "varlen"})
 def varlen_equal_queries(
     q: torch.Tensor,
@@ -194,7 +214,7 @@ def varlen_equal_queries(
 
     n = cu_seqlens_q.shape[0] - 1
     uniform = torch.arange(n + 1, device=q.device) * max_seqlen_q
-    uniform = torch.clamp(uniform, max=q.shape[0]).to(cu_seqlens_q)
+    uniform = torch.clamp(uniform, max=int(cu_seqlens_q[-1])).to(cu_seqlens_q)
     return varlen_reference_kernel(q, k, v, uniform, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
 
 
