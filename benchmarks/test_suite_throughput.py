@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from xattn_ref.kinds import KINDS
 from xattn_ref.plan import select_properties
 from xattn_ref.profiles import profile_settings
 from xattn_ref.runner import run_property
@@ -16,7 +17,7 @@ from xattn_ref.zoo.kernels import sdpa_kernel
 from xattn_ref.zoo.known_bad import CAUGHT_BY, KNOWN_BAD
 
 
-@pytest.mark.parametrize("prop", select_properties("kernel", None, None))
+@pytest.mark.parametrize("prop", select_properties(KINDS["kernel"], None, None))
 def test_examples_per_second(benchmark, figure, prop):
     benchmark.group = "examples per second (float32, 30 examples, sdpa)"
     settings = profile_settings("ci")

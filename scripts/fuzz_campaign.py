@@ -65,7 +65,7 @@ def main() -> int:
     print("$", " ".join(gate), flush=True)
     r = subprocess.run(gate, cwd=folder, env=env, capture_output=True, text=True, timeout=600, check=False)
     print(r.stdout[-3000:], r.stderr[-2000:], sep="\n")
-    replayed = r.returncode == 1 and "a failure saved in the example database" in r.stdout
+    replayed = r.returncode == 1 and "example(s) saved for this test" in r.stdout
     print("found, then replayed by the gate" if saved and replayed else "nothing found and replayed")
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)

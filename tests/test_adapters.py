@@ -13,6 +13,7 @@ from _support import SETTINGS, not_holding, run
 from xattn_ref.cases import CaseSpec
 from xattn_ref.checks import reference_agreement
 from xattn_ref.conventions import hf_module, pack, unpack
+from xattn_ref.kinds import KINDS
 from xattn_ref.plan import load, select_properties
 from xattn_ref.precision import FLOAT32, collected
 from xattn_ref.profiles import profile_settings
@@ -31,7 +32,7 @@ def verdicts(spec, kind, options, props=None, dtypes=(torch.float64, torch.float
              torch.bfloat16), settings=SETTINGS):  # fmt: skip
     target = load(spec, kind, options)
     out = {}
-    for prop in props or select_properties(kind, None, None):
+    for prop in props or select_properties(KINDS[kind], None, None):
         for dtype in dtypes:
             r = run_property(target, prop, dtype=dtype, device="cpu", settings=settings)
             out[prop, str(dtype)[6:]] = r
@@ -95,8 +96,22 @@ def test_hugging_faces_eager_attention_is_nan_in_float64_and_float16_and_float32
     assert status["reference_agreement", "float32"] == "passed"
     assert "nan" in r["finite_output", "float64"].message
     # no empty row, no NaN: the float64 path is only as accurate as float32
-    case = CaseSpec(2, 4, 3, 9, 8, 8, torch.float64, "cpu", 0, (1.0, 1.0), (1.0, 1.0), None, num_kv_heads=2,
-                    scale=0.3).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=4,
+        q_len=3,
+        kv_len=9,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float64,
+        device="cpu",
+        seed=0,
+        logit_std=(1.0, 1.0),
+        value_std=(1.0, 1.0),
+        mask=None,
+        num_kv_heads=2,
+        scale=0.3,
+    ).build()
     with collected() as notes:
         assert reference_agreement(load(HF_EAGER, "hf", {"empty_rows": "finite"}).call, case)
     assert (FLOAT32, "_softmax") in notes

@@ -59,7 +59,20 @@ def test_the_verdict_on_cudnn_rows_with_no_allowed_key_is_what_cudnn_gives_there
     cuDNN gave a row whose mask allows no key the output 0.587, not 0 (math and efficient give
     0). The gate's verdict must match what cuDNN gives on that row, whichever it is."""
     empty = MaskSpec("key_padding", (SlicePattern("all_false"),))
-    case = CaseSpec(1, 1, 1, 2, 8, 8, torch.float16, "cuda", 0, (1.0,), (1.0,), empty).build()
+    case = CaseSpec(
+        batch_size=1,
+        num_heads=1,
+        q_len=1,
+        kv_len=2,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float16,
+        device="cuda",
+        seed=0,
+        logit_std=(1.0,),
+        value_std=(1.0,),
+        mask=empty,
+    ).build()
     zero = bool((sdpa("cudnn")(case.q, case.k, case.v, case.mask) == 0).all())
     r = on_cuda("empty_rows_zero", sdpa("cudnn"), torch.float16, **FUSED)
     assert r.status == ("passed" if zero else "failed"), r.message
@@ -77,7 +90,20 @@ def matmul_kernel(q, k, v, mask):
 
 def test_tf32_matmuls_get_tf32_budgets_and_would_fail_float32_ones():
     mask = MaskSpec("key_padding", (SlicePattern("right_padding", 30), SlicePattern("all_true")))
-    case = CaseSpec(2, 2, 5, 64, 64, 64, torch.float32, "cuda", 3, (1.0, 1.0), (1.0, 1.0), mask).build()
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=2,
+        q_len=5,
+        kv_len=64,
+        head_dim=64,
+        value_dim=64,
+        dtype=torch.float32,
+        device="cuda",
+        seed=3,
+        logit_std=(1.0, 1.0),
+        value_std=(1.0, 1.0),
+        mask=mask,
+    ).build()
     g = cotangent(case, (2, 2, 5, 64))
     before = torch.get_float32_matmul_precision()
     try:

@@ -19,7 +19,7 @@ from xattn_ref.conventions import allowed_from_additive
 from xattn_ref.dialects import Dialect
 from xattn_ref.errors import PropertyFailure, UsageError
 from xattn_ref.guard import safe_sdpa
-from xattn_ref.kinds import kernel_call
+from xattn_ref.kinds import KINDS, kernel_call
 from xattn_ref.plan import load
 from xattn_ref.runner import run_property
 from xattn_ref.strategies import attention_cases, layer_cases, masks
@@ -118,18 +118,18 @@ def test_a_bias_never_unmasks_a_key_and_shifts_the_allowed_logits():
 
 def test_each_mask_form_renders_the_cases_meaning():
     spec = CaseSpec(
-        2,
-        2,
-        3,
-        4,
-        8,
-        8,
-        torch.float16,
-        "cpu",
-        0,
-        (1.0, 1.0),
-        (1.0, 1.0),
-        MaskSpec("key_padding", (SlicePattern("right_padding", 2), SlicePattern("all_false"))),
+        batch_size=2,
+        num_heads=2,
+        q_len=3,
+        kv_len=4,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float16,
+        device="cpu",
+        seed=0,
+        logit_std=(1.0, 1.0),
+        value_std=(1.0, 1.0),
+        mask=MaskSpec("key_padding", (SlicePattern("right_padding", 2), SlicePattern("all_false"))),
     )
     case = spec.build()
     assert Dialect().render_mask(case) is case.mask
@@ -163,19 +163,19 @@ def test_a_true_overflow_is_not_a_failure_but_an_unexplained_infinity_is():
     # dk of this float16 case is about -98526 in float64: beyond float16's range, so -inf is the
     # correctly rounded result; a kernel that returns inf where the truth is small still fails
     spec = CaseSpec(
-        3,
-        1,
-        6,
-        8,
-        1,
-        64,
-        torch.float16,
-        "cpu",
-        8435,
-        (1.0, 1.0, 1.0),
-        (1.0, 1.0, 1000.0),
-        MaskSpec("shared", (SlicePattern("all_true"),)),
-        (0.0, 0.0, -30.0),
+        batch_size=3,
+        num_heads=1,
+        q_len=6,
+        kv_len=8,
+        head_dim=1,
+        value_dim=64,
+        dtype=torch.float16,
+        device="cpu",
+        seed=8435,
+        logit_std=(1.0, 1.0, 1.0),
+        value_std=(1.0, 1.0, 1000.0),
+        mask=MaskSpec("shared", (SlicePattern("all_true"),)),
+        logit_shift=(0.0, 0.0, -30.0),
     )
     case = spec.build()
     call = kernel_call(lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, mask))
@@ -194,8 +194,22 @@ def test_under_the_finite_policy_an_empty_rows_gradient_may_overflow_only_where_
     its exact dk here is 82761 and -76365, beyond the range, so SDPA's +-inf there is correctly
     rounded (the sweep flagged it before). A NaN is never finite enough."""
     pad = MaskSpec("key_padding", (SlicePattern("all_false"),) * 2)
-    case = CaseSpec(2, 2, 2, 5, 1, 8, torch.float16, "cpu", 2, (0.01, 0.01), (1e3, 1e3), pad,
-                    logit_shift=(0.0, -30.0), head_scale=(10.0, 1.0)).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=2,
+        q_len=2,
+        kv_len=5,
+        head_dim=1,
+        value_dim=8,
+        dtype=torch.float16,
+        device="cpu",
+        seed=2,
+        logit_std=(0.01, 0.01),
+        value_std=(1e3, 1e3),
+        mask=pad,
+        logit_shift=(0.0, -30.0),
+        head_scale=(10.0, 1.0),
+    ).build()
     target = load("torch.nn.functional:scaled_dot_product_attention", "kernel",
                   {"mask": "sentinel", "empty_rows": "finite"})  # fmt: skip
     assert empty_rows_zero(target.call, case)
@@ -355,15 +369,48 @@ def test_sdpa_in_its_dialects_passes_reference_agreement_in_every_dtype(options,
     [
         # the forward's float32 logits (D = 64 products near 72 each) are off by 6 eps a: the D
         # accumulation term of r
-        (CaseSpec(3, 1, 2, 2, 64, 8, torch.float32, "cpu", 0, (0.01, 1.0, 1.0), (1.0, 1.0, 1.0), None,
-                  (-30.0, 0.0, 0.0), scale=0.3), reference_agreement),
+        (
+            CaseSpec(
+                batch_size=3,
+                num_heads=1,
+                q_len=2,
+                kv_len=2,
+                head_dim=64,
+                value_dim=8,
+                dtype=torch.float32,
+                device="cpu",
+                seed=0,
+                logit_std=(0.01, 1.0, 1.0),
+                value_std=(1.0, 1.0, 1.0),
+                mask=None,
+                logit_shift=(-30.0, 0.0, 0.0),
+                scale=0.3,
+            ),
+            reference_agreement,
+        ),
         # one allowed key: P = 1 exactly, but SDPA's backward recomputes S and divides by the
         # forward's logsumexp, so dv is off by the forward's logit error
-        (CaseSpec(1, 2, 4, 12, 64, 64, torch.float32, "cpu", 0, (1.0,), (1.0,),
-                  MaskSpec("key_padding", (SlicePattern("one_key", 0),)), (-30.0,), scale=0.3),
-         dtype_consistency),
+        (
+            CaseSpec(
+                batch_size=1,
+                num_heads=2,
+                q_len=4,
+                kv_len=12,
+                head_dim=64,
+                value_dim=64,
+                dtype=torch.float32,
+                device="cpu",
+                seed=0,
+                logit_std=(1.0,),
+                value_std=(1.0,),
+                mask=MaskSpec("key_padding", (SlicePattern("one_key", 0),)),
+                logit_shift=(-30.0,),
+                scale=0.3,
+            ),
+            dtype_consistency,
+        ),
     ],
-)  # fmt: skip
+)
 def test_false_failures_the_sweep_found_in_the_dialects_stay_fixed(spec, check):
     call = kernel_call(
         F.scaled_dot_product_attention, dialect=Dialect(mask="additive", bias=True, scale=True)
@@ -390,7 +437,7 @@ def test_a_kernel_in_flash_attentions_layout_is_gated_with_one_option():
 
     results = [
         run(p, flash_layout_kernel, d, max_examples=15, layout="blhd")
-        for p in select_properties("kernel", None, None)
+        for p in select_properties(KINDS["kernel"], None, None)
         for d in (torch.float64, torch.float16)
     ]
     assert not not_holding(results)
@@ -412,7 +459,7 @@ def test_a_sliding_window_kernel_is_gated_with_one_option_and_its_edge_is_drawn_
         assert torch.equal(window_mask((-1, 0), lq, lk), causal_mask("bottom_right", lq, lk))
     results = [
         run(p, windowed_kernel, d, max_examples=15, window=True)
-        for p in select_properties("kernel", None, None)
+        for p in select_properties(KINDS["kernel"], None, None)
         for d in (torch.float64, torch.float16)
     ]
     assert not not_holding(results, ["compaction_equivalence"])  # a window cannot be compacted away

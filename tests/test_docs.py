@@ -86,13 +86,14 @@ def test_the_pages_show_commands_at_all():
 @pytest.mark.parametrize(("argv", "cwd"), XATTN)
 def test_every_xattn_check_command_parses_and_its_target_loads(argv, cwd, monkeypatch):
     from xattn_ref import cli, plan
+    from xattn_ref.request import request
 
     args = argv[3:] if argv[0] == "python" else argv[1:]
     if any(a in ("...", "TARGET") for a in args):
         pytest.fail(f"a placeholder in a command that should run as printed: {shlex.join(argv)}")
     parser = cli.build_parser()
     parsed = parser.parse_args(cli._join_negative(args, parser))
-    values = cli._checked(parsed)
+    checked = request(vars(parsed))
     if parsed.target is None:
         return
     module = parsed.target.rsplit(":", 1)[0]
@@ -103,7 +104,7 @@ def test_every_xattn_check_command_parses_and_its_target_loads(argv, cwd, monkey
         pytest.skip(f"{needs} is not installed here (pip install -e '.[real]')")
     monkeypatch.chdir(cwd)
     monkeypatch.syspath_prepend(str(cwd))
-    plan.load(parsed.target, values["kind"], values["options"])
+    plan.load(parsed.target, checked.kind, checked.options or {})
 
 
 @pytest.mark.parametrize(("argv", "cwd"), SUITE)

@@ -9,6 +9,7 @@ from _support import not_holding, run
 
 from xattn_ref._devices import ALL_DTYPES
 from xattn_ref.guard import guard, safe_sdpa
+from xattn_ref.kinds import KINDS
 from xattn_ref.plan import select_properties
 from xattn_ref.zoo.known_bad import KNOWN_BAD, finfo_min_fill, neg_inf_softmax
 
@@ -24,7 +25,7 @@ SWEEP = pytest.mark.sweep
 
 # Correct (guarded) kernels run every property in every dtype: 10 examples each keep this fast;
 # the no-false-failure sweep (scripts/false_failures.py) runs thousands.
-DEFAULT_PROPERTIES = tuple(select_properties("kernel", None, None))  # no opt-in
+DEFAULT_PROPERTIES = tuple(select_properties(KINDS["kernel"], None, None))  # no opt-in
 
 
 def verdicts(kernel, key, props=DEFAULT_PROPERTIES, max_examples=10):

@@ -298,9 +298,9 @@ def test_nan_padding_invariance_catches_torchs_math_path_and_passes_a_nan_safe_k
 def test_nan_padding_invariance_is_opt_in():
     from xattn_ref.plan import select_properties
 
-    assert "nan_padding_invariance" not in select_properties("kernel", None, None)
-    assert "nan_padding_invariance" in select_properties("kernel", None, None, strict=True)
-    assert select_properties("kernel", ["nan_padding_invariance"], None) == ["nan_padding_invariance"]
+    assert "nan_padding_invariance" not in select_properties(KINDS["kernel"], None, None)
+    assert "nan_padding_invariance" in select_properties(KINDS["kernel"], None, None, strict=True)
+    assert select_properties(KINDS["kernel"], ["nan_padding_invariance"], None) == ["nan_padding_invariance"]
 
 
 # --- adversarial inputs ------------------------------------------------------------------------

@@ -29,7 +29,20 @@ def test_every_public_name_resolves_and_the_surface_stays_small():
 
 
 def test_check_runs_a_property_by_name_and_fails_a_kernel_that_breaks_it():
-    case = CaseSpec(2, 2, 3, 5, 8, 8, torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), None).build()
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=2,
+        q_len=3,
+        kv_len=5,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float32,
+        device="cpu",
+        seed=0,
+        logit_std=(1.0, 1.0),
+        value_std=(1.0, 1.0),
+        mask=None,
+    ).build()
     good = xr.kernel_call(lambda q, k, v, mask: xr.attention(q, k, v, mask).to(q.dtype))
     xr.check("reference_agreement", good, case)
     bad = xr.kernel_call(lambda q, k, v, mask: 2 * xr.attention(q, k, v, mask).to(q.dtype) + 1)

@@ -157,17 +157,58 @@ def test_every_memory_layout_is_drawn_and_laid_out_as_its_name_says():
 
     mask = MaskSpec("key_padding", (SlicePattern("right_padding", 1),) * 2)
     for memory in MEMORY_LAYOUTS:
-        case = CaseSpec(2, 3, 4, 5, 8, 8, torch.float32, "cpu", 0, (1.0,) * 2, (1.0,) * 2, mask,
-                        memory=memory).build()  # fmt: skip
-        plain = CaseSpec(2, 3, 4, 5, 8, 8, torch.float32, "cpu", 0, (1.0,) * 2, (1.0,) * 2, mask).build()
+        case = CaseSpec(
+            batch_size=2,
+            num_heads=3,
+            q_len=4,
+            kv_len=5,
+            head_dim=8,
+            value_dim=8,
+            dtype=torch.float32,
+            device="cpu",
+            seed=0,
+            logit_std=(1.0,) * 2,
+            value_std=(1.0,) * 2,
+            mask=mask,
+            memory=memory,
+        ).build()
+        plain = CaseSpec(
+            batch_size=2,
+            num_heads=3,
+            q_len=4,
+            kv_len=5,
+            head_dim=8,
+            value_dim=8,
+            dtype=torch.float32,
+            device="cpu",
+            seed=0,
+            logit_std=(1.0,) * 2,
+            value_std=(1.0,) * 2,
+            mask=mask,
+        ).build()
         args, _ = Dialect().arguments(case)
         for name in ("q", "k", "v"):
             assert torch.equal(args[name], getattr(plain, name))
             assert args[name].is_contiguous() == (memory in ("contiguous", "broadcast_mask")), (memory, name)
         assert torch.equal(args["mask"], plain.mask.expand_as(args["mask"]))
         assert (0 in args["mask"].stride()) == (memory == "broadcast_mask")
-    fused_k = Dialect().arguments(CaseSpec(2, 3, 4, 5, 8, 8, torch.float32, "cpu", 0, (1.0,) * 2, (1.0,) * 2,
-                                           mask, memory="fused").build())[0]["k"]  # fmt: skip
+    fused_k = Dialect().arguments(
+        CaseSpec(
+            batch_size=2,
+            num_heads=3,
+            q_len=4,
+            kv_len=5,
+            head_dim=8,
+            value_dim=8,
+            dtype=torch.float32,
+            device="cpu",
+            seed=0,
+            logit_std=(1.0,) * 2,
+            value_std=(1.0,) * 2,
+            mask=mask,
+            memory="fused",
+        ).build()
+    )[0]["k"]
     assert fused_k.storage_offset() > 0  # a slice of a fused projection
 
 

@@ -204,7 +204,21 @@ def test_defaults_draw_tile_lengths_values_far_from_zero_mean_and_unlike_heads()
 def test_value_means_keep_the_root_mean_square():
     from xattn_ref.cases import CaseSpec
 
-    spec = CaseSpec(1, 1, 2, 4096, 8, 8, torch.float64, "cpu", 0, (1.0,), (3.0,), None, value_mean=(8.0,))
+    spec = CaseSpec(
+        batch_size=1,
+        num_heads=1,
+        q_len=2,
+        kv_len=4096,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float64,
+        device="cpu",
+        seed=0,
+        logit_std=(1.0,),
+        value_std=(3.0,),
+        mask=None,
+        value_mean=(8.0,),
+    )
     v = spec.build().v
     assert abs(v.pow(2).mean().sqrt().item() - 3.0) < 0.1
     assert abs(v.mean().item() / v.std().item() - 8.0) < 0.5

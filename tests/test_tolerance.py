@@ -24,7 +24,20 @@ GRADS = ("dq", "dk", "dv")
 
 def make_case(dtype, logit_std=10.0, seed=11, kv_len=40):
     mask = MaskSpec("key_padding", (SlicePattern("right_padding", 30), SlicePattern("all_false")))
-    spec = CaseSpec(2, 2, 5, kv_len, 16, 16, dtype, "cpu", seed, (logit_std, logit_std), (1.0, 1e-3), mask)
+    spec = CaseSpec(
+        batch_size=2,
+        num_heads=2,
+        q_len=5,
+        kv_len=kv_len,
+        head_dim=16,
+        value_dim=16,
+        dtype=dtype,
+        device="cpu",
+        seed=seed,
+        logit_std=(logit_std, logit_std),
+        value_std=(1.0, 1e-3),
+        mask=mask,
+    )
     return spec.build()
 
 
@@ -77,8 +90,21 @@ def test_float64_gradients_in_the_subnormals_are_within_the_budget():
     then multiplies that: the truth itself was off by 85 eta against 84 allowed, the sweep's one
     float64 false failure), and the budget counts a dS rounded before |q| multiplies it."""
     mask = MaskSpec("query_key", (SlicePattern("all_false"),) * 2 + (SlicePattern("random", 3, 48, 0),))
-    case = CaseSpec(3, 4, 3, 65, 64, 8, torch.float64, "cpu", 48035, (1.0, 1.0, 100.0), (1.0, 1.0, 1e-3),
-                    mask, head_scale=(1.0, 10.0, 1.0, 1.0)).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=3,
+        num_heads=4,
+        q_len=3,
+        kv_len=65,
+        head_dim=64,
+        value_dim=8,
+        dtype=torch.float64,
+        device="cpu",
+        seed=48035,
+        logit_std=(1.0, 1.0, 100.0),
+        value_std=(1.0, 1.0, 1e-3),
+        mask=mask,
+        head_scale=(1.0, 10.0, 1.0, 1.0),
+    ).build()
     g = cotangent(case, (3, 4, 3, 8))
     budget = kernel_budget(case, g, grads=True)
     got = results(sdpa, case, g)
@@ -93,9 +119,23 @@ def test_an_online_softmax_through_an_underflowed_rescale_is_within_the_budget()
     paths at key 8 (a running maximum) leave it off by 8e-41; the budget counts the
     accumulator's subnormal spacing there (the sweep's one float32 false failure before)."""
     pad = (SlicePattern("all_true"), SlicePattern("all_false"), SlicePattern("all_false"))
-    case = CaseSpec(3, 2, 1, 127, 16, 16, torch.float32, "cpu", 227, (10.0, 1.0, 1.0), (1e3, 1.0, 1.0),
-                    MaskSpec("key_padding", pad), logit_shift=(-30.0, 0.0, 0.0), value_mean=(8.0, 0.0, 0.0),
-                    head_scale=(1.0, 10.0)).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=3,
+        num_heads=2,
+        q_len=1,
+        kv_len=127,
+        head_dim=16,
+        value_dim=16,
+        dtype=torch.float32,
+        device="cpu",
+        seed=227,
+        logit_std=(10.0, 1.0, 1.0),
+        value_std=(1e3, 1.0, 1.0),
+        mask=MaskSpec("key_padding", pad),
+        logit_shift=(-30.0, 0.0, 0.0),
+        value_mean=(8.0, 0.0, 0.0),
+        head_scale=(1.0, 10.0),
+    ).build()
     g = cotangent(case, (3, 2, 1, 16))
     budget = kernel_budget(case, g, grads=True)
     got = results(online_softmax_kernel, case, g)
@@ -111,10 +151,36 @@ def test_bfloat16_scores_off_by_whole_units_are_within_the_budget():
     (``expm1`` of the logits' error, at most the farthest value): the first-order model it
     replaced failed both cases (out off by 0.0451 against 0.044 allowed; dk off by 3.5e-5
     against 1.3e-7)."""
-    one = CaseSpec(1, 1, 3, 102, 8, 8, torch.bfloat16, "cpu", 0, (100.0,), (1.0,), None).build()
+    one = CaseSpec(
+        batch_size=1,
+        num_heads=1,
+        q_len=3,
+        kv_len=102,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.bfloat16,
+        device="cpu",
+        seed=0,
+        logit_std=(100.0,),
+        value_std=(1.0,),
+        mask=None,
+    ).build()
     pad = MaskSpec("key_padding", (SlicePattern("all_false"), SlicePattern("all_true")))
-    two = CaseSpec(2, 1, 3, 224, 8, 8, torch.bfloat16, "cpu", 84941854, (100.0, 100.0), (1.0, 1.0), pad,
-                   head_scale=(10.0,)).build()  # fmt: skip
+    two = CaseSpec(
+        batch_size=2,
+        num_heads=1,
+        q_len=3,
+        kv_len=224,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.bfloat16,
+        device="cpu",
+        seed=84941854,
+        logit_std=(100.0, 100.0),
+        value_std=(1.0, 1.0),
+        mask=pad,
+        head_scale=(10.0,),
+    ).build()
     for case in (one, two):
         g = cotangent(case, (case.batch_size, 1, 3, 8))
         budget = kernel_budget(case, g, grads=True)
@@ -128,7 +194,20 @@ def test_a_backward_that_rounds_dv_once_per_block_of_32_queries_is_within_the_bu
     budget counts a rounding per block of 32 (0.00271 was allowed without it: the sweep's false
     failure once the recomputed logsumexp counted at float32's eps, not bfloat16's)."""
     mask = MaskSpec("key_padding", (SlicePattern("all_true"),))
-    case = CaseSpec(1, 2, 65, 1, 1, 1, torch.bfloat16, "cpu", 1399, (1.0,), (1.0,), mask).build()
+    case = CaseSpec(
+        batch_size=1,
+        num_heads=2,
+        q_len=65,
+        kv_len=1,
+        head_dim=1,
+        value_dim=1,
+        dtype=torch.bfloat16,
+        device="cpu",
+        seed=1399,
+        logit_std=(1.0,),
+        value_std=(1.0,),
+        mask=mask,
+    ).build()
     sentinel = Dialect(mask="sentinel").arguments(case)[0]["mask"]
     g = cotangent(case, (1, 2, 65, 1))
     got = results(lambda q, k, v, _: safe_sdpa(q, k, v, attn_mask=sentinel), case, g)
@@ -145,9 +224,21 @@ def test_an_infinity_from_a_partial_sum_past_the_range_is_within_the_budget_only
     logsumexp counted at float32's eps). An infinity is admitted where the sizes of the terms
     sum past the range (a partial sum may), and nowhere else."""
     pads = tuple(SlicePattern(n) for n in ("all_false",) * 3 + ("all_true",) + ("all_false",) * 2)
-    case = CaseSpec(3, 2, 127, 4, 8, 8, torch.float16, "cpu", 904641753, (1.0, 0.01, 1.0),
-                    (1.0, 1000.0, 1.0), MaskSpec("full", pads),
-                    logit_shift=(0.0, -30.0, 0.0)).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=3,
+        num_heads=2,
+        q_len=127,
+        kv_len=4,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float16,
+        device="cpu",
+        seed=904641753,
+        logit_std=(1.0, 0.01, 1.0),
+        value_std=(1.0, 1000.0, 1.0),
+        mask=MaskSpec("full", pads),
+        logit_shift=(0.0, -30.0, 0.0),
+    ).build()
     g = cotangent(case, (3, 2, 127, 8))
     got = results(sdpa, case, g)["dk"]
     budget = kernel_budget(case, g, grads=True)
@@ -167,9 +258,24 @@ def test_a_nan_from_partial_sums_past_the_range_is_within_the_budget_only_there(
     (the false-failure sweep's one non-finite result, and 1 main-job seed in 20). Where the sizes
     of the terms sum past the range, NaN says what an infinity of either sign says; anywhere
     else it is a failure."""
-    case = CaseSpec(2, 6, 2, 63, 1, 16, torch.float16, "cpu", 291, (1.0, 0.01), (1.0, 1000.0), None,
-                    logit_shift=(0.0, -30.0), head_scale=(1.0,) * 4 + (10.0,) * 2, num_kv_heads=1,
-                    scale=1.0).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=6,
+        q_len=2,
+        kv_len=63,
+        head_dim=1,
+        value_dim=16,
+        dtype=torch.float16,
+        device="cpu",
+        seed=291,
+        logit_std=(1.0, 0.01),
+        value_std=(1.0, 1000.0),
+        mask=None,
+        logit_shift=(0.0, -30.0),
+        head_scale=(1.0,) * 4 + (10.0,) * 2,
+        num_kv_heads=1,
+        scale=1.0,
+    ).build()
 
     def repeated(q, k, v, mask):
         k, v = k.repeat_interleave(6, 1), v.repeat_interleave(6, 1)
@@ -194,8 +300,21 @@ def test_flushing_float32_subnormals_to_zero_is_within_cuda_budgets_only():
     value near zero as off by up to the smallest normal float32; CPU budgets by the subnormal
     spacing, which a flushed gradient exceeds."""
     mask = MaskSpec("shared", (SlicePattern("all_true"),))
-    case = CaseSpec(2, 1, 1, 31, 8, 8, torch.float32, "cpu", 0, (1.0, 1.0), (1.0, 1.0), mask,
-                    logit_shift=(-1000.0, 0.0)).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=1,
+        q_len=1,
+        kv_len=31,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float32,
+        device="cpu",
+        seed=0,
+        logit_std=(1.0, 1.0),
+        value_std=(1.0, 1.0),
+        mask=mask,
+        logit_shift=(-1000.0, 0.0),
+    ).build()
     g = cotangent(case, (2, 1, 1, 8))
     tiny = torch.finfo(torch.float32).smallest_normal
     flushed = {n: torch.where(t.abs() < tiny, 0.0, t) for n, t in results(sdpa, case, g).items()}
@@ -209,7 +328,21 @@ def test_flushing_float32_subnormals_to_zero_is_within_cuda_budgets_only():
 def test_a_zero_scale_gives_a_finite_budget_that_still_catches_a_wrong_value():
     """scale=0: uniform weights. The floor's terms for a scale folded into dS vanish with it (they
     divide by the scale), so the budget stays finite and a wrong output fails."""
-    spec = CaseSpec(1, 1, 3, 5, 8, 8, torch.float32, "cpu", 3, (1.0,), (1.0,), None, scale=0.0)
+    spec = CaseSpec(
+        batch_size=1,
+        num_heads=1,
+        q_len=3,
+        kv_len=5,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float32,
+        device="cpu",
+        seed=3,
+        logit_std=(1.0,),
+        value_std=(1.0,),
+        mask=None,
+        scale=0.0,
+    )
     case = spec.build()
     g = cotangent(case, (1, 1, 3, 8))
     budget = kernel_budget(case, g, grads=True)
@@ -234,8 +367,22 @@ def test_a_plain_implementation_that_overflows_does_not_make_the_budget_infinite
     """The plain float16 dk overflows here (its partial sums pass 65504): its error is not a
     measure of anything, and the budget stands on the floor alone (it was infinite for the row)."""
     mask = MaskSpec("key_padding", (SlicePattern("all_true"),))
-    case = CaseSpec(1, 1, 40, 2, 64, 64, torch.float16, "cpu", 0, (0.01,), (1e3,), mask,
-                    logit_shift=(-30.0,), head_scale=(10.0,)).build()  # fmt: skip
+    case = CaseSpec(
+        batch_size=1,
+        num_heads=1,
+        q_len=40,
+        kv_len=2,
+        head_dim=64,
+        value_dim=64,
+        dtype=torch.float16,
+        device="cpu",
+        seed=0,
+        logit_std=(0.01,),
+        value_std=(1e3,),
+        mask=mask,
+        logit_shift=(-30.0,),
+        head_scale=(10.0,),
+    ).build()
     g = cotangent(case, (1, 1, 40, 64))
     plain_dk = results(plain, case, g)["dk"]
     assert not plain_dk.isfinite().all()
@@ -246,7 +393,20 @@ def test_a_plain_implementation_that_overflows_does_not_make_the_budget_infinite
 
 def test_a_small_batch_element_cannot_hide_behind_a_large_one():
     mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("all_true")))
-    case = CaseSpec(2, 1, 3, 5, 8, 8, torch.float32, "cpu", 5, (1.0, 1.0), (1e3, 1e-3), mask).build()
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=1,
+        q_len=3,
+        kv_len=5,
+        head_dim=8,
+        value_dim=8,
+        dtype=torch.float32,
+        device="cpu",
+        seed=5,
+        logit_std=(1.0, 1.0),
+        value_std=(1e3, 1e-3),
+        mask=mask,
+    ).build()
     budget = kernel_budget(case, cotangent(case, (2, 1, 3, 8)), grads=False)
     wrong = budget.truth["out"].clone()
     wrong[1, 0, 0, 0] += 1e-3 * wrong[1].abs().max()  # far below batch element 0's values
@@ -260,7 +420,20 @@ def test_the_floor_says_what_it_is_made_of(dtype):
     they add up to the floor, and where a row has one allowed key, normalization cancels every
     logit's error, so the output's floor there has no ``logits`` term while other rows do."""
     mask = MaskSpec("key_padding", (SlicePattern("right_padding", 1), SlicePattern("right_padding", 40)))
-    case = CaseSpec(2, 2, 5, 40, 16, 16, dtype, "cpu", 3, (1.0, 1.0), (1.0, 1e-3), mask).build()
+    case = CaseSpec(
+        batch_size=2,
+        num_heads=2,
+        q_len=5,
+        kv_len=40,
+        head_dim=16,
+        value_dim=16,
+        dtype=dtype,
+        device="cpu",
+        seed=3,
+        logit_std=(1.0, 1.0),
+        value_std=(1.0, 1e-3),
+        mask=mask,
+    ).build()
     g = cotangent(case, (*case.q.shape[:3], case.v.shape[-1]))
     budget = kernel_budget(case, g, grads=True)
     assert set(budget.parts) == {"out", *GRADS}

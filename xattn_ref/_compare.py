@@ -10,10 +10,18 @@ from typing import Any
 import torch
 
 from xattn_ref._calls import Call, cotangent, first_nonfinite, forward_backward, index_str
-from xattn_ref.errors import PropertyFailure
+from xattn_ref.errors import NotTaken, PropertyFailure
 from xattn_ref.tolerance import Budget, Comparison
 
-__all__ = ["OutputBudget", "expect", "forward", "judged_rows", "only_judged", "root_of"]
+__all__ = [
+    "OutputBudget",
+    "expect",
+    "forward",
+    "judged_rows",
+    "only_judged",
+    "root_of",
+    "unexplained_nonfinite",
+]
 
 
 def root_of(case: Any, what: str) -> str:
@@ -38,6 +46,23 @@ def expect(prop: str, case: Any, c: Comparison, against: str, after: str = "", *
                 root=root_of(case, c.what),
             )
     raise PropertyFailure(prop, case, c.explain(against, offset=offset) + after)
+
+
+def unexplained_nonfinite(
+    call: Call, case: Any, name: str, t: torch.Tensor, g: torch.Tensor
+) -> tuple[int, ...] | None:
+    """The first non-finite element of ``t`` that is not an overflow of the truth itself (a true
+    value beyond the dtype's range, whose correct rounding is an infinity)."""
+    index = first_nonfinite(t)
+    if index is None or case.dtype == torch.float64:
+        return index
+    try:
+        budget = call.budget(case, g, grads=name != case.output_name)
+    except NotTaken:  # no truth to explain it by
+        return index
+    if name not in budget.truth:
+        return index
+    return first_nonfinite(budget.settle(name, t))
 
 
 def judged_rows(call: Call, case: Any) -> torch.Tensor | None:

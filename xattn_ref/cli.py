@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from xattn_ref.errors import UsageError
-from xattn_ref.options import RUN_OPTIONS, Option, did_you_mean, pick
+from xattn_ref.options import RUN_OPTIONS, Option, did_you_mean
+from xattn_ref.request import request
 
 __all__ = ["build_parser", "main"]
 
@@ -107,30 +108,6 @@ def _join_negative(argv: Sequence[str], parser: argparse.ArgumentParser) -> list
     return out
 
 
-def _checked(args: argparse.Namespace) -> dict[str, Any]:
-    """Every option parsed and checked before torch loads (one-line :class:`UsageError`)."""
-    from xattn_ref.kinds import KINDS, check_property_names, resolve_options
-
-    values: dict[str, Any] = {}
-    for option in RUN_OPTIONS:
-        if option.name == "target":
-            continue
-        value, source = pick(option, vars(args))
-        values[option.name] = None if value is None else option.parse(value, source)
-    kind = values["kind"] or "kernel"
-    check_property_names(values["property"], values["skip"])
-    if args.target is not None:
-        given = {o.name: getattr(args, o.name) for k in KINDS.values() for o in k.options}
-        values["options"] = resolve_options(kind, given)
-    else:
-        if args.kind is not None:
-            raise UsageError("--kind names the kind of a TARGET; the built-in targets have theirs")
-    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise UsageError(f"--output: the folder of {args.output!r} does not exist")
-    values["kind"] = kind
-    return values
-
-
 def _list() -> None:
     from xattn_ref.checks import PROPERTIES
     from xattn_ref.kinds import KINDS
@@ -150,52 +127,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         _list()
         return 0
     try:
-        values = _checked(args)
+        if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+            raise UsageError(f"--output: the folder of {args.output!r} does not exist")
+        checked = request(vars(args))  # before torch loads: a misspelled option is answered at once
+
+        from xattn_ref import plan
+
+        run = plan.build(checked)
+        if not run.present:  # nothing can run: one line, not an empty report
+            devices = ",".join(run.devices)
+            raise UsageError(f"--device {devices}: nothing can run here: {'; '.join(run.absent)}")
     except UsageError as exc:
         print(f"xattn-check: error: {exc}", file=sys.stderr)
         return 2
 
-    import torch
-
-    from xattn_ref import plan
-    from xattn_ref._devices import unavailable_reason
-    from xattn_ref.config import resolve_config
-    from xattn_ref.report import Progress, Report, read_xfail
+    from xattn_ref.report import Progress, Report
     from xattn_ref.runner import run_tasks
 
-    try:
-        # the main job is an overview of every built-in: short runs unless a profile is named
-        config = resolve_config(vars(args), default_profile="quick" if args.target is None else "dev")
-        torch.set_num_threads(config.threads)
-        dtypes, devices = plan.parse_dtypes(values["dtype"]), plan.parse_devices(values["device"])
-        absent = tuple(r for r in (unavailable_reason(d) for d in devices) if r is not None)
-        present = [d for d in devices if unavailable_reason(d) is None]
-        if not present:  # nothing can run: one line, not an empty report
-            raise UsageError(f"--device {','.join(devices)}: nothing can run here: {'; '.join(absent)}")
-        xfail = read_xfail(args.xfail) if args.xfail else {}
-        expected = None
-        if args.target is None:
-            targets, expected = plan.builtin_targets()
-        else:
-            targets = [plan.load(args.target, values["kind"], values["options"])]
-        properties = {
-            t.name: plan.select_properties(
-                t.kind, values["property"], values["skip"], strict=values["strict"]
-            )
-            for t in targets
-        }
-        for target in targets:
-            plan.probe(target, dtypes, present)
-    except UsageError as exc:
-        print(f"xattn-check: error: {exc}", file=sys.stderr)
-        return 2
-
-    tasks = plan.tasks(targets, properties, dtypes, present)
+    config, tasks = run.config, run.tasks()
     # progress on a terminal only: a log (CI) gets the report and its summary
     progress = None if args.quiet or not tasks or not sys.stderr.isatty() else Progress(len(tasks))
     start = time.perf_counter()
     results = run_tasks(
-        targets,
+        run.targets,
         tasks,
         settings=config.settings(),
         seed=config.seed,
@@ -205,8 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_result=None if progress is None else progress.done,
     )
     elapsed = time.perf_counter() - start
-    notes = plan.notes(dtypes, present, builtins=args.target is None)
-    report = Report(targets, results, config, xfail, elapsed, expected, notes, absent)
+    report = Report(run.targets, results, config, run.xfail, elapsed, run.expected, run.notes(), run.absent)
     text = {"text": report.text, "json": report.json, "junit": report.junit}[args.format]()
     for entry in report.unused_xfail():
         print(f"xattn-check: warning: xfail entry {entry!r} matches no result", file=sys.stderr)

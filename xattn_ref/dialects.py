@@ -297,12 +297,13 @@ class Dialect:
             mask = MaskSpec(layout, (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
         lq = 5 if self.self_attention else 3
         return CaseSpec(
-            2, 2, lq, 5, 8, 8, dtype, device, 0, (1.0, 1.0), (1.0, 1.0), mask,
+            batch_size=2, num_heads=2, q_len=lq, kv_len=5, head_dim=8, value_dim=8,
+            dtype=dtype, device=device, seed=0, logit_std=(1.0, 1.0), value_std=(1.0, 1.0), mask=mask,
             num_kv_heads=1 if self.heads == "gqa" else 0,
             scale=DEFAULT_SCALES[0] if self.scale else None,
             bias=BiasSpec("alibi") if self.bias else None,
             causal=None if self.causal == "none" else self.causal,
-        ).build()  # fmt: skip
+        ).build()
 
     # --- calls ------------------------------------------------------------------------------
 

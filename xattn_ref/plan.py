@@ -1,21 +1,31 @@
-"""What to run, resolved once for both front ends: the targets (given or built in), the
-properties that apply to each target's kind, the dtypes and devices, and the probe call that
-tells an unusable target before the run."""
+"""What to run, resolved once for both front ends: :func:`build` turns the options (from the
+command line, pytest or the environment, checked by :func:`xattn_ref.request.request`) into a
+:class:`Plan`: the targets (given or built in)
+with their kinds, the properties that apply to each, the dtypes and devices, the settings and
+the xfail entries, checked once, each target probed once. ``xattn-check`` runs and reports it;
+the pytest plugin makes it into tests."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name, parse_dtype, unavailable_reason
+from xattn_ref.config import RunConfig, resolve_config
 from xattn_ref.errors import Inexpressible, NotTaken, TargetError, TargetLoadError, UsageError
-from xattn_ref.kinds import KINDS, check_property_names, resolve_options
+from xattn_ref.kinds import KINDS, Kind, check_property_names, resolve_options
+from xattn_ref.options import DEFAULT_PROFILE
+from xattn_ref.report import read_xfail
+from xattn_ref.request import Request
 from xattn_ref.runner import Task
 from xattn_ref.targets import Target, load_target
 
 __all__ = [
+    "Plan",
+    "build",
     "builtin_targets",
     "load",
     "notes",
@@ -56,6 +66,13 @@ def load(spec: str, kind: str, given: dict[str, Any], *, flag_prefix: str = "--"
         raise UsageError(f"{source}{exc}") from None
 
 
+def _load(spec: str, kind: str, options: dict[str, Any], *, source: str = "") -> Target:
+    try:
+        return load_target(spec, kind, options)
+    except TargetLoadError as exc:
+        raise UsageError(f"{source}{exc}") from None
+
+
 def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
     """The built-in targets and whether each should pass."""
     from xattn_ref.zoo.builtins import BUILTINS
@@ -66,7 +83,7 @@ def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
 
 
 def select_properties(
-    kind: str,
+    kind: Kind,
     only: Sequence[str] | None,
     skip: Sequence[str] | None,
     prefix: str = "--",
@@ -78,7 +95,7 @@ def select_properties(
     from xattn_ref.checks import PROPERTIES
 
     check_property_names(only, skip, prefix)
-    names = [p for p in KINDS[kind].properties if (p in only if only else strict or not PROPERTIES[p].opt_in)]
+    names = [p for p in kind.properties if (p in only if only else strict or not PROPERTIES[p].opt_in)]
     return [p for p in names if p not in (skip or [])]
 
 
@@ -108,7 +125,7 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
         for dtype in dtypes:
             if unavailable_reason(device, dtype) is None:
                 try:
-                    case = KINDS[target.kind].probe(target.options, dtype, device)
+                    case = target.kind.probe(target.options, dtype, device)
                     target.call(case)
                 except Inexpressible as exc:
                     raise UsageError(f"these options do not go together: {exc}") from None
@@ -145,3 +162,63 @@ def notes(
         return tuple(skipped)
     found = (matmul_eps(torch.float32, d)[1] for d in devices if unavailable_reason(d) is None)
     return tuple(dict.fromkeys(n for n in found if n)) + tuple(skipped)
+
+
+@dataclass
+class Plan:
+    """A run, resolved: what :func:`build` returns.
+
+    - ``config``: profile, seed, database, threads, jobs;
+    - ``targets`` (each holding its :class:`~xattn_ref.kinds.Kind`), and ``expected``: whether
+      each built-in should pass (None for a target given);
+    - ``properties``: target name -> the properties to run on it;
+    - ``dtypes``, ``devices`` (requested), ``present`` (those available here) and ``absent``
+      (why each other one is not);
+    - ``xfail``: the xfail entries (id -> reason); ``spec``: the targets, in words.
+    """
+
+    config: RunConfig
+    targets: list[Target]
+    expected: dict[str, bool] | None
+    properties: dict[str, list[str]]
+    dtypes: list[torch.dtype]
+    devices: list[str]
+    present: list[str]
+    absent: tuple[str, ...]
+    xfail: dict[str, str]
+    spec: str
+
+    def tasks(self) -> list[Task]:
+        """Every target × property × device × dtype that can run here, in report order."""
+        return tasks(self.targets, self.properties, self.dtypes, self.present)
+
+    def notes(self) -> tuple[str, ...]:
+        return notes(self.dtypes, self.present, builtins=self.expected is not None)
+
+
+def build(request: Request, *, default_profile: str | None = None) -> Plan:
+    """The plan of a run from its checked options (:func:`xattn_ref.request.request`). Without a
+    target, the built-in targets run (the ``quick`` profile unless one is named). Raises
+    :class:`UsageError` (one line)."""
+    values, sources, prefix = request.values, request.sources, request.prefix
+    spec, kind = request.target, request.kind
+    profile = default_profile or ("quick" if spec is None else DEFAULT_PROFILE)
+    config = resolve_config(dict(request.given), flag_prefix=prefix, default_profile=profile)
+    torch.set_num_threads(config.threads)
+    dtypes = parse_dtypes(values["dtype"], sources["dtype"])
+    devices = parse_devices(values["device"], sources["device"])
+    present = [d for d in devices if unavailable_reason(d) is None]
+    absent = tuple(r for r in (unavailable_reason(d) for d in devices) if r is not None)
+    xfail = read_xfail(values["xfail"], sources["xfail"]) if values["xfail"] else {}
+    expected: dict[str, bool] | None = None
+    if spec is None:
+        targets, expected = builtin_targets()
+        described = "the built-in targets"
+    else:
+        targets = [_load(spec, kind, request.options or {}, source=f"{sources['target']}: ")]
+        described = f"{spec} ({kind}: {targets[0].signature})"
+    only, skip, strict = values["property"], values["skip"], bool(values["strict"])
+    properties = {t.name: select_properties(t.kind, only, skip, prefix, strict=strict) for t in targets}
+    for target in targets:
+        probe(target, dtypes, present)
+    return Plan(config, targets, expected, properties, dtypes, devices, present, absent, xfail, described)

@@ -13,7 +13,6 @@ suite is collected. Under pytest-xdist the controller's seed goes to every worke
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pytest
 from xattn_ref.options import FIXED_SEED_PROFILES, Option, pick
 
 if TYPE_CHECKING:
+    from xattn_ref._property import Property
     from xattn_ref.config import RunConfig
     from xattn_ref.runner import Result
     from xattn_ref.targets import Target
@@ -91,47 +91,39 @@ class XattnRun:
     dtype: Any
     device: str
 
-    def example(self, data: Any) -> None:
-        """One case of this run's kind, drawn from ``data``, and the property checked on it
-        (what HypoFuzz drives); a case the target does not take is rejected."""
+    def example(self, data: Any, prop: Property) -> None:
+        """One case of this run's kind, drawn from ``data``, and ``prop`` (the property test's
+        own) checked on it (what HypoFuzz drives); a case the target does not take is rejected."""
         from hypothesis import reject
 
-        from xattn_ref.checks import PROPERTIES
         from xattn_ref.errors import NotTaken
-        from xattn_ref.kinds import KINDS
 
-        case = data.draw(KINDS[self.target.kind].cases(self.target.options, self.dtype, self.device))
+        case = data.draw(self.target.kind.cases(self.target.options, self.dtype, self.device))
         try:
-            PROPERTIES[self.property].check(self.target.call, case)
+            prop.check(self.target.call, case)
         except NotTaken:
             reject()
 
-    def replay(self, test: Any, nodeid: str) -> None:
-        """Replay what a fuzzing campaign saved for this test in the example database
-        (``hypothesis fuzz`` keeps its failures in the default one, keyed by the test's id):
-        ``--xattn-database`` when given, else Hypothesis's default; nothing when it holds none."""
-        __tracebackhide__ = True
-        import unittest
+    def database_key(self, test: Any, nodeid: str) -> bytes | None:
+        """The key of this run's examples: the property test's own, with the node id, as HypoFuzz
+        keys the test it fuzzes (``hypothesis fuzz``), so a campaign's failures replay first."""
+        from hypothesis.internal.reflection import function_digest
 
-        from hypothesis import Phase, given, settings
-        from hypothesis import strategies as st
-
-        # --xattn-database when given (Hypothesis's CI profile keeps no database), else the default
-        database = self.state.config.example_database() or settings().database
         inner = getattr(getattr(test, "hypothesis", None), "inner_test", None)
-        if database is None or inner is None:
-            return
-        inner._hypothesis_internal_add_digest = nodeid.encode()  # HypoFuzz's key for this test
-        again = settings(database=database, phases=(Phase.reuse,), deadline=None)
-        # Hypothesis skips a run of no examples: nothing was saved for this test
-        with contextlib.suppress(pytest.skip.Exception, unittest.SkipTest):
-            again(given(data=st.data())(inner))(xattn_run=self)
+        if inner is None:
+            return None
+        inner._hypothesis_internal_add_digest = nodeid.encode()
+        return function_digest(inner)
 
-    def check(self) -> None:
+    def check(self, database_key: bytes | None = None) -> None:
         __tracebackhide__ = True
+        from hypothesis import settings
+
         from xattn_ref.report import failure_report
         from xattn_ref.runner import run_property
 
+        # --xattn-database when given (Hypothesis's CI profile keeps no database), else the default
+        database = self.state.config.example_database() or settings().database
         result = run_property(
             self.target,
             self.property,
@@ -139,7 +131,8 @@ class XattnRun:
             device=self.device,
             settings=self.state.config.settings(),
             seed=self.state.config.seed,
-            database=self.state.config.example_database(),
+            database=database if database_key else self.state.config.example_database(),
+            database_key=database_key,
             shrink_errors=True,
         )
         self.state.record(result)
@@ -151,7 +144,13 @@ class XattnRun:
                 pytest.fail(
                     f"{result.message} (follows from {root}, which failed on the same run)", pytrace=False
                 )
-            pytest.fail(failure_report(self.target, result, self.state.config), pytrace=False)
+            saved = (
+                f"(the example database held {result.saved} example(s) saved for this test, by a fuzzing "
+                "campaign or an earlier run: they were replayed first)\n"
+                if result.saved
+                else ""
+            )
+            pytest.fail(saved + failure_report(self.target, result, self.state.config), pytrace=False)
 
 
 class XattnState:
@@ -159,77 +158,45 @@ class XattnState:
 
     def __init__(self, config: pytest.Config) -> None:
         from xattn_ref import plan
-        from xattn_ref.config import resolve_config
         from xattn_ref.errors import UsageError
-        from xattn_ref.report import read_xfail
+        from xattn_ref.request import request
 
         given = _given(config)
         worker_seed = getattr(config, "workerinput", {}).get("xattn_seed")
         if worker_seed is not None:
             given["seed"] = worker_seed
         try:
-            self.config: RunConfig = resolve_config(given, flag_prefix=PREFIX)
-            import torch
-
-            torch.set_num_threads(self.config.threads)
-            self.strict: bool = _parsed(config, "strict") or False
-            xfail, source = _value(config, "xfail")
-            self.xfail = read_xfail(xfail, source) if xfail else {}
-            self.dtypes = plan.parse_dtypes(_parsed(config, "dtype"))
-            self.devices = plan.parse_devices(_parsed(config, "device"))
-            only, skip = _parsed(config, "property"), _parsed(config, "skip")
-            spec, source = _value(config, "target")
-            if spec is None:
-                builtins, should_pass = plan.builtin_targets()
-                self.targets = [t for t in builtins if should_pass[t.name]]
-                self.spec = "the built-in correct targets"
-            else:
-                kind, _src = _value(config, "kind")
-                options = {n: _value(config, n)[0] for n in _kind_option_names()}
-                self.targets = [
-                    plan.load(spec, kind or "kernel", options, flag_prefix=PREFIX, source=f"{source}: ")
-                ]
-                self.spec = f"{spec} ({self.targets[0].kind}: {self.targets[0].signature})"
-            if spec is not None:  # an unusable target is one usage error, as in the CLI
-                from xattn_ref._devices import unavailable_reason
-
-                present = [d for d in self.devices if unavailable_reason(d) is None]
-                plan.probe(self.targets[0], self.dtypes, present)
-            self.properties = {
-                t.name: plan.select_properties(t.kind, only, skip, PREFIX, strict=self.strict)
-                for t in self.targets
-            }
+            self.plan = plan.build(request(given, prefix=PREFIX), default_profile="dev")
         except UsageError as exc:
             raise pytest.UsageError(f"xattn_ref: {exc}") from None
+        self.config: RunConfig = self.plan.config
+        # the built-ins that should pass (a suite gates correct code; xattn-check shows the rest)
+        expected = self.plan.expected
+        self.targets: list[Target] = [t for t in self.plan.targets if expected is None or expected[t.name]]
+        self.spec = "the built-in correct targets" if expected is not None else self.plan.spec
+        self.xfail = self.plan.xfail
         self.results: list[Result] = []
         self.xfail_used: set[str] = set()
         self.absent_shown = False
 
     def describe(self) -> str:
-        from xattn_ref import plan
-
-        notes = "".join(f"; {n}" for n in (*plan.notes(self.dtypes, self.devices), *self.absent()))
+        notes = "".join(f"; {n}" for n in (*self.plan.notes(), *self.plan.absent))
         return f"xattn_ref: targets {self.spec}; {self.config.describe(jobs=False)}{notes}"
 
     def runs(self) -> list[tuple[Target, str, Any, str]]:
         """Every target × property × dtype × device that can run here; devices that are absent
         are left out (the header says so once, and one skipped test gives the reason)."""
-        from xattn_ref._devices import unavailable_reason
-
-        present = [d for d in self.devices if unavailable_reason(d) is None]
         return [
             (t, p, dtype, device)
             for t in self.targets
-            for p in self.properties[t.name]
-            for dtype in self.dtypes
-            for device in present
+            for p in self.plan.properties[t.name]
+            for dtype in self.plan.dtypes
+            for device in self.plan.present
         ]
 
     def absent(self) -> list[str]:
         """Why each requested device that is absent here cannot run."""
-        from xattn_ref._devices import unavailable_reason
-
-        return [r for r in (unavailable_reason(d) for d in self.devices) if r is not None]
+        return list(self.plan.absent)
 
     def record(self, result: Result) -> None:
         self.results.append(result)
@@ -246,12 +213,6 @@ class XattnState:
 
 _KEY = pytest.StashKey[XattnState]()
 _ACTIVE = pytest.StashKey[bool]()
-
-
-def _kind_option_names() -> list[str]:
-    from xattn_ref.kinds import KINDS
-
-    return list(dict.fromkeys(o.name for kind in KINDS.values() for o in kind.options))
 
 
 def _state(config: pytest.Config) -> XattnState:
@@ -298,8 +259,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     state = _state(metafunc.config)
     from xattn_ref._devices import dtype_name
 
-    prop = getattr(metafunc.function, "xattn_property", None)
-    runs = [run for run in state.runs() if prop is None or run[1] == prop]
+    prop = getattr(metafunc.function, "xattn_property", None)  # the property test's Property
+    runs = [run for run in state.runs() if prop is None or run[1] == prop.name]
     params: list[Any] = [XattnRun(state, *run) for run in runs]
     ids = [f"{t.name}-{dtype_name(dt)}-{dev}" if prop else f"{t.name}-{p}-{dtype_name(dt)}-{dev}"
            for t, p, dt, dev in runs]  # fmt: skip
@@ -315,46 +276,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """A property test of the suite runs through the runner (a verdict per target, dtype and
-    device: the minimal case, n/a, the root cause, the reproduce command). Its Hypothesis body
-    is what HypoFuzz drives (``hypothesis fuzz``), one example at a time."""
+    device: the minimal case, n/a, the root cause, the reproduce command), under the test's own
+    database key; its Hypothesis body is what HypoFuzz drives (``hypothesis fuzz``) under that
+    key, so what a campaign saved replays first."""
     run = pyfuncitem.funcargs.get("xattn_run")
     if not isinstance(run, (XattnRun, _Absent)):
         return None
     __tracebackhide__ = True
-    from xattn_ref.errors import PropertyFailure, TargetError
-
-    replayed = None
-    try:
-        run.replay(pyfuncitem.obj, pyfuncitem.nodeid)
-    except (PropertyFailure, TargetError) as exc:
-        replayed = str(exc)
-    if replayed is not None:  # outside the except: the report is this message alone
-        pytest.fail(
-            "a failure saved in the example database (.hypothesis/, where a fuzzing campaign keeps what it "
-            f"finds) replays:\n{replayed}",
-            pytrace=False,
-        )
-    run.check()
+    run.check(run.database_key(pyfuncitem.obj, pyfuncitem.nodeid) if isinstance(run, XattnRun) else None)
     return True
-
-
-def property_test(name: str) -> Any:
-    """The suite's test of property ``name``: a Hypothesis test over the run that the plugin
-    parametrizes (target × dtype × device). ``pytest`` runs it through the runner; HypoFuzz
-    fuzzes its body, which draws one case of the run's kind and checks the property on it."""
-    from hypothesis import given
-    from hypothesis import strategies as st
-
-    from xattn_ref.checks import PROPERTIES
-
-    def test(xattn_run: Any, data: st.DataObject) -> None:
-        xattn_run.example(data)
-
-    test.__name__ = test.__qualname__ = f"test_{name}"
-    test.__doc__ = PROPERTIES[name].summary
-    wrapped = given(data=st.data())(test)
-    wrapped.xattn_property = name  # type: ignore[attr-defined]
-    return wrapped
 
 
 def _run_of(item: pytest.Item) -> Any:
@@ -369,13 +299,10 @@ class _Absent:
     reason: str
     deselect: bool = False
 
-    def replay(self, test: Any, nodeid: str) -> None:
-        pass
-
-    def check(self) -> None:
+    def check(self, database_key: bytes | None = None) -> None:
         pytest.skip(self.reason)
 
-    def example(self, data: Any) -> None:
+    def example(self, data: Any, prop: Property) -> None:
         from hypothesis import reject
 
         reject()  # nothing to fuzz here
@@ -393,10 +320,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=unselected)
         items[:] = [i for i in items if i not in unselected]
 
+    from hypothesis import settings
+
     for item in items:
         run = _run_of(item)
         if not isinstance(run, XattnRun):
             continue
+        # a property test is made when xattn_ref.checks is first imported, perhaps before this
+        # session loaded its Hypothesis profile: the profile of the session, as for any test
+        item.obj._hypothesis_internal_use_settings = settings.default  # type: ignore[attr-defined]
         match = xfail_reason(state.xfail, run.property, dtype_name(run.dtype), run.device)
         if match is not None:
             state.xfail_used.add(match[0])

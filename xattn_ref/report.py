@@ -105,7 +105,8 @@ def rebuild_snippet(target: Any, result: Result) -> str | None:
     lines += [
         "from xattn_ref.checks import check",
         "from xattn_ref.plan import load",
-        f"call = load({spec!r}, {target.kind!r}, {target.given_options()!r}).call  # as the gate calls it",
+        f"call = load({spec!r}, {target.kind.name!r}, {target.given_options()!r}).call"
+        "  # as the gate calls it",
     ]
     if result.how:
         lines += ["fn = call.fn_for(case.dtype, str(case.device))  # the target itself", result.how]
@@ -258,7 +259,7 @@ class Report:
             for t in self.targets:
                 mine = [r for r in self.results if r.target == t.name]
                 mark = "ok " if self.as_expected(t.name) else "BAD"
-                lines.append(f"  {mark} {t.name} [{t.kind}]: {self._verdict(t.name, mine)}")
+                lines.append(f"  {mark} {t.name} [{t.kind.name}]: {self._verdict(t.name, mine)}")
             lines.append("")
         for target in matrix:
             lines += [*self._matrix(target, common), ""]
@@ -283,7 +284,7 @@ class Report:
         mine = [r for r in self.results if r.target == target.name]
         props = list(dict.fromkeys(r.property for r in mine))
         columns = list(dict.fromkeys((r.dtype, r.device) for r in mine if r.status != "skipped"))
-        lines = [f"{target.name} ({target.kind}: {target.signature})"]
+        lines = [f"{target.name} ({target.kind.name}: {target.signature})"]
         width = max([len(p) for p in props] + [8])
         lines.append(" " * (width + 2) + "  ".join(f"{dt + '/' + d:>15}" for dt, d in columns))
         for prop in props:
@@ -338,7 +339,7 @@ class Report:
             finding = r.status in ("failed", "error")
             return {
                 "target": r.target,
-                "kind": target.kind,
+                "kind": target.kind.name,
                 "property": r.property,
                 "dtype": r.dtype,
                 "device": r.device,

@@ -42,7 +42,6 @@ from hypothesis.errors import FlakyFailure, FlakyReplay, HypothesisException
 from xattn_ref._devices import dtype_name, unavailable_reason
 from xattn_ref.checks import PROPERTIES
 from xattn_ref.errors import NotTaken, PropertyFailure, TargetError
-from xattn_ref.kinds import KINDS
 from xattn_ref.precision import Notes, collected
 
 __all__ = ["KeyedDatabase", "Result", "Status", "Task", "run_property", "run_seed", "run_tasks"]
@@ -69,6 +68,7 @@ class Result:
     root: str | None = None  # the property this failure follows from (a non-finite value)
     shrunk: bool = True
     elapsed: float = 0.0
+    saved: int = 0  # examples the database held for this run's key before it ran (replayed first)
     notes: Notes = ()  # information the run gathered (a float64 run's own precision): precision.summarize
 
     @builtins.property
@@ -130,12 +130,15 @@ def run_property(
     database: ExampleDatabase | None = None,
     shrink_errors: bool = False,
     cases: Any = None,
+    database_key: bytes | None = None,
 ) -> Result:
     """Run property ``prop`` on a :class:`xattn_ref.targets.Target` for one dtype and device.
 
     ``seed`` is the base seed (the run draws from :func:`run_seed`); ``database`` keeps failing
     examples and replays them (keyed per run). A target error ends the run at once, unshrunk,
     unless ``shrink_errors``. ``cases``: a strategy to draw from instead of the kind's own.
+    ``database_key``: the key of the property's own test in ``database`` (the pytest plugin's:
+    the one HypoFuzz saves under), instead of a key of this run's in a database of its own.
     """
     start = time.perf_counter()
     name = dtype_name(dtype)
@@ -177,13 +180,18 @@ def run_property(
         counts["applied"] += bool(applied)
 
     key = (target.name, prop, name, device)
-    strategy = KINDS[target.kind].cases(target.options, dtype, device) if cases is None else cases
+    strategy = target.kind.cases(target.options, dtype, device) if cases is None else cases
     test: Callable[[], None] = given(strategy)(check)  # type: ignore[no-untyped-call]
     # Hypothesis keys its example database by a digest of the test's source, which it reads from
     # the file at every run (2 ms); ``check`` is the same code in every run, so the same digest
-    test._hypothesis_internal_database_key = _database_key(check)  # type: ignore[attr-defined]
+    test._hypothesis_internal_database_key = database_key or _database_key(check)  # type: ignore[attr-defined]
     test = hypothesis_seed(run_seed(seed, *key))(test)
-    db = None if database is None else KeyedDatabase(database, "|".join(key))
+    db: ExampleDatabase | None
+    if database_key is None:
+        db = None if database is None else KeyedDatabase(database, "|".join(key))
+    else:  # the property test's own key: what a fuzzing campaign saved replays first
+        db = database
+        result.saved = 0 if db is None else sum(1 for _ in db.fetch(database_key))
     test = Settings(settings, database=db, verbosity=Verbosity.quiet)(test)  # after seed: keeps the db
     try:
         with collected() as notes:
@@ -251,7 +259,7 @@ def _inverted_mask_hint(target: Any, prop: Any, call: Any, case: Any) -> str | N
     target may take the other convention, which ``--call`` declares."""
     from xattn_ref.kinds.callmap import CallMap
 
-    roles = KINDS[target.kind].roles
+    roles = target.kind.roles
     if call.callmap is not None or case is None or not any("mask" in r for r in roles):
         return None
     try:
@@ -318,7 +326,7 @@ def _reloadable(target: Any) -> tuple[str, str, str | None, dict[str, Any]] | No
     only, as :func:`xattn_ref.targets.as_target` makes them)."""
     if ":" not in (target.spec or target.name):
         return None
-    return target.name, target.kind, target.spec, dict(target.options)
+    return target.name, target.kind.name, target.spec, dict(target.options)
 
 
 def _init_spawned(

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from xattn_ref.errors import TargetLoadError, UsageError
-from xattn_ref.kinds import KINDS, resolve_options
+from xattn_ref.kinds import KINDS, Kind, resolve_options
 from xattn_ref.wrapped import rebound
 
 __all__ = ["Target", "as_target", "load_target"]
@@ -42,13 +42,13 @@ class Target:
 
     - ``name``: the spec as given (``xattn-check NAME`` runs it again), or for a built-in target
       with dialect options, the spec and those options (unique in the main job);
-    - ``kind``: a key of :data:`xattn_ref.kinds.KINDS`;
+    - ``kind``: its :class:`~xattn_ref.kinds.Kind` (one of :data:`xattn_ref.kinds.KINDS`);
     - ``options``: the kind's options (a layer's ``dim`` and ``context_dim``);
     - ``obj``: the callable, or the factory when ``factory`` is True.
     """
 
     name: str
-    kind: str
+    kind: Kind
     obj: Any
     options: dict[str, Any] = field(default_factory=dict)
     factory: bool = False
@@ -91,20 +91,20 @@ class Target:
     @functools.cached_property
     def call(self) -> Any:
         """The target bound to its kind (:class:`xattn_ref.kinds.KernelCall` or ``LayerCall``)."""
-        return KINDS[self.kind].make_call(self.fn_for, self.options, True)
+        return self.kind.make_call(self.fn_for, self.options, True)
 
     def given_options(self) -> dict[str, Any]:
         """The options that differ from the kind's defaults (what ``plan.load`` needs to load this
         target again)."""
-        defaults = {o.name: o.default for o in KINDS[self.kind].options}
+        defaults = {o.name: o.default for o in self.kind.options}
         return {n: v for n, v in self.options.items() if v != defaults.get(n)}
 
     def cli_args(self) -> tuple[str, ...]:
         """The ``xattn-check`` arguments that name this target, its kind and its options."""
         args = [self.spec or self.name]
-        if self.kind != "kernel":
-            args += ["--kind", self.kind]
-        for option in KINDS[self.kind].options:
+        if self.kind.name != "kernel":
+            args += ["--kind", self.kind.name]
+        for option in self.kind.options:
             if option.name in self.options:
                 args += option.cli_args(self.options[option.name])
         return tuple(args)
@@ -112,8 +112,7 @@ class Target:
     @property
     def signature(self) -> str:
         """How the target is called: its kind's signature in its dialect, one line."""
-        kind = KINDS[self.kind]
-        return kind.describe(self.options) or kind.signature
+        return self.kind.describe(self.options) or self.kind.signature
 
     def command(self) -> str:
         return shlex.join(("xattn-check", *self.cli_args()))
@@ -130,9 +129,9 @@ def as_target(
         resolved = resolve_options(kind, options, prefix="")
     except UsageError as exc:
         raise TypeError(str(exc)) from None
-    target = Target(name or str(getattr(fn, "__name__", type(fn).__name__)), kind, fn, resolved)
+    target = Target(name or str(getattr(fn, "__name__", type(fn).__name__)), KINDS[kind], fn, resolved)
     try:
-        KINDS[kind].complete(target.options, target.fn_for)
+        target.kind.complete(target.options, target.fn_for)
     except ValueError as exc:
         raise TypeError(str(exc).replace("--", "")) from None
     return target
@@ -225,7 +224,7 @@ def load_target(spec: str, kind: str = "kernel", options: dict[str, Any] | None 
     if not callable(obj):
         what = "a callable factory" if factory else f"callable; expected {KINDS[kind].signature}"
         raise TargetLoadError(f"{spec!r} is {type(obj).__name__}, not {what}")
-    target = Target(spec, kind, obj, dict(options or {}), factory, arguments=arguments)
+    target = Target(spec, KINDS[kind], obj, dict(options or {}), factory, arguments=arguments)
     if factory and not target._per_dtype_factory:
         try:
             made = target._made
@@ -234,7 +233,7 @@ def load_target(spec: str, kind: str = "kernel", options: dict[str, Any] | None 
         if not callable(made):
             raise TargetLoadError(f"{spec!r}: the factory returned {type(made).__name__}, not a callable")
     try:
-        KINDS[kind].complete(target.options, target.fn_for)
+        target.kind.complete(target.options, target.fn_for)
     except ValueError as exc:
         raise TargetLoadError(f"{spec!r}: {exc}") from None
     return target

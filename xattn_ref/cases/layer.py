@@ -225,7 +225,7 @@ class LayerCase(_Padded):
         )
         return case, f"the layer on batch element {b} alone with its padding removed (keep = {keep.tolist()})"
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EncoderCaseSpec:
     """Everything needed to rebuild one self-attention layer case (see :class:`CaseSpec`): x is
     standard normal from the seed, scaled per batch element; the mask is a ``key_padding``

@@ -52,4 +52,13 @@ class EncoderKind(Kind):
     def probe(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> Any:
         from xattn_ref.cases import EncoderCaseSpec
 
-        return EncoderCaseSpec(2, 5, options["dim"], dtype, device, 0, (1.0, 1.0), key_padding_mask()).build()
+        return EncoderCaseSpec(
+            batch_size=2,
+            length=5,
+            dim=options["dim"],
+            dtype=dtype,
+            device=device,
+            seed=0,
+            x_std=(1.0, 1.0),
+            mask=key_padding_mask(),
+        ).build()

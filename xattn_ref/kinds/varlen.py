@@ -164,4 +164,17 @@ class VarlenKind(Kind):
         from xattn_ref.cases import CaseSpec
 
         unit = (1.0, 1.0)
-        return CaseSpec(2, 2, 3, 5, 8, 8, dtype, device, 0, unit, unit, key_padding_mask()).build()
+        return CaseSpec(
+            batch_size=2,
+            num_heads=2,
+            q_len=3,
+            kv_len=5,
+            head_dim=8,
+            value_dim=8,
+            dtype=dtype,
+            device=device,
+            seed=0,
+            logit_std=unit,
+            value_std=unit,
+            mask=key_padding_mask(),
+        ).build()
