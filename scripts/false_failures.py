@@ -24,6 +24,7 @@ measured error (Monte Carlo arithmetic), which only such a sweep shows is never 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -65,6 +66,18 @@ MODELS = (
     ('xattn_ref.zoo.hf_models:encoder("bert")', {"padding_side": "right"}, ALL_DTYPES),
 )
 
+#: Correct kernels of the dialects that no built-in has, each with its options, for the default
+#: sweep and ``--dialects`` (alone): a sliding window, soft-capping and sinks (each, and both),
+#: the (B, L, H, D) layout, and packed varlen sequences with a NaN tail.
+DIALECT_TWINS = (
+    ("xattn_ref.zoo.kernels:windowed_kernel", "kernel", {"window": True}),
+    ("xattn_ref.zoo.kernels:softcap_sinks_kernel", "kernel", {"softcap": True}),
+    ("xattn_ref.zoo.kernels:softcap_sinks_kernel", "kernel", {"sinks": True}),
+    ("xattn_ref.zoo.kernels:softcap_sinks_kernel", "kernel", {"softcap": True, "sinks": True, "heads": "gqa"}),  # noqa: E501
+    ("xattn_ref.zoo.kernels:flash_layout_kernel", "kernel", {"layout": "blhd"}),
+    ("xattn_ref.zoo.kernels:varlen_reference_kernel", "varlen", {}),
+)
+
 #: Properties whose failure is a NaN, or an infinity the allowance does not reach.
 NONFINITE = {"finite_output", "finite_grad"}
 
@@ -77,6 +90,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--layers", action="store_true", help="six correct layers instead (see above)")
     parser.add_argument("--models", action="store_true", help="the correct models instead (see above)")
+    parser.add_argument("--dialects", action="store_true", help="the dialects' correct kernels alone")
     parser.add_argument("--only", default="", help="with --models: the models whose spec contains this")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -89,9 +103,15 @@ def main() -> int:
     elif args.layers:
         targets = [load_target(s, k, resolve_options(k, {"dim": 16}, prefix="")) for s, k in LAYERS]
     else:
-        targets = [b.load() for b in BUILTINS if b.should_pass]
-        for name in ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel"):
-            targets.append(load_target(f"xattn_ref.zoo.kernels:{name}"))
+        targets = [] if args.dialects else [b.load() for b in BUILTINS if b.should_pass]
+        written = ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel")
+        targets += [load_target(f"xattn_ref.zoo.kernels:{n}") for n in (() if args.dialects else written)]
+        for spec, kind, options in DIALECT_TWINS:
+            if not options and not args.dialects:  # a built-in already
+                continue
+            target = load_target(spec, kind, resolve_options(kind, options, prefix=""))
+            words = ",".join(f"{n}={v}" for n, v in options.items())
+            targets.append(dataclasses.replace(target, name=f"{spec}[{words}]" if words else spec))
     properties = {t.name: plan.select_properties(t.kind, None, None) for t in targets}
     tasks = [
         t

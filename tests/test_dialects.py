@@ -473,3 +473,47 @@ def test_a_sliding_window_kernel_is_gated_with_one_option_and_its_edge_is_drawn_
 
     collect()
     assert sum(w[0] in (0, 1) for w in drawn) >= 20, drawn  # the left edge next to the diagonal
+
+
+def test_soft_capping_and_sinks_are_gated_with_one_option_each():
+    """--softcap and --sinks: the reference caps the scaled logits before the mask (Gemma 2) and
+    puts each head's sink in the softmax's denominator with no value (gpt-oss); a kernel written
+    as vLLM's reference holds every property in float64 and float16 with both; the classic
+    mistakes (the cap after the mask, the cap or the sink left out, a sink with a value) are
+    caught above in every dtype."""
+    from xattn_ref.plan import select_properties
+    from xattn_ref.reference import attention
+    from xattn_ref.tolerance.kernel import kernel_budget
+    from xattn_ref.zoo.kernels import softcap_sinks_kernel
+
+    q = k = v = torch.ones(1, 2, 2, 4, dtype=torch.float64)
+    empty = torch.tensor([[True, True], [False, False]])
+    sinks = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    out = attention(q, k, v, empty, softcap=1.0, sinks=sinks)
+    # logits 2 capped at tanh(2) against the sink: weights e^tanh(2) / (2 e^tanh(2) + e^sink)
+    w = torch.tensor(2.0).tanh().exp().double()
+    assert torch.allclose(out[0, :, 0, 0], 2 * w / (2 * w + sinks.exp()))
+    assert torch.equal(out[0, :, 1], torch.zeros(2, 4))  # a row with no key: zero, sink or not
+    # the budget's truth (its own float64 arithmetic, gradients by hand) is the reference's
+    mask = MaskSpec("key_padding", (SlicePattern("all_true"), SlicePattern("right_padding", 3)))
+    case = CaseSpec(
+        batch_size=2, num_heads=2, q_len=3, kv_len=7, head_dim=8, value_dim=8, dtype=torch.float64,
+        device="cpu", seed=1, logit_std=(1.0, 100.0), value_std=(1.0, 1.0), mask=mask, num_kv_heads=1,
+        softcap=5.0, sinks=(0.5, -2.0),
+    ).build()  # fmt: skip
+    g = torch.randn(2, 2, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    truth = kernel_budget(case, g, grads=True).truth
+    leaves = [t.detach().clone().requires_grad_() for t in (case.q, case.k, case.v)]
+    ref = attention(*leaves, case.mask, softcap=5.0, sinks=case.sinks)
+    for name, value in zip(("out", "dq", "dk", "dv"), (ref, *torch.autograd.grad(ref, leaves, g))):
+        assert torch.allclose(truth[name], value, rtol=0, atol=1e-14), name
+    results = [
+        run(p, softcap_sinks_kernel, d, max_examples=15, softcap=True, sinks=True)
+        for p in select_properties(KINDS["kernel"], None, None)
+        for d in (torch.float64, torch.float16)
+    ]
+    assert not not_holding(results)
+    with pytest.raises(Exception, match="softcap must be None or a finite number > 0"):
+        attention(q, k, v, softcap=-1.0)
+    with pytest.raises(Exception, match=r"sinks must have shape \(H,\) = \(2,\)"):
+        attention(q, k, v, sinks=torch.zeros(3, dtype=torch.float64))

@@ -24,6 +24,7 @@ __all__ = [
     "check_int",
     "check_range",
     "check_qkv",
+    "check_softcap_sinks",
     "lazy",
 ]
 
@@ -120,6 +121,25 @@ def check_case_extras(
         raise XattnArgumentError(f"bias must be on q's device {q.device}, got {bias.device}")
     if not bool(bias.isfinite().all()):
         raise XattnArgumentError("bias must be finite: mask keys with the mask, not with -inf in the bias")
+
+
+def check_softcap_sinks(softcap: object, sinks: object, q: torch.Tensor) -> None:
+    """Check a soft-cap (None or a finite number > 0) and sinks (None or a finite float tensor
+    of shape ``(H,)``, on q's device)."""
+    if softcap is not None and (
+        not isinstance(softcap, (int, float)) or isinstance(softcap, bool) or not 0 < softcap < float("inf")
+    ):
+        raise XattnArgumentError(f"softcap must be None or a finite number > 0, got {softcap!r}")
+    if sinks is None:
+        return
+    if not isinstance(sinks, torch.Tensor) or not sinks.is_floating_point():
+        raise XattnArgumentError(f"sinks must be None or a float torch.Tensor, got {type(sinks).__name__}")
+    if tuple(sinks.shape) != (q.shape[1],):
+        raise XattnArgumentError(f"sinks must have shape (H,) = ({q.shape[1]},), got {_shape(sinks)}")
+    if sinks.device != q.device:
+        raise XattnArgumentError(f"sinks must be on q's device {q.device}, got {sinks.device}")
+    if not bool(sinks.isfinite().all()):
+        raise XattnArgumentError("sinks must be finite")
 
 
 def lazy(build: Callable[[], st.SearchStrategy[T]]) -> st.SearchStrategy[T]:

@@ -95,6 +95,14 @@ class Dialect:
         "the kernel takes window_size=(left, right): flash-attention's sliding window (query i sees "
         "keys i + Lk - Lq - left to i + Lk - Lq + right; -1 unbounded); drawn with its edges near the "
         "diagonal often, on top of the mask", kind="switch")
+    softcap: bool = _option(
+        "the kernel takes softcap= (a float, 0.0 = none; flash-attention's): the scaled logits "
+        "capped as softcap * tanh(s / softcap) before the mask, as Gemma 2 does; drawn from 1 to 50",
+        kind="switch")
+    sinks: bool = _option(
+        "the kernel takes sinks= (a float tensor (H,)): a logit per query head in every row's "
+        "softmax denominator, with no value, as gpt-oss, vLLM and FlashInfer have them",
+        kind="switch")
     always_mask: bool = _option(
         "the kernel always takes a mask: never mask=None (drawn in one case in eight otherwise; a case "
         "with no padding then passes an all-True mask)", kind="switch")
@@ -179,6 +187,8 @@ class Dialect:
         """The non-default fields, as words for a report (``plain`` when there are none)."""
         words = ["(B, L, H, D) layout"] if self.layout == "blhd" else []
         words += ["sliding window"] if self.window else []
+        words += ["soft-cap"] if self.softcap else []
+        words += ["sinks"] if self.sinks else []
         if self.heads == "gqa":
             words.append("grouped-query heads" + (" (tiled)" if self.gqa_mapping == "tile" else ""))
         if self.mask != "bool":
@@ -232,6 +242,8 @@ class Dialect:
         is_causal = self.causal != "none" and not self.causal_in_mask and not self.fixed_causal
         kw = (", scale=s" if self.scale else "") + (", is_causal=True" if is_causal else "")
         kw += ", window_size=(left, right)" if self.window else ""
+        kw += ", softcap=c" if self.softcap else ""
+        kw += ", sinks=(H,)" if self.sinks else ""
         carried = " (in the mask)" if self.causal_in_mask else ""
         carried = " (by construction)" if self.fixed_causal else carried
         extra = [f"causal {self.causal}{carried}"] if self.causal != "none" else []
@@ -269,6 +281,10 @@ class Dialect:
             args["allow_no_mask"] = False
         if self.window:
             args["window"] = True
+        if self.softcap:
+            args["softcap"] = True
+        if self.sinks:
+            args["sinks"] = True
         if self.key_padding or self.causal != "none":
             args["mask_layouts"] = ["sequence_padding" if self.query_padding else "key_padding"]
         if self.bias:
@@ -303,6 +319,8 @@ class Dialect:
             scale=DEFAULT_SCALES[0] if self.scale else None,
             bias=BiasSpec("alibi") if self.bias else None,
             causal=None if self.causal == "none" else self.causal,
+            softcap=30.0 if self.softcap else None,
+            sinks=(0.5, -1.0) if self.sinks else None,
         ).build()
 
     # --- calls ------------------------------------------------------------------------------
@@ -320,6 +338,13 @@ class Dialect:
             kwargs["window_size"] = case.window if case.window is not None else (-1, -1)
         elif case.window is not None:
             raise Inexpressible(f"a case with a sliding window {case.window} needs a kernel that takes one")
+        if self.softcap:
+            kwargs["softcap"] = case.softcap or 0.0
+        elif case.softcap is not None:
+            raise Inexpressible(f"a case soft-capped at {case.softcap:g} needs a kernel that takes softcap=")
+        sinks = case.sinks
+        if sinks is not None and not self.sinks:
+            raise Inexpressible("a case with attention sinks needs a kernel that takes sinks=")
         if self.causal != "none" and not self.causal_in_mask:
             if case.causal != self.causal:
                 raise Inexpressible(
@@ -336,6 +361,9 @@ class Dialect:
             q = q[:, perm]
             if isinstance(mask, torch.Tensor) and mask.ndim == 4 and mask.shape[1] > 1:
                 mask = mask[:, perm]
+            sinks = None if sinks is None else sinks[perm]
+        if self.sinks:
+            kwargs["sinks"] = sinks
         # in the case's memory layout: the case's own tensors are; a contiguous one derived from
         # them (a clone, a reordering) is laid out again
         memory = case.memory

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from xattn_ref._args import broadcast_mask_shape, check_bool_mask, check_case_extras, check_qkv
+from xattn_ref._args import (
+    broadcast_mask_shape,
+    check_bool_mask,
+    check_case_extras,
+    check_qkv,
+    check_softcap_sinks,
+)
 from xattn_ref._kernel import guarded_attention
 from xattn_ref.cases import causal_mask
 
@@ -30,6 +36,8 @@ def attention(
     scale: float | None = None,
     bias: torch.Tensor | None = None,
     causal: str | None = None,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Guarded scaled dot-product attention, computed in float64.
 
@@ -45,6 +53,11 @@ def attention(
             logits (relative-position, ALiBi); it never unmasks a key.
         causal: ``None``, ``"top_left"`` (SDPA's ``is_causal``: key j <= query i) or
             ``"bottom_right"`` (j <= i + Lk - Lq), combined with ``mask`` (both must allow a key).
+        softcap: ``None`` or a number > 0: the scaled logits become ``softcap * tanh(s /
+            softcap)`` before the bias and the mask (Gemma 2, flash-attention's ``softcap``).
+        sinks: ``None`` or a float tensor ``(H,)``: a logit per query head in every row's softmax
+            denominator, with no value (gpt-oss): ``P_ij = e^{s_ij} / (sum_k e^{s_ik} +
+            e^{sink_h})``. A row with no allowed key still outputs zeros.
 
     Returns:
         ``(B, H, Lq, Dv)`` in the dtype and on the device of ``q``. Differentiable; the
@@ -63,6 +76,7 @@ def attention(
     if mask is not None:
         mask = check_bool_mask(mask, shape)
     check_case_extras(scale, bias, causal, shape, q)
+    check_softcap_sinks(softcap, sinks, q)
     if scale is None:
         scale = default_scale(q.shape[-1])
     if causal is not None:
@@ -78,5 +92,7 @@ def attention(
         float(scale),
         torch.float64,
         None if bias is None else bias.to(compute_device),
+        softcap,
+        None if sinks is None else sinks.to(compute_device),
     )
     return out.to(device=q.device, dtype=q.dtype)

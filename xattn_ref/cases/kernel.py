@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
-from xattn_ref._args import check_bool_mask, check_case_extras, check_qkv
+from xattn_ref._args import check_bool_mask, check_case_extras, check_qkv, check_softcap_sinks
 from xattn_ref.cases.masks import BiasSpec, MaskSpec, causal_mask, window_mask
 from xattn_ref.cases.memory import lay_out, lay_out_mask
 
@@ -53,6 +53,8 @@ class CaseSpec:
     - ``causal``: an alignment of :data:`CAUSAL_ALIGNMENTS`, applied on top of ``mask``;
     - ``window``: a sliding window ``(left, right)`` (:func:`~xattn_ref.cases.window_mask`, as
       flash-attention's ``window_size``), applied on top of ``mask``;
+    - ``softcap``: logit soft-capping, ``softcap * tanh(s / softcap)`` (Gemma 2);
+    - ``sinks``: a sink logit per query head in every row's softmax denominator (gpt-oss);
     - ``memory``: how q, k, v and the mask lie in memory (:data:`~xattn_ref.cases.MEMORY_LAYOUTS`):
       the same values, laid out as real callers pass them.
     """
@@ -78,6 +80,8 @@ class CaseSpec:
     causal: str | None = None
     memory: str = "contiguous"
     window: tuple[int, int] | None = None
+    softcap: float | None = None
+    sinks: tuple[float, ...] | None = None
 
     def build(self) -> AttentionCase:
         gen = torch.Generator().manual_seed(self.seed)
@@ -114,6 +118,8 @@ class CaseSpec:
             bias=bias,
             causal=self.causal,
             window=self.window,
+            softcap=self.softcap,
+            sinks=None if self.sinks is None else torch.tensor(self.sinks, dtype=self.dtype).to(self.device),
         )
 
     def describe(self) -> str:
@@ -136,6 +142,8 @@ class CaseSpec:
         if any(f != 1 for f in self.head_scale):
             shifts += f"; q scaled per head by {list(self.head_scale)}"
         layout = "" if self.memory == "contiguous" else f"; memory {self.memory}"
+        layout += "" if self.softcap is None else f"; soft-cap {self.softcap:g}"
+        layout += "" if self.sinks is None else f"; sinks {list(self.sinks)}"
         return (
             f"B={self.batch_size} H={self.num_heads}{extra} Lq={self.q_len} Lk={self.kv_len} "
             f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}{layout}"
@@ -189,7 +197,11 @@ class AttentionCase:
     - ``causal``: None or an alignment of :data:`CAUSAL_ALIGNMENTS`; a key is allowed when the
       mask *and* the causal mask allow it;
     - ``window``: None or a sliding window ``(left, right)`` (:func:`~xattn_ref.cases.window_mask`),
-      which must allow the key too.
+      which must allow the key too;
+    - ``softcap``: None or a number > 0: the scaled logits are soft-capped, ``softcap *
+      tanh(s / softcap)``, before the bias and the mask;
+    - ``sinks``: None or ``(H,)``: a sink logit per query head in every row's softmax
+      denominator, with no value (:func:`xattn_ref.reference.attention`).
     """
 
     q: torch.Tensor
@@ -201,6 +213,8 @@ class AttentionCase:
     bias: torch.Tensor | None = None
     causal: str | None = None
     window: tuple[int, int] | None = None
+    softcap: float | None = None
+    sinks: torch.Tensor | None = None
 
     output_name = "out"
 
@@ -215,6 +229,8 @@ class AttentionCase:
         scale: float | None = None,
         bias: torch.Tensor | None = None,
         causal: str | None = None,
+        softcap: float | None = None,
+        sinks: torch.Tensor | None = None,
     ) -> AttentionCase:
         """A case of your own tensors (checked: SDPA's layout, mask bool, True = may attend), so
         any check runs on them: ``checks.finite_output(kernel, AttentionCase.from_tensors(...))``."""
@@ -223,7 +239,8 @@ class AttentionCase:
         if mask is not None:
             mask = check_bool_mask(mask, shape)
         check_case_extras(scale, bias, causal, shape, q)
-        return cls(q, k, v, mask, None, scale, bias, causal)
+        check_softcap_sinks(softcap, sinks, q)
+        return cls(q, k, v, mask, None, scale, bias, causal, softcap=softcap, sinks=sinks)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -313,6 +330,8 @@ class AttentionCase:
             bias=bias,
             causal=self.causal,
             window=self.window,
+            softcap=self.softcap,
+            sinks=None if self.sinks is None else self.sinks.to(device=device, dtype=dtype),
         )
 
     def replace(self, **tensors: torch.Tensor | None) -> AttentionCase:
@@ -441,6 +460,8 @@ class AttentionCase:
         extra = "" if self.scale is None else f" scale={self.scale:g}"
         extra += "" if self.causal is None else f" causal ({self.causal})"
         extra += "" if self.bias is None else f" bias {tuple(self.bias.shape)}"
+        extra += "" if self.softcap is None else f" soft-cap {self.softcap:g}"
+        extra += "" if self.sinks is None else f" sinks {self.sinks.tolist()}"
         return (
             f"q {tuple(self.q.shape)} k {tuple(self.k.shape)} v {tuple(self.v.shape)} "
             f"{str(self.dtype).removeprefix('torch.')} {self.device}; mask {mask}{extra} (your own tensors)"

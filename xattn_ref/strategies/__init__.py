@@ -33,6 +33,8 @@ from xattn_ref.strategies._base import (
     DEFAULT_VALUE_MEANS,
     DEFAULT_VALUE_STDS,
     HALF_SHIFT_CAP,
+    SINK_LOGITS,
+    SOFTCAPS,
 )
 from xattn_ref.strategies.kernel import attention_cases
 from xattn_ref.strategies.layer import encoder_cases, layer_cases
@@ -47,6 +49,8 @@ __all__ = [
     "DEFAULT_VALUE_MEANS",
     "DEFAULT_VALUE_STDS",
     "HALF_SHIFT_CAP",
+    "SINK_LOGITS",
+    "SOFTCAPS",
     "attention_cases",
     "encoder_cases",
     "layer_cases",

@@ -19,6 +19,8 @@ __all__ = [
     "DEFAULT_VALUE_MEANS",
     "DEFAULT_VALUE_STDS",
     "HALF_SHIFT_CAP",
+    "SINK_LOGITS",
+    "SOFTCAPS",
 ]
 
 #: Standard deviations of the logits ``q.k/sqrt(D)`` drawn per batch element. 100 puts the
@@ -68,6 +70,14 @@ DEFAULT_HEAD_SCALES: tuple[float, ...] = (1.0, 1.0, 0.1, 10.0)
 #: in about one case of sixteen, within the length ranges (Lq up to 129 and Lk up to 257 by
 #: default: long rows are where a sum accumulated in half precision drifts furthest).
 DEFAULT_TILE_LENGTHS: tuple[int, ...] = (63, 64, 65, 127, 128, 129, 255, 256, 257)
+
+#: Logit soft-caps drawn per case with ``softcap=True`` (``cap * tanh(s / cap)``): none first (so
+#: shrinking removes it), Gemma 2's 50 and 30, then 5 and 1, under which most logits of a row
+#: saturate toward ``±cap`` (and a cap applied after the mask turns padding's -inf into -cap).
+SOFTCAPS: tuple[float | None, ...] = (None, 50.0, 30.0, 5.0, 1.0)
+#: Sink logits drawn per query head with ``sinks=True`` (gpt-oss): 0 first; ±1 and ±5 next to
+#: logits of standard deviation 1; 20, where the sink takes almost all of a row's weight.
+SINK_LOGITS: tuple[float, ...] = (0.0, 1.0, -1.0, 5.0, -5.0, 20.0)
 
 
 T = TypeVar("T")

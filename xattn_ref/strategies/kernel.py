@@ -35,6 +35,8 @@ from xattn_ref.strategies._base import (
     DEFAULT_VALUE_STDS,
     HALF_SHIFT_CAP,
     SHIFT_CAPS,
+    SINK_LOGITS,
+    SOFTCAPS,
     _choice,
     _ints,
     lazy,
@@ -83,6 +85,8 @@ def attention_cases(
     allow_mask: bool = True,
     memory_layouts: Sequence[str] = MEMORY_LAYOUTS,
     window: bool = False,
+    softcap: bool = False,
+    sinks: bool = False,
 ) -> st.SearchStrategy[AttentionCase]:
     """Inputs for ``attention(q, k, v, mask)`` in SDPA's layout, as :class:`AttentionCase`.
 
@@ -128,6 +132,10 @@ def attention_cases(
     - ``allow_mask``: False draws ``mask=None`` only (a kernel that takes no mask).
     - ``window``: True draws a sliding window ``(left, right)`` per case (flash-attention's
       ``window_size``, bottom-right aligned, -1 unbounded), its edges near the diagonal often.
+    - ``softcap``: True draws a logit soft-cap per case from :data:`SOFTCAPS` (none, then
+      Gemma 2's 50 down to 1, where most logits saturate).
+    - ``sinks``: True draws a sink logit per query head from :data:`SINK_LOGITS` (gpt-oss's
+      attention sinks: in every row's denominator, with no value).
     - ``memory_layouts``: how q, k, v (and the mask, as the gate passes it) lie in memory, drawn
       from :data:`~xattn_ref.cases.MEMORY_LAYOUTS` (contiguous, transposed views, slices of a
       fused projection, a mask broadcast with stride 0); ``["contiguous"]`` for none.
@@ -164,7 +172,7 @@ def attention_cases(
     for name, flag in (
         ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
         ("self_attention", self_attention), ("short_queries", short_queries), ("allow_mask", allow_mask),
-        ("window", window),
+        ("window", window), ("softcap", softcap), ("sinks", sinks),
     ):  # fmt: skip
         if not isinstance(flag, bool):
             raise InvalidArgument(f"{name} must be a bool, but was {flag!r}")
@@ -206,7 +214,7 @@ def attention_cases(
     return _attention_cases(
         dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
         v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention, short_queries, memories,
-        bool(window),
+        window=window, softcap=softcap, sinks=sinks,
     )  # fmt: skip
 
 
@@ -295,7 +303,10 @@ def _attention_cases(
     self_attention: bool,
     short_queries: bool,
     memories: tuple[str, ...],
-    window: bool = False,
+    *,
+    window: bool,
+    softcap: bool,
+    sinks: bool,
 ) -> AttentionCase:
     b = draw(sizes.batch)
     h = draw(sizes.heads)
@@ -345,6 +356,8 @@ def _attention_cases(
         causal=causal,
         memory=draw(_choice(memories)),
         window=_draw_window(draw, lq, lk) if window else None,
+        softcap=draw(_choice(SOFTCAPS)) if softcap else None,
+        sinks=tuple(draw(_choice(SINK_LOGITS)) for _ in range(h)) if sinks else None,
     )
     return spec.build()
 

@@ -71,6 +71,13 @@ def _against_gaps(
     return [torch.cat(t, -2) for t in sums], torch.cat(farthest, -2)
 
 
+def _column(t: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
+    """``t`` (B, H, Lq, Lk) with one more key column: the sinks (one per head), or zeros."""
+    shape = (*t.shape[:-1], 1)
+    extra = t.new_zeros(shape) if sinks is None else sinks.view(1, -1, 1, 1).expand(shape)
+    return torch.cat([t, extra.to(t.dtype)], -1)
+
+
 def _terms(n: torch.Tensor) -> torch.Tensor:
     # A sum of n terms, in any order (a plain loop included), rounds each term at most n times.
     return n.to(torch.float64)
@@ -104,6 +111,13 @@ def kernel_budget(
     k, v = (expand_kv(t.detach().to(device=cpu, dtype=f64), heads) for t in (case.k, case.v))
     bias = None if case.bias is None else case.bias.detach().to(device=cpu, dtype=f64)
     m = case.full_mask.to(cpu)
+    cap = case.softcap
+    # sinks (gpt-oss): one more key per row, always allowed, whose logit is the head's sink and
+    # whose value (and key) is zero; its rows of dk and dv are dropped at the end
+    sinks = None if case.sinks is None else case.sinks.detach().to(device=cpu, dtype=f64)
+    lk = k.shape[-2]
+    if sinks is not None:
+        k, v = (torch.cat([t, t.new_zeros(*t.shape[:-2], 1, t.shape[-1])], -2) for t in (k, v))
     eps = max(_rounding_unit(case, tf32), unit or 0.0)
     lowered = case.dtype == f64 and eps > torch.finfo(f64).eps  # judged as a float32 computation
     # Sums of many terms (P v, g v^T, delta, dS k, ...) are accumulated in float32, also for half
@@ -111,8 +125,22 @@ def kernel_budget(
     # known_bad.half_accumulator, half_softmax): n terms are off by eps_acc n sum|terms|
     eps_acc = torch.finfo(torch.float32).eps if case.dtype in (torch.float16, torch.bfloat16) else eps
 
-    s = scale * q @ k.transpose(-2, -1)
+    s = scale * q @ k[..., :lk, :].transpose(-2, -1)
+    # soft-capping: z = cap tanh(s / cap), whose slope 1 - t^2 <= 1 passes every error of s on
+    # damped, and which adds its own roundings (s / cap, tanh's ulp, cap t: 4u |z| <= 2 eps a)
+    t_cap = None
+    if cap:
+        t_cap = torch.tanh(s / cap)
+        s = cap * t_cap
+    s_plain = s  # the (capped) logits before the bias
     s = s if bias is None else s + bias
+    z_round = torch.zeros_like(s) if bias is None else s.abs()  # S + bias rounds at |z|
+    a0 = abs(scale) * q.abs() @ k[..., :lk, :].abs().transpose(-2, -1)  # |s| sum_d |q_id||k_jd|
+    a = a0 if bias is None else a0 + bias.abs()  # s + bias rounds relative to |s| + |bias|
+    if sinks is not None:  # the sink's column: its logit, exact (nothing rounds it but z - m)
+        s, s_plain = _column(s, sinks), _column(s_plain, sinks)
+        z_round, a0, a = (_column(t, None) for t in (z_round, a0, a))
+        m = torch.cat([m.expand(*s.shape[:-1], lk), m.new_ones(*s.shape[:-1], 1)], -1)
     largest = float(torch.where(m, s.abs(), 0.0).max()) if s.numel() else 0.0
     if lowered and largest * eps > 1.0:
         # the kernel's float64 run computes in float32, where such logits round by more than 1:
@@ -126,8 +154,6 @@ def kernel_budget(
     total = e.sum(-1, keepdim=True)
     p = e / torch.where(total > 0, total, 1.0)
     out = p @ v
-    a0 = abs(scale) * q.abs() @ k.abs().transpose(-2, -1)  # |s| sum_d |q_id||k_jd|
-    a = a0 if bias is None else a0 + bias.abs()  # s + bias rounds relative to |s| + |bias|
     # r: bound on the relative error of each unnormalized weight (q·scale and s rounded, then exp);
     # pi: bound on the error of each normalized weight, P_ij (r_ij - sum_k P_ik r_ik) to first
     # order, which vanishes when one key takes all the weight
@@ -138,7 +164,7 @@ def kernel_budget(
     # accumulation of its D products in any order, in float32 for every input below float64
     # (eps_dot D a: with one dominant product every later addition rounds at its size, so
     # float32 inputs with large logits are off by several eps a); then exp's own rounding
-    roundings = 4 if bias is not None else 3
+    roundings = (4 if bias is not None else 3) + (2 if cap else 0)
     eps_dot = eps if case.dtype == f64 else torch.finfo(torch.float32).eps
     r = (eps * (roundings * a + 1) + eps_dot * q.shape[-1] * a) * m
     pr, pi = _saturated(p, r, m)
@@ -155,9 +181,9 @@ def kernel_budget(
     # normalization cancels in part; then the division and the weight's storage in T (2u each
     # weight, not cancelled), the output's rounding (u |out|) and the sum (u_acc n sum P |v|)
     u, u_dot, u_acc = eps / 2, eps_dot / 2, eps_acc / 2
-    z_round = 0.0 if bias is None else s.abs()  # s already holds S + bias here
-    s_plain = s if bias is None else s - bias
+    capping = 4 * u * a0 if cap else 0.0
     r_out = (u * (2 * a0 + s_plain.abs() + z_round + (s - shift).abs() + 2) + u_dot * q.shape[-1] * a0) * m
+    r_out = r_out + capping * m
     # the weights' errors saturate: |out' - out| <= sum_j P_ij expm1(r_ij) |v_j - out_i| /
     # sum_k P_ik exp(-r_ik) (first order: sum_j P_ij r_ij |v_j - out_i|), and never beyond the
     # farthest allowed value (out' is a convex combination of them)
@@ -185,7 +211,13 @@ def kernel_budget(
         dp = g64 @ v.transpose(-2, -1)
         c = g64.abs() @ v.abs().transpose(-2, -1)  # |terms| of dP = g·v
         delta = (g64 * out).sum(-1, keepdim=True)
-        ds = p * (dp - delta)
+        ds_z = p * (dp - delta)  # with respect to the logits z
+        # soft-capping: dS = dZ (1 - t^2), the slope of cap tanh(s / cap) (1 at the sinks' column,
+        # whose key is zero)
+        slope = torch.ones_like(ds_z)
+        if t_cap is not None:
+            slope[..., :lk] = 1 - t_cap.square()
+        ds = ds_z * slope
         # the scale last: a subnormal dS scaled first would round at eta and then be multiplied by |k|
         truth.update(dq=scale * (ds @ k), dk=scale * (ds.transpose(-2, -1) @ q), dv=p.transpose(-2, -1) @ g64)
         # Backward passes recompute the weights as exp(s - lse) from a stored logsumexp, whose
@@ -216,7 +248,7 @@ def kernel_budget(
         # a backward that takes delta as g_i·out_i from the forward's output (flash-attention's)
         # also carries that output's sum of n terms: u_acc n sum_e |g_ie| sum_j P_ij |v_je|
         d_delta = d_delta + u_acc * rows * (p * c).sum(-1, keepdim=True)
-        ads, sc = ds.abs(), abs(scale)
+        ads, ads_z, sc = ds.abs(), ds_z.abs(), abs(scale)
         # |error of dS_ij|, with the two roundings of dS = P (dP - delta) itself (the difference
         # and the product, each stored in T by a plain backward)
         # a kernel that differentiates through its shift m_i = max_j z_ij (not detached) adds
@@ -228,8 +260,14 @@ def kernel_budget(
             "weights": pi * (dp - delta).abs(),
             "dP": p * dp_err,
             "delta": p * d_delta,
-            "dS": 2 * eps * ads + top * eps_acc * rows * ads.sum(-1, keepdim=True),
+            "dS": 2 * eps * ads_z + top * eps_acc * rows * ads_z.sum(-1, keepdim=True),
         }
+        if t_cap is not None and cap:
+            # through the cap: dZ's errors times the slope, and the slope's own error times |dZ|
+            # (1 - t^2 from a t off by its logit's error over cap, and its two roundings), and
+            # the product's rounding
+            f = {n: slope * x for n, x in f.items()}
+            f["softcap"] = ads_z * (2 * r / cap + 2 * eps) + eps * ads
         # in units of eta: the underflowed weights against dP and delta (apart: a backward that
         # differentiates the normalization by the quotient rule multiplies each by them, and
         # underflowed roundings do not cancel), dS's own rounding (scaled or not: a kernel that
@@ -279,14 +317,20 @@ def kernel_budget(
             },
         )
         rule.update(dq=3.0, dk=3.0, dv=3.0)
+        if sinks is not None:  # the sinks' key and value are not inputs: their rows go
+            for n in ("dk", "dv"):
+                truth[n], reach[n] = truth[n][..., :lk, :], reach[n][..., :lk, :]
+                parts[n] = {t: x[..., :lk, :] for t, x in parts[n].items()}
         if groups > 1:
             for n in ("dk", "dv"):
-                b_, _, lk, d_ = truth[n].shape
-                reach[n] = reach[n].reshape(b_, -1, groups, lk, d_).sum(2)
-                truth[n] = truth[n].reshape(b_, -1, groups, lk, d_).sum(2)
+                b_, _, lk_, d_ = truth[n].shape
+                reach[n] = reach[n].reshape(b_, -1, groups, lk_, d_).sum(2)
+                truth[n] = truth[n].reshape(b_, -1, groups, lk_, d_).sum(2)
                 # one accumulation over the whole group's G * Lq terms: each per-head sum bound
                 # (n_h eps sum|terms_h|) grows to at most G times itself
-                parts[n] = {t: groups * x.reshape(b_, -1, groups, lk, d_).sum(2) for t, x in parts[n].items()}
+                parts[n] = {
+                    t: groups * x.reshape(b_, -1, groups, lk_, d_).sum(2) for t, x in parts[n].items()
+                }
 
     if case.dtype == f64:  # the truth is computed in float64 too: both sides may be off by the floor
         parts = {n: {t: 2 * x for t, x in terms.items()} for n, terms in parts.items()}
@@ -303,7 +347,8 @@ def kernel_budget(
     whole = case.mask is None and case.causal is None and case.window is None
     mask = None if whole else case.full_mask.to(device)
     plain_bias = None if case.bias is None else case.bias.detach().to(device=device, dtype=plain_dtype)
-    plain_out = plain_attention(leaves[0], leaves[1], leaves[2], mask, scale, plain_bias)
+    plain_sinks = None if case.sinks is None else case.sinks.detach().to(device=device, dtype=plain_dtype)
+    plain_out = plain_attention(leaves[0], leaves[1], leaves[2], mask, scale, plain_bias, cap, plain_sinks)
     plain = {"out": plain_out}
     if grads:
         gp = vjp(plain_out, leaves, g.to(device=device, dtype=plain_dtype))

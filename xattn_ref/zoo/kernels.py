@@ -28,6 +28,7 @@ __all__ = [
     "sdpa_gqa_kernel",
     "sdpa_inference_kernel",
     "sdpa_kernel",
+    "softcap_sinks_kernel",
     "varlen_reference_kernel",
 ]
 
@@ -68,6 +69,33 @@ def windowed_kernel(
 
     allowed = window_mask(window_size, q.shape[2], k.shape[2], q.device)
     return safe_sdpa(q, k, v, attn_mask=allowed if mask is None else mask & allowed)
+
+
+def softcap_sinks_kernel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    softcap: float = 0.0,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logit soft-capping (``softcap``, 0.0 = none) and attention sinks (``sinks``, ``(H,)``),
+    written as vLLM's and FlashInfer's reference kernels write them: the logits in float32,
+    capped, masked with -inf, a column of sink logits appended, the softmax over the row, the
+    column dropped; a row that allows nothing (and has no sink) is zero. Run it with
+    ``--softcap``, ``--sinks`` or both."""
+    h, acc = q.shape[1], torch.float64 if q.dtype == torch.float64 else torch.float32
+    k, v = (t.repeat_interleave(h // t.shape[1], dim=1).to(acc) for t in (k, v))
+    s = q.to(acc) @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    if sinks is not None:
+        s = torch.cat([s, sinks.to(acc).view(1, h, 1, 1).expand(*s.shape[:-1], 1)], -1)
+    empty = s.amax(-1, keepdim=True) == float("-inf")
+    p = torch.softmax(s.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
+    return (p[..., : k.shape[-2]] @ v).to(q.dtype)
 
 
 def sdpa_gqa_kernel(

@@ -177,6 +177,82 @@ def window_off_by_one(
     return windowed_kernel(q, k, v, mask, (left + 1 if left >= 0 else left, right))
 
 
+@known_bad("reference_agreement", options={"softcap": True})
+def softcap_after_mask(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    softcap: float = 0.0,
+) -> torch.Tensor:
+    """Caps the logits after masking them with -inf: ``tanh(-inf) = -1`` turns every masked
+    logit into ``-softcap``, so padding takes weight ``e^(-softcap - max)`` (the class of a cap
+    applied to the masked scores): right without padding or with a large cap."""
+    h = q.shape[1]
+    k, v = (t.repeat_interleave(h // t.shape[1], dim=1) for t in (k, v))
+    s = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    return torch.softmax(s.nan_to_num(nan=0.0), dim=-1).nan_to_num(0.0) @ v
+
+
+@known_bad("reference_agreement", options={"softcap": True})
+def softcap_dropped(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    softcap: float = 0.0,
+) -> torch.Tensor:
+    """Takes ``softcap=`` and ignores it (vllm-metal#665: a backend that drops the cap): right
+    for logits far below the cap."""
+    from xattn_ref.zoo.kernels import softcap_sinks_kernel
+
+    return softcap_sinks_kernel(q, k, v, mask)
+
+
+@known_bad("reference_agreement", options={"sinks": True})
+def sink_left_out(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Takes ``sinks=`` and leaves them out of the softmax's denominator: right only where a
+    row's logits dwarf its head's sink."""
+    from xattn_ref.zoo.kernels import softcap_sinks_kernel
+
+    return softcap_sinks_kernel(q, k, v, mask)
+
+
+@known_bad("empty_rows_zero", options={"sinks": True})
+def sink_as_a_key(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gives the sink a value: the first key's (a sink implemented as an extra token at position
+    0, as StreamingLLM keeps one): a row that allows no key outputs that value, not zero."""
+    from xattn_ref.zoo.kernels import softcap_sinks_kernel
+
+    out = softcap_sinks_kernel(q, k, v, mask, sinks=sinks)
+    if sinks is None:
+        return out
+    h = q.shape[1]
+    s = q @ k.repeat_interleave(h // k.shape[1], dim=1).transpose(-2, -1) * q.shape[-1] ** -0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    both = torch.cat([s, sinks.view(1, h, 1, 1).expand(*s.shape[:-1], 1)], -1)
+    weight = torch.softmax(both, -1)[..., -1:]  # the sink's share of each row
+    first = v.repeat_interleave(h // v.shape[1], dim=1)[..., :1, :]
+    return out + weight * first
+
+
 @known_bad("finite_output", options={"kind": "varlen"})
 def varlen_reads_to_the_end(
     q: torch.Tensor,
