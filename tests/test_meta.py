@@ -407,3 +407,19 @@ def test_a_finite_start_of_the_running_maximum_is_caught_on_every_seed():
             for d in (torch.float32, torch.float64)
         ]  # fmt: skip
         assert "failed" in statuses, (seed, statuses)
+
+
+def test_every_registered_known_bad_reaches_a_meta_test():
+    """A known-bad of any kind, a kind added later included, is in a view the meta-tests run
+    (the encoder's one is run by tests/test_adapters.py)."""
+    from xattn_ref.zoo.known_bad import (
+        KNOWN_BAD,
+        KNOWN_BAD_DIALECTS,
+        KNOWN_BAD_LAYERS,
+        KNOWN_BAD_MODELS,
+        REGISTRY,
+    )
+
+    viewed = {*KNOWN_BAD, *KNOWN_BAD_DIALECTS, *KNOWN_BAD_LAYERS, *KNOWN_BAD_MODELS}
+    assert set(REGISTRY) - viewed == {"pooled_with_padding_layer"}
+    assert {"paged_top_left", "sink_left_out"} <= set(KNOWN_BAD_DIALECTS)

@@ -118,9 +118,10 @@ MASK_PATTERNS: tuple[str, ...] = (
     "causal",
     "random",
 )
-#: Every pattern, the one drawn only on request included: ``packed`` is one sequence of a packed
-#: (variable-length) batch, its own number of queries and of keys (the varlen kind's).
-ALL_MASK_PATTERNS: tuple[str, ...] = (*MASK_PATTERNS, "packed")
+#: Every pattern, those drawn only on request included: ``packed`` is one sequence of a packed
+#: (variable-length) batch, its own number of queries and of keys (the varlen kind's); ``cached``
+#: one sequence of a KV cache, its queries the last of its keys (the paged kind's).
+ALL_MASK_PATTERNS: tuple[str, ...] = (*MASK_PATTERNS, "packed", "cached")
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,10 @@ class SlicePattern:
       rows (seeded) cleared.
     - ``packed``: one sequence of a packed batch: its first ``arg`` keys, for its queries, all but
       the last ``empty_rows`` rows (those are no query of this sequence: zeros in the output).
+    - ``cached``: one sequence of a KV cache: its first ``arg`` keys, the Lq queries being the
+      last Lq of them (query i at position ``arg - Lq + i``, causal): a decode step (Lq = 1) sees
+      every key, a chunk at an offset sees the keys up to its own; a query before the sequence's
+      start (``arg < Lq``) allows no key.
     """
 
     name: str
@@ -160,6 +165,8 @@ class SlicePattern:
             return j <= i + (kv_len - q_len)
         elif self.name == "packed":
             return (j < self.arg) & (torch.arange(q_len).unsqueeze(-1) < q_len - self.empty_rows)
+        elif self.name == "cached":
+            return (j < self.arg) & (j <= torch.arange(q_len).unsqueeze(-1) + self.arg - q_len)
         elif self.name == "random":
             gen = torch.Generator().manual_seed(self.seed)
             out = torch.rand(q_len, kv_len, generator=gen) < self.arg / 8
@@ -179,6 +186,8 @@ class SlicePattern:
             return f"random(p={self.arg}/8, seed={self.seed}, empty_rows={self.empty_rows})"
         if self.name == "packed":
             return f"packed({self.arg} keys, all but {self.empty_rows} queries)"
+        if self.name == "cached":
+            return f"cached({self.arg} keys, the queries last)"
         return f"{self.name}({self.arg})"
 
 

@@ -1,5 +1,6 @@
-"""The kinds of target, one module each (:mod:`.kernel`, :mod:`.hf`, :mod:`.varlen`, :mod:`.layer`,
-:mod:`.encoder`, :mod:`.model`), each a :class:`~xattn_ref.kinds.base.Kind`: how it is called, its cases, its
+"""The kinds of target, one module each (:mod:`.kernel`, :mod:`.hf`, :mod:`.varlen`, :mod:`.paged`,
+:mod:`.layer`, :mod:`.encoder`, :mod:`.model`), each a :class:`~xattn_ref.kinds.base.Kind`: how it is
+called, its cases, its
 properties, its probe and its options. The runner, the CLI, the pytest plugin and the suite
 iterate over :data:`KINDS`; adding a kind of target is adding its module and one line here.
 
@@ -19,6 +20,7 @@ from xattn_ref.kinds.hf import HFCall, HFKind
 from xattn_ref.kinds.kernel import KernelCall, KernelKind, kernel_call
 from xattn_ref.kinds.layer import LayerCall, LayerKind, layer_call
 from xattn_ref.kinds.model import ModelCall, ModelKind
+from xattn_ref.kinds.paged import PagedCall, PagedKind
 from xattn_ref.kinds.varlen import VarlenCall, VarlenKind
 from xattn_ref.options import did_you_mean
 
@@ -31,6 +33,7 @@ __all__ = [
     "Kind",
     "LayerCall",
     "ModelCall",
+    "PagedCall",
     "VarlenCall",
     "check_property_names",
     "kernel_call",
@@ -40,7 +43,8 @@ __all__ = [
 
 #: Every kind, by name.
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (KernelKind(), HFKind(), VarlenKind(), LayerKind(), EncoderKind(), ModelKind())
+    k.name: k
+    for k in (KernelKind(), HFKind(), VarlenKind(), PagedKind(), LayerKind(), EncoderKind(), ModelKind())
 }
 
 

@@ -57,6 +57,9 @@ def _draw_slice(draw: st.DrawFn, patterns: tuple[str, ...], q_len: int, kv_len: 
         return SlicePattern(name, arg=draw(_ints(0, kv_len - 1)))
     if name in ("right_padding", "left_padding"):
         return SlicePattern(name, arg=draw(_ints(0, kv_len)))
+    if name == "cached":  # a cache as long as the case, a chunk from an empty cache, none, or any
+        keys = draw(_choice((kv_len, min(q_len, kv_len), 0, -1)))
+        return SlicePattern(name, arg=draw(_ints(0, kv_len)) if keys < 0 else keys)
     if name == "packed":  # as servers pack: a whole prefill, one query (decode), none, or any
         keys = draw(_choice((kv_len, 0, 1, -1)))
         queries = draw(_choice((q_len, 1, 0, -1)))

@@ -23,6 +23,7 @@ __all__ = [
     "online_softmax_kernel",
     "padded_causal_kernel",
     "padded_sequence_kernel",
+    "paged_reference_kernel",
     "reference_kernel",
     "safe_sdpa_kernel",
     "sdpa_gqa_kernel",
@@ -96,6 +97,37 @@ def softcap_sinks_kernel(
     empty = s.amax(-1, keepdim=True) == float("-inf")
     p = torch.softmax(s.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
     return (p[..., : k.shape[-2]] @ v).to(q.dtype)
+
+
+def paged_reference_kernel(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+) -> torch.Tensor:
+    """Attention over a paged KV cache, as the engines' reference kernels write it (vLLM's
+    ``ref_paged_attn``): each sequence's keys gathered page by page through its block table up to
+    ``seqlens_k``, its Lq queries causal at their end, the guarded reference on them. q and out
+    ``(B, Lq, H, D)``. Run it with ``--kind paged``."""
+    from xattn_ref.cases import SlicePattern
+
+    b, lq, h = q.shape[0], q.shape[1], q.shape[2]
+    size = k_cache.shape[1]
+    outs = []
+    for n in range(b):
+        keys = int(seqlens_k[n])
+        if keys == 0:  # nothing cached: every query allows no key
+            outs.append(q.new_zeros(1, lq, h, v_cache.shape[-1]))
+            continue
+        pages = block_table[n, : -(-keys // size)].long()
+        k = k_cache[pages].flatten(0, 1)[:keys]  # (keys, H_kv, D)
+        v = v_cache[pages].flatten(0, 1)[:keys]
+        mask = SlicePattern("cached", keys).build(lq, keys).to(q.device)
+        k, v = (t.transpose(0, 1)[None] for t in (k, v))  # (1, H_kv, keys, D)
+        out = reference.attention(q[n : n + 1].transpose(1, 2), k, v, mask)
+        outs.append(out.transpose(1, 2))
+    return torch.cat(outs) if outs else q.new_zeros(0, lq, h, v_cache.shape[-1])
 
 
 def sdpa_gqa_kernel(

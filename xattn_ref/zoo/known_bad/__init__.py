@@ -30,6 +30,10 @@ from xattn_ref.zoo.known_bad.dialects import (
     hf_eager_attention,
     hf_wrong_gqa,
     padding_on_queries,
+    paged_assumes_16,
+    paged_physical_order,
+    paged_reads_whole_pages,
+    paged_top_left,
     scale_ignored,
     sentinel_as_allowed,
     sink_as_a_key,
@@ -99,11 +103,15 @@ KNOWN_BAD = {n: e.fn for n, e in REGISTRY.items() if e.kind == "kernel" and not 
 CAUGHT_BY = {n: REGISTRY[n].caught_by for n in KNOWN_BAD}
 #: name -> where a finite defect exists (dtypes, logit scales, inputs).
 FINITE_DEFECTS = {n: e.finite for n, e in REGISTRY.items() if e.finite is not None}
-#: name -> (kernel, its dialect options, with ``kind`` when not a kernel, the property).
+#: Kinds whose known-bads are factories of modules or models (their own views, below); every
+#: other kind's are functions, called as the kind says (kernel, hf, varlen, paged, and any added).
+_FACTORY_KINDS = ("layer", "encoder", "model")
+#: name -> (function, its dialect options, with ``kind`` when not a kernel, the property): every
+#: known-bad function but the default-dialect kernels of :data:`KNOWN_BAD`.
 KNOWN_BAD_DIALECTS: dict[str, tuple[Any, dict[str, Any], str]] = {
     n: (e.fn, {**({"kind": e.kind} if e.kind != "kernel" else {}), **e.options}, e.caught_by)
     for n, e in REGISTRY.items()
-    if e.kind in ("kernel", "hf", "varlen") and (e.options or e.kind != "kernel")
+    if e.kind not in _FACTORY_KINDS and n not in KNOWN_BAD
 }
 #: name -> zero-argument factory of a layer (E = 16).
 KNOWN_BAD_LAYERS = {n: e.fn for n, e in REGISTRY.items() if e.kind == "layer"}
@@ -175,6 +183,10 @@ __all__ = [
     "sentinel_as_allowed",
     "sentinel_empty_rows",
     "single_key_fast_path",
+    "paged_assumes_16",
+    "paged_physical_order",
+    "paged_reads_whole_pages",
+    "paged_top_left",
     "sink_as_a_key",
     "sink_left_out",
     "softcap_after_mask",

@@ -1,0 +1,61 @@
+"""The paged kind: attention over a KV cache in pages (flash_attn_with_kvcache's and the serving
+engines' calling convention). Its known-bad kernels (whole pages read, a chunk causal from the
+top-left, pages read in memory order, pages taken to hold 16 keys) are caught in every dtype by
+tests/test_dialects.py, which runs every registered known-bad function."""
+
+from __future__ import annotations
+
+import torch
+from _support import not_holding, run
+
+from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
+from xattn_ref.kinds import KINDS, PagedCall
+from xattn_ref.plan import select_properties
+from xattn_ref.zoo.kernels import paged_reference_kernel
+from xattn_ref.zoo.known_bad import paged_reads_whole_pages
+
+
+def _case(dtype=torch.float32, seed=0):
+    # three sequences: a chunk of 2 at the end of 7 cached keys, 1 key (its first query before the
+    # start: no key), none
+    mask = MaskSpec("query_key", tuple(SlicePattern("cached", n) for n in (7, 1, 0)))
+    return CaseSpec(
+        batch_size=3, num_heads=4, num_kv_heads=2, q_len=2, kv_len=7, head_dim=8, value_dim=8, dtype=dtype,
+        device="cpu", seed=seed, logit_std=(1.0,) * 3, value_std=(1.0,) * 3, mask=mask,
+    ).build()  # fmt: skip
+
+
+def test_a_case_is_laid_out_in_shuffled_pages_whose_unused_slots_are_nan():
+    case = _case(seed=2)  # pages of 3 (PAGE_SIZES[2 % 4])
+    args, _ = PagedCall(lambda *_: paged_reference_kernel).arguments(case)
+    table, lens = args["block_table"], args["seqlens_k"]
+    assert args["k_cache"].shape[1:] == (3, 2, 8) and args["q"].shape == (3, 2, 4, 8)
+    assert lens.tolist() == [7, 1, 0] and table.dtype == torch.int32
+    pages = table[0, :3].long()  # sequence 0's 7 keys: pages of 3, 3 and 1
+    assert torch.equal(args["k_cache"][pages].flatten(0, 1)[:7], case.k[0].transpose(0, 1))
+    assert args["k_cache"][pages[2], 1:].isnan().all()  # past its length in its last page
+    used = {int(p) for p in table[0, :3]} | {int(table[1, 0])}
+    spare = [p for p in range(args["k_cache"].shape[0]) if p not in used]
+    assert spare and args["k_cache"][spare].isnan().all()  # pages no sequence uses
+    assert int(table[2, 0]) in spare  # the table's padding points at a poisoned page
+    poisonless, _ = PagedCall(lambda *_: paged_reference_kernel, poison=False).arguments(case)
+    assert not poisonless["k_cache"].isnan().any()
+    out = paged_reference_kernel(*args.values()).transpose(1, 2)
+    assert torch.equal(out[1, :, 0], torch.zeros(4, 8)) and torch.equal(out[2], torch.zeros(4, 2, 8))
+
+
+def test_the_correct_paged_kernel_holds_every_property():
+    results = [
+        run(p, paged_reference_kernel, d, kind="paged", max_examples=15)
+        for p in select_properties(KINDS["paged"], None, None)
+        for d in (torch.float64, torch.float16)
+    ]
+    assert not not_holding(results)
+    decode = run("reference_agreement", paged_reference_kernel, kind="paged", queries="decode", block_size=16)
+    assert decode.status == "passed" and decode.applied
+
+
+def test_zeros_in_the_unused_slots_hide_the_nan_but_not_the_wrong_keys():
+    """--poison none: a kernel that reads whole pages is finite then, and still wrong."""
+    assert run("finite_output", paged_reads_whole_pages, kind="paged", poison="none").status == "passed"
+    assert run("reference_agreement", paged_reads_whole_pages, kind="paged", poison="none").status == "failed"

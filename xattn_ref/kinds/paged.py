@@ -1,0 +1,199 @@
+"""The ``paged`` kind: attention over a KV cache in pages, ``fn(q, k_cache, v_cache, block_table,
+seqlens_k) -> out (B, Lq, H, Dv)``, as flash-attention's ``flash_attn_with_kvcache`` and the
+serving engines' decode and chunked-prefill kernels take it:
+
+- q ``(B, Lq, H, D)``: each sequence's newest Lq tokens (a decode step, or a chunk at an offset);
+- k_cache ``(num_blocks, block_size, H_kv, D)``, v_cache ``(num_blocks, block_size, H_kv, Dv)``:
+  physical pages, in no particular order; query head h reads kv head ``h // (H / H_kv)``;
+- block_table ``(B, max_blocks)`` int32: sequence b's logical block i lies in page
+  ``block_table[b, i]``;
+- seqlens_k ``(B,)`` int32: sequence b's keys, the queries' own included; query i sits at
+  position ``seqlens_k[b] - Lq + i`` and attends to the keys up to it (causal, bottom-right);
+  a query before the sequence's start (``seqlens_k[b] < Lq``) attends to none and outputs zeros.
+
+Every slot that holds no key of a sequence (past ``seqlens_k`` in its last page, the pages no
+sequence uses, the block table's entries past a sequence's last block, which point at such a
+page) holds NaN (``--poison none``: zeros), as a reused cache holds garbage. Pages are placed at
+random (seeded by the case), so no result may depend on where a page lies.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from xattn_ref.dialects import Dialect
+from xattn_ref.kinds.base import CALL_OPTIONS, FnFor, Kind
+from xattn_ref.kinds.kernel import KernelCall
+from xattn_ref.options import Option
+
+if TYPE_CHECKING:
+    import torch
+    from hypothesis import strategies as st
+
+    from xattn_ref.cases import AttentionCase
+
+__all__ = ["PAGE_SIZES", "PagedCall", "PagedKind", "cached_lengths"]
+
+#: Page sizes a case is laid out in (``--block-size 0``, the default, picks one by the case's
+#: seed): 16 (vLLM's default), one key a page, and sizes off any tile edge.
+PAGE_SIZES: tuple[int, ...] = (16, 1, 3, 5)
+
+
+class PagedCall(KernelCall):
+    """A paged-cache kernel bound to the ``paged`` kind (see the module docstring): each batch
+    element of a case is one sequence whose mask is a ``cached`` slice (its keys first, its
+    queries the last of them); the call lays its keys and values out in pages."""
+
+    def __init__(self, fn_for: FnFor, *, block_size: int = 0, poison: bool = True, **settings: Any) -> None:
+        super().__init__(fn_for, **settings)
+        self.block_size, self.poison = block_size, poison
+
+    def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
+        import torch
+
+        lens = cached_lengths(case)
+        b, hkv = case.k.shape[0], case.k.shape[1]
+        seed = 0 if case.spec is None else case.spec.seed
+        gen = torch.Generator().manual_seed(seed)
+        size = self.block_size or PAGE_SIZES[seed % len(PAGE_SIZES)]
+        blocks = [-(-int(n) // size) for n in lens]  # ceil
+        spare = 2  # pages no sequence uses (their slots poisoned)
+        total = sum(blocks) + spare
+        pages = torch.randperm(total, generator=gen)  # physical page of each logical block, in order
+        fill = torch.nan if self.poison else 0.0
+        k_cache = case.k.new_full((total, size, hkv, case.k.shape[-1]), fill)
+        v_cache = case.v.new_full((total, size, hkv, case.v.shape[-1]), fill)
+        width = max(1, *blocks) if blocks else 1
+        unused = int(pages[-1])  # a page no sequence uses: the block table's padding points there
+        table = torch.full((b, width), unused, dtype=torch.int32)
+        used = 0
+        for n in range(b):
+            for i in range(blocks[n]):
+                page = int(pages[used])
+                used += 1
+                table[n, i] = page
+                keys = slice(i * size, min((i + 1) * size, int(lens[n])))
+                count = keys.stop - keys.start
+                k_cache[page, :count] = case.k[n, :, keys].transpose(0, 1)
+                v_cache[page, :count] = case.v[n, :, keys].transpose(0, 1)
+        device = case.q.device
+        args = {
+            "q": case.q.transpose(1, 2),
+            "k_cache": k_cache,
+            "v_cache": v_cache,
+            "block_table": table.to(device),
+            "seqlens_k": lens.to(device=device, dtype=torch.int32),
+        }
+        return args, {}
+
+    def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        from xattn_ref._calls import check_output
+
+        out = self.produce(case, args, kwargs)
+        b, h, lq, dv = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.v.shape[-1]
+        shape = (b, lq, h, dv)
+        out = check_output(out, case.q, lambda t: tuple(t.shape) == shape, f"(B, Lq, H, Dv) = {shape}")
+        return out.transpose(1, 2)
+
+    def snippet(self) -> str:
+        return (
+            "from xattn_ref.kinds import PagedCall\n"
+            f"args, _ = PagedCall(lambda *_: fn, block_size={self.block_size}, poison={self.poison})"
+            ".arguments(case)  # q (B, Lq, H, D), the paged cache, block_table, seqlens_k\n"
+            "out = fn(*args.values())  # (B, Lq, H, Dv)"
+        )
+
+
+def cached_lengths(case: AttentionCase) -> torch.Tensor:
+    """Each sequence's number of keys: its mask must be a ``cached`` slice (its keys first, its
+    queries the last of them, the same for every head); :class:`~xattn_ref.errors.Inexpressible`
+    otherwise."""
+    import torch
+
+    from xattn_ref.cases import SlicePattern
+    from xattn_ref.errors import Inexpressible
+
+    b, lq, lk = case.q.shape[0], case.q.shape[2], case.k.shape[2]
+    m = case.full_mask.cpu()
+    if not bool((m == m[:, :1]).all()):
+        raise Inexpressible("a paged kernel takes one mask per sequence, the same for every head")
+    m = m[:, 0]
+    # the last query sees every key of its sequence
+    lens = m[:, -1].sum(-1) if lq else torch.zeros(b, dtype=torch.int64)
+    for n in range(b):
+        if not torch.equal(m[n], SlicePattern("cached", int(lens[n])).build(lq, lk)):
+            raise Inexpressible(
+                "a paged kernel needs each sequence's keys first and its queries the last of them (causal)"
+            )
+    return lens
+
+
+class PagedKind(Kind):
+    name = "paged"
+    signature = (
+        "fn(q, k_cache, v_cache, block_table, seqlens_k) -> out (B, Lq, H, Dv); q (B, Lq, H, D) the newest "
+        "Lq tokens of each sequence, causal at its end; caches (num_blocks, block_size, H_kv, D) in pages"
+    )
+    properties = (
+        "finite_output",
+        "empty_rows_zero",
+        "reference_agreement",
+        "batch_independence",
+        "no_input_mutation",
+        "dtype_consistency",
+        "device_consistency",
+    )  # inference kernels: no gradients; the padding is the cache's unused slots, poisoned in every case
+    roles = ("q", "k_cache", "v_cache", "block_table", "seqlens_k")
+
+    options = (
+        Option("block_size", "keys a page holds; 0 (default): each case in pages of 16, 1, 3 or 5",
+               minimum=0),
+        Option("poison", "nan: the cache's slots that hold no key are NaN (a reused cache's garbage); "
+               "none: zeros", type="choice", choices=("nan", "none"), default="nan"),
+        Option("queries", "chunk: 1 to 4 queries a sequence (decode and chunked prefill); decode: one",
+               type="choice", choices=("chunk", "decode"), default="chunk"),
+        *CALL_OPTIONS,
+    )  # fmt: skip
+
+    def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> PagedCall:
+        return PagedCall(
+            fn_for,
+            dialect=Dialect(forward_only=True),
+            differentiable=False,
+            block_size=int(options.get("block_size") or 0),
+            poison=options.get("poison", "nan") == "nan",
+            **self.call_settings(options),
+        )
+
+    def describe(self, options: dict[str, Any]) -> str:
+        size = options.get("block_size") or 0
+        pages = f"pages of {size}" if size else "pages of 16, 1, 3 or 5"
+        poison = "NaN" if options.get("poison", "nan") == "nan" else "zeros"
+        one = "; one query a sequence" if options.get("queries") == "decode" else ""
+        return f"{self.signature}; {pages}, unused slots {poison}{one}; forward-only"
+
+    def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
+        from hypothesis import strategies as st
+
+        from xattn_ref.strategies import attention_cases
+
+        return attention_cases(
+            dtypes=[dtype],
+            devices=[device],
+            mask_layouts=["query_key"],
+            mask_patterns=["cached"],
+            allow_no_mask=False,
+            gqa=True,
+            q_len=1 if options.get("queries") == "decode" else st.integers(1, 4),
+            memory_layouts=["contiguous"],  # the call lays the cache out itself
+        )
+
+    def probe(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> AttentionCase:
+        from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
+
+        lq = 1 if options.get("queries") == "decode" else 2
+        mask = MaskSpec("query_key", (SlicePattern("cached", 5), SlicePattern("cached", 3)))
+        return CaseSpec(
+            batch_size=2, num_heads=2, q_len=lq, kv_len=5, head_dim=8, value_dim=8, dtype=dtype,
+            device=device, seed=0, logit_std=(1.0, 1.0), value_std=(1.0, 1.0), mask=mask,
+        ).build()  # fmt: skip
