@@ -68,7 +68,8 @@ MODELS = (
 
 #: Correct kernels of the dialects that no built-in has, each with its options, for the default
 #: sweep and ``--dialects`` (alone): a sliding window, soft-capping and sinks (each, and both),
-#: the (B, L, H, D) layout, and packed varlen sequences with a NaN tail.
+#: the (B, L, H, D) layout, packed varlen sequences with a NaN tail, and a paged KV cache (chunks,
+#: and decode steps in pages of 16).
 DIALECT_TWINS = (
     ("xattn_ref.zoo.kernels:windowed_kernel", "kernel", {"window": True}),
     ("xattn_ref.zoo.kernels:softcap_sinks_kernel", "kernel", {"softcap": True}),
@@ -76,6 +77,8 @@ DIALECT_TWINS = (
     ("xattn_ref.zoo.kernels:softcap_sinks_kernel", "kernel", {"softcap": True, "sinks": True, "heads": "gqa"}),  # noqa: E501
     ("xattn_ref.zoo.kernels:flash_layout_kernel", "kernel", {"layout": "blhd"}),
     ("xattn_ref.zoo.kernels:varlen_reference_kernel", "varlen", {}),
+    ("xattn_ref.zoo.kernels:paged_reference_kernel", "paged", {"queries": "chunk"}),
+    ("xattn_ref.zoo.kernels:paged_reference_kernel", "paged", {"queries": "decode", "block_size": 16}),
 )
 
 #: Properties whose failure is a NaN, or an infinity the allowance does not reach.
@@ -91,7 +94,7 @@ def main() -> int:
     parser.add_argument("--layers", action="store_true", help="six correct layers instead (see above)")
     parser.add_argument("--models", action="store_true", help="the correct models instead (see above)")
     parser.add_argument("--dialects", action="store_true", help="the dialects' correct kernels alone")
-    parser.add_argument("--only", default="", help="with --models: the models whose spec contains this")
+    parser.add_argument("--only", default="", help="with --models, --dialects: the specs that contain this")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = profile_settings("dev", max_examples=args.examples)
@@ -107,7 +110,7 @@ def main() -> int:
         written = ("online_softmax_kernel", "flash_backward_kernel", "eager_kernel")
         targets += [load_target(f"xattn_ref.zoo.kernels:{n}") for n in (() if args.dialects else written)]
         for spec, kind, options in DIALECT_TWINS:
-            if not options and not args.dialects:  # a built-in already
+            if (not options and not args.dialects) or args.only not in spec:  # a built-in already
                 continue
             target = load_target(spec, kind, resolve_options(kind, options, prefix=""))
             words = ",".join(f"{n}={v}" for n, v in options.items())

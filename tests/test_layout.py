@@ -88,3 +88,51 @@ def test_every_kind_declares_its_properties_and_none_inherits_them_from_the_base
     assert not hasattr(Kind, "properties")
     for kind in KINDS.values():
         assert kind.properties and set(kind.properties) <= set(PROPERTIES), kind
+
+
+HEAVY = ("torch", "hypothesis", "numpy", "transformers", "x_transformers", "peft", "einops", "pytest")
+
+
+def _heavy_modules() -> set[str]:
+    """The package's modules whose import (at module level, transitively) loads torch,
+    Hypothesis or an optional dependency."""
+    heavy: set[str] = set()
+    graph = module_imports()
+    direct: dict[str, bool] = {}
+    for name in graph:
+        path = ROOT.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        if not path.exists():
+            path = ROOT.joinpath(*name.split(".")[1:], "__init__.py")
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        found = [n.module for n in body if isinstance(n, ast.ImportFrom) and n.module]
+        found += [a.name for n in body if isinstance(n, ast.Import) for a in n.names]
+        direct[name] = any(m.split(".")[0] in HEAVY for m in found)
+    changed = True
+    while changed:
+        changed = False
+        for name, deps in graph.items():
+            if name not in heavy and (direct[name] or deps & heavy):
+                heavy.add(name)
+                changed = True
+    return heavy
+
+
+def test_an_import_inside_a_function_is_of_something_heavy():
+    """Imports go at the top, where readers and this file's graph see them; one inside a function
+    defers something heavy (torch, Hypothesis, an optional dependency, or a module of ours that
+    loads them), so that the pytest plugin stays inert in projects that do not use it and the
+    CLI answers a usage error before torch loads."""
+    heavy = _heavy_modules()
+    light_inside: list[str] = []
+    for path in ROOT.rglob("*.py"):
+        if "suite" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith("xattn_ref"):
+                    named = {f"{sub.module}.{a.name}" for a in sub.names}  # from xattn_ref import plan
+                    if sub.module not in heavy and not named & heavy and "suite" not in sub.module:
+                        light_inside.append(f"{path.relative_to(ROOT)}:{sub.lineno} {sub.module}")
+    assert light_inside == []

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from xattn_ref.errors import UsageError
+from xattn_ref.kinds import KINDS
 from xattn_ref.options import RUN_OPTIONS, Option, did_you_mean
 from xattn_ref.request import request
 
@@ -46,7 +47,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _all_options() -> list[tuple[Option, str]]:
     """Every option once, with the kinds it is for ("" for the run's own)."""
-    from xattn_ref.kinds import KINDS
 
     table: dict[str, tuple[Option, list[str]]] = {o.name: (o, []) for o in RUN_OPTIONS if o.name != "target"}
     for kind in KINDS.values():
@@ -56,7 +56,6 @@ def _all_options() -> list[tuple[Option, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from xattn_ref.kinds import KINDS
 
     p = _Parser(
         prog="xattn-check",
@@ -110,7 +109,6 @@ def _join_negative(argv: Sequence[str], parser: argparse.ArgumentParser) -> list
 
 def _list() -> None:
     from xattn_ref.checks import PROPERTIES
-    from xattn_ref.kinds import KINDS
 
     for kind in KINDS.values():
         print(f"{kind.name}: {kind.signature}")

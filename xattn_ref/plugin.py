@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from xattn_ref.options import FIXED_SEED_PROFILES, Option, pick
+from xattn_ref.errors import NotTaken, UsageError
+from xattn_ref.kinds import KINDS
+from xattn_ref.options import FIXED_SEED_PROFILES, RUN_OPTIONS, Option, pick
+from xattn_ref.request import request
 
 if TYPE_CHECKING:
     from xattn_ref._property import Property
@@ -36,8 +39,6 @@ PREFIX = "--xattn-"
 def _options() -> dict[str, Option]:
     """The plugin's options: the run's (:data:`xattn_ref.options.RUN_OPTIONS`, but ``jobs``:
     pytest-xdist's ``-n`` parallelizes here) and every kind's, each declared once."""
-    from xattn_ref.kinds import KINDS
-    from xattn_ref.options import RUN_OPTIONS
 
     table = {o.name: o for o in RUN_OPTIONS if o.name != "jobs"}
     for kind in KINDS.values():
@@ -96,7 +97,6 @@ class XattnRun:
         own) checked on it (what HypoFuzz drives); a case the target does not take is rejected."""
         from hypothesis import reject
 
-        from xattn_ref.errors import NotTaken
 
         case = data.draw(self.target.kind.cases(self.target.options, self.dtype, self.device))
         try:
@@ -158,8 +158,6 @@ class XattnState:
 
     def __init__(self, config: pytest.Config) -> None:
         from xattn_ref import plan
-        from xattn_ref.errors import UsageError
-        from xattn_ref.request import request
 
         given = _given(config)
         worker_seed = getattr(config, "workerinput", {}).get("xattn_seed")

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from xattn_ref.config import RunConfig
 from xattn_ref.errors import UsageError
+from xattn_ref.options import did_you_mean
 from xattn_ref.precision import summarize
 from xattn_ref.runner import Result
 
@@ -47,7 +48,6 @@ def read_xfail(path: str, source: str = "--xfail") -> dict[str, str]:
     except OSError as exc:
         raise UsageError(f"{source}: cannot read {path!r}: {exc.strerror}") from None
     from xattn_ref.checks import PROPERTIES
-    from xattn_ref.options import did_you_mean
 
     entries: dict[str, str] = {}
     for number, line in enumerate(lines, 1):

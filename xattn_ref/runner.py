@@ -42,6 +42,7 @@ from hypothesis.errors import FlakyFailure, FlakyReplay, HypothesisException
 from xattn_ref._devices import dtype_name, unavailable_reason
 from xattn_ref.checks import PROPERTIES
 from xattn_ref.errors import NotTaken, PropertyFailure, TargetError
+from xattn_ref.kinds.callmap import CallMap
 from xattn_ref.precision import Notes, collected
 
 __all__ = ["KeyedDatabase", "Result", "Status", "Task", "run_property", "run_seed", "run_tasks"]
@@ -257,7 +258,6 @@ def _database_key(check: Callable[..., Any]) -> bytes:
 def _inverted_mask_hint(target: Any, prop: Any, call: Any, case: Any) -> str | None:
     """A hint when the minimal case holds with every bool mask inverted (True = padding): the
     target may take the other convention, which ``--call`` declares."""
-    from xattn_ref.kinds.callmap import CallMap
 
     roles = target.kind.roles
     if call.callmap is not None or case is None or not any("mask" in r for r in roles):

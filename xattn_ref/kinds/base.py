@@ -4,9 +4,12 @@ kinds' options in every project that has xattn_ref installed)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from xattn_ref.errors import TargetError
+from xattn_ref.kinds.callmap import CallMap
 from xattn_ref.options import Option
 
 if TYPE_CHECKING:
@@ -100,7 +103,6 @@ class Kind:
 
     def call_settings(self, options: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments of :class:`TargetCall` that ``options`` give."""
-        from xattn_ref.kinds.callmap import CallMap
 
         text = options.get("call")
         return {
@@ -144,7 +146,6 @@ def key_padding_mask() -> MaskSpec:
 def grad_mode(differentiable: bool) -> Any:
     """Forward-only targets run as inference does, under ``torch.no_grad()`` (where fast paths
     such as ``nn.TransformerEncoderLayer``'s take over)."""
-    import contextlib
 
     import torch
 
@@ -210,7 +211,6 @@ class TargetCall:
 def select_output(out: Any, select: str | None) -> Any:
     """``out`` itself, or a tuple's first element; with ``select``, that index or name of it
     (:class:`~xattn_ref.errors.TargetError` when it has none)."""
-    from xattn_ref.errors import TargetError
 
     if select is None:
         return out[0] if isinstance(out, tuple) and out else out

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from xattn_ref.errors import NotTaken, TargetError
 from xattn_ref.kinds.base import (
     CALL_OPTIONS,
     FORWARD_ONLY,
@@ -25,6 +26,7 @@ from xattn_ref.kinds.base import (
     Kind,
     TargetCall,
     grad_mode,
+    select_output,
     trainable_parameters,
 )
 from xattn_ref.options import Option
@@ -140,7 +142,6 @@ class ModelCall(TargetCall):
         import torch
 
         from xattn_ref._calls import invoke
-        from xattn_ref.errors import NotTaken
         from xattn_ref.wrapped import inner_model
 
         fn = self._model(case)
@@ -207,7 +208,6 @@ class ModelCall(TargetCall):
     @contextlib.contextmanager
     def implementation(self, case: ModelCase, name: str) -> Iterator[None]:
         """The model switched to attention implementation ``name`` for the block (and back)."""
-        from xattn_ref.errors import NotTaken
         from xattn_ref.wrapped import inner_model
 
         fn = inner_model(self._model(case))
@@ -238,8 +238,6 @@ def _logits(out: Any, case: ModelCase, select: str | None, length: int | None = 
     tuple's first element); checked to be float ``(B, L, V)``."""
     import torch
 
-    from xattn_ref.errors import TargetError
-    from xattn_ref.kinds.base import select_output
 
     if select is None and getattr(out, "logits", None) is not None:
         y = out.logits

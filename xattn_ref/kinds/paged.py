@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xattn_ref.dialects import Dialect
+from xattn_ref.errors import Inexpressible
 from xattn_ref.kinds.base import CALL_OPTIONS, FnFor, Kind
 from xattn_ref.kinds.kernel import KernelCall
 from xattn_ref.options import Option
@@ -111,7 +112,6 @@ def cached_lengths(case: AttentionCase) -> torch.Tensor:
     import torch
 
     from xattn_ref.cases import SlicePattern
-    from xattn_ref.errors import Inexpressible
 
     b, lq, lk = case.q.shape[0], case.q.shape[2], case.k.shape[2]
     m = case.full_mask.cpu()

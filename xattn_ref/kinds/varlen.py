@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xattn_ref.dialects import Dialect
+from xattn_ref.errors import Inexpressible
 from xattn_ref.kinds.base import CALL_OPTIONS, FORWARD_ONLY, FnFor, Kind, key_padding_mask
 from xattn_ref.kinds.kernel import KernelCall
 from xattn_ref.options import Option
@@ -83,7 +84,6 @@ def packed_lengths(case: AttentionCase) -> tuple[torch.Tensor, torch.Tensor]:
     ``packed`` slice says its own), the spec's numbers are taken."""
     import torch
 
-    from xattn_ref.errors import Inexpressible
 
     b, h, lq, lk = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.k.shape[2]
     if case.mask is None:
