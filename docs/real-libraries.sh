@@ -32,3 +32,6 @@ run 'xattn_ref.zoo.hf_layers:hf_decoder_layer("qwen2", attn_implementation="eage
 run 'xattn_ref.zoo.hf_layers:hf_cross_attention("whisper")' --kind layer --dim 16
 run 'xattn_ref.zoo.hf_layers:hf_cross_attention("t5")' --kind layer --dim 16 --empty-rows finite
 run 'x_transformers:Attention(dim=16, heads=2)' --kind encoder --dim 16 --call 'x, mask=mask' --dtype float16
+run transformers.models.gemma2.modeling_gemma2:eager_attention_forward --kind hf --softcap --empty-rows finite
+run transformers.models.gpt_oss.modeling_gpt_oss:eager_attention_forward --kind hf --sinks --empty-rows finite
+run examples/real/gpt_oss_f32_shift.py:eager_f32_shift --kind hf --sinks --empty-rows finite

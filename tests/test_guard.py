@@ -17,9 +17,9 @@ FIXED_BY_THE_GUARD = [
     "neg_inf_softmax",
     "finfo_min_fill",
     "zero_after_neg_inf",
-    "minus_1e9_fill",
     "unguarded_long_context",
-]
+]  # not minus_1e9_fill: the guard fixes its float16 empty rows, not its float64 sentinel, which
+# logits shifted below -1e9 (float64 reaches -1e12) sit under (padding_invariance fails)
 SWEEP = pytest.mark.sweep
 
 

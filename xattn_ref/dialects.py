@@ -338,8 +338,8 @@ class Dialect:
             kwargs["window_size"] = case.window if case.window is not None else (-1, -1)
         elif case.window is not None:
             raise Inexpressible(f"a case with a sliding window {case.window} needs a kernel that takes one")
-        if self.softcap:
-            kwargs["softcap"] = case.softcap or 0.0
+        if self.softcap and case.softcap is not None:  # none: the kernel's default (0.0, None)
+            kwargs["softcap"] = case.softcap
         elif case.softcap is not None:
             raise Inexpressible(f"a case soft-capped at {case.softcap:g} needs a kernel that takes softcap=")
         sinks = case.sinks

@@ -38,6 +38,10 @@ class HFCall(KernelCall):
         causal = bool(kwargs.pop("is_causal", False))
         module = hf_module(case.groups, is_causal=causal)
         call_kwargs: dict[str, Any] = {"scaling": case.effective_scale, "dropout": 0.0}
+        if "softcap" in kwargs:  # Gemma 2's eager_attention_forward(..., softcap=)
+            call_kwargs["softcap"] = kwargs["softcap"]
+        if self.dialect.sinks:  # gpt-oss's: a parameter of the module, (H,)
+            module.sinks = kwargs["sinks"]
         if causal:
             call_kwargs["is_causal"] = True
         named = {"module": module, "query": args["q"], "key": args["k"], "value": args["v"]}

@@ -139,7 +139,7 @@ def kernel_budget(
     a = a0 if bias is None else a0 + bias.abs()  # s + bias rounds relative to |s| + |bias|
     if sinks is not None:  # the sink's column: its logit, exact (nothing rounds it but z - m)
         s, s_plain = _column(s, sinks), _column(s_plain, sinks)
-        z_round, a0, a = (_column(t, None) for t in (z_round, a0, a))
+        z_round, a0, a = (_column(t, None) for t in (z_round, a0, a))  # exact: nothing rounds it
         m = torch.cat([m.expand(*s.shape[:-1], lk), m.new_ones(*s.shape[:-1], 1)], -1)
     largest = float(torch.where(m, s.abs(), 0.0).max()) if s.numel() else 0.0
     if lowered and largest * eps > 1.0:
@@ -226,7 +226,9 @@ def kernel_budget(
         # order of S, which a backward that recomputes S may not share with the forward that
         # made the lse (2 eps_dot D max_j a_ij: off by that much even where one key takes all
         # the weight)
-        a_max = torch.where(m, a, 0.0).amax(-1, keepdim=True)
+        # (a sink is a logit of the row too: the logsumexp reaches its size)
+        row = a if sinks is None else _column(a[..., :lk], sinks.abs())
+        a_max = torch.where(m, row, 0.0).amax(-1, keepdim=True)
         lse = a_max + torch.log(m.sum(-1, keepdim=True) + 1.0)
         pg = p * (eps_acc * (2 * lse + 2) + 2 * eps_dot * q.shape[-1] * a_max)
         # the row sum of n weights (any order) scales every weight of the row alike

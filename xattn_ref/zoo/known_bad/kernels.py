@@ -68,9 +68,9 @@ def zero_after_neg_inf(
 def minus_1e9_fill(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """An additive ``-1e9`` bias and an explicit zero for empty rows: correct in float32 and
-    float64, but ``-1e9`` is ``-inf`` in float16, so there the backward pass of an empty row is
-    NaN."""
+    """An additive ``-1e9`` bias and an explicit zero for empty rows: ``-1e9`` is ``-inf`` in
+    float16, so there the backward pass of an empty row is NaN; in float64, rows whose logits lie
+    below -1e9 give the padding their weight (as ``finite_initial_max``'s -5e4 does)."""
     s = _scores(q, k)
     if mask is None:
         return _pv(s.softmax(-1), v)
