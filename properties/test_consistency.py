@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from xattn_ref._calls import Call, cotangent, first_nonfinite, index_str
+from xattn_ref._calls import Call, cotangent, first_nonfinite, index_str, model_call
 from xattn_ref._compare import OutputBudget, expect, forward, judged_rows, only_judged
 from xattn_ref._property import not_cpu, not_float64, stated
 from xattn_ref.cases import Case
@@ -86,14 +86,15 @@ def implementation_consistency(call: Call, case: ModelCase) -> bool:
     model as given, at every real token (a fast path that forgets the mask, or a guard one path
     has and another lacks), within the sum of the two implementations' allowances (each one's
     own arithmetic: eager's float32 softmax in a float64 run is float32-accurate)."""
-    names = call.implementations(case)  # type: ignore[attr-defined]
+    model = model_call(call, "implementation_consistency")
+    names = model.implementations(case)
     if not names:
         raise NotTaken("the model offers one attention implementation (no set_attn_implementation)")
     before = call(case)
     budget = OutputBudget(call, case, tuple(before.shape))
     judged = judged_rows(call, case)
     for name in names:
-        with call.implementation(case, name):  # type: ignore[attr-defined]
+        with model.implementation(case, name):
             after = only_judged(judged, call(case), before)
             # both implementations' arithmetic: each one's allowance against the truth
             theirs = OutputBudget(call, case, tuple(before.shape))
@@ -111,12 +112,13 @@ def cached_decoding(call: Call, case: ModelCase) -> bool:
     pads it, unless the model takes right padding only (``--padding-side right``). A cache step
     that drops the mask, or counts positions from the cache's length, attends to the padding or
     shifts the positions."""
-    if "left" in getattr(call, "sides", ("left",)):
+    model = model_call(call, "cached_decoding")
+    if "left" in model.sides:
         case = case.with_side("left")
     if not bool(case.judged().any()):
         return False
     full = call(case)
-    stepped = call.decode(case)  # type: ignore[attr-defined]
+    stepped = model.decode(case)
     budget = OutputBudget(call, case, tuple(full.shape))
     stepped = only_judged(case.judged(), stepped, full)
     c = budget.compare(case.output_name, stepped, full, factor=2)

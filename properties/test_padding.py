@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from xattn_ref._calls import Call, cotangent, first_nonfinite, index_str
+from xattn_ref._calls import Call, cotangent, first_nonfinite, index_str, model_call
 from xattn_ref._compare import (
     OutputBudget,
     expect,
@@ -149,7 +149,7 @@ def compaction_equivalence(call: Call, case: Case) -> bool:
             continue
         tested = True
         other, words = alone
-        mine = case.pick(b, out) if hasattr(case, "pick") else out[b : b + 1]
+        mine = case.pick(b, out)
         c = budget.compare(case.output_name, mine, call(other), batch=slice(b, b + 1), factor=2)
         expect("compaction_equivalence", case, c, words, offset=b)
     return tested
@@ -162,7 +162,7 @@ def padding_side_invariance(call: Call, case: ModelCase) -> bool:
     index, not the mask, shifts left-padded tokens)."""
     if bool(case.judged().all()) and bool(case.attention_mask.all()):
         return False
-    sides = getattr(call, "sides", ("right", "left"))
+    sides = model_call(call, "padding_side_invariance").sides
     if len(sides) < 2:
         raise NotTaken(f"the model is declared to take {sides[0]} padding only (--padding-side)")
     side = case.spec.tokens.side

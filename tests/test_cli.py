@@ -535,3 +535,9 @@ def test_a_kernel_that_always_takes_a_mask_declares_it_with_one_option():
     r = cli(*args, "--always-mask")
     assert r.returncode == 0, r.stdout
     assert "mask None" not in r.stdout and "mask bool" in r.stdout
+
+
+def test_an_unusable_target_is_one_line_however_long_its_error():
+    r = cli(f"{TARGETS}:cuda_only", *FAST)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "unusable target" in r.stderr and "Could not run" in r.stderr and "(on q (2, 2, 3, 8)" in r.stderr

@@ -193,3 +193,14 @@ def test_hugging_face_continuous_batching_gives_each_request_its_greedy_tokens(f
     got = [list(batched[f"req_{n}"].generated_tokens) for n in range(len(requests))]
     alone = [model.generate(torch.tensor([r]), generation_config=config)[0, len(r) :] for r in requests]
     assert got == [a.tolist() for a in alone]
+
+
+def test_a_model_property_on_another_kinds_call_is_a_one_line_error():
+    from xattn_ref.checks import check
+    from xattn_ref.errors import XattnArgumentError
+    from xattn_ref.kinds import KINDS, kernel_call
+    from xattn_ref.zoo.kernels import sdpa_kernel
+
+    case = KINDS["kernel"].probe({}, torch.float32, "cpu")
+    with pytest.raises(XattnArgumentError, match=r"cached_decoding checks a whole model \(--kind model\)"):
+        check("cached_decoding", kernel_call(sdpa_kernel), case)

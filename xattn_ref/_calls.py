@@ -7,11 +7,12 @@ The same for every kind of target: a *call* (:class:`Call`, made by the target's
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
-from xattn_ref.errors import NotTaken, TargetError
+from xattn_ref.errors import NotTaken, TargetError, XattnArgumentError
 
 if TYPE_CHECKING:  # typing only: the tolerance model calls back into this module
     from xattn_ref.tolerance import Budget
@@ -33,12 +34,34 @@ class Call(Protocol):
     parameters for a case's dtype and device, and the tolerance budget of a case."""
 
     differentiable: bool
+    empty_rows: str  # the empty-row policy: "zero" or "finite"
 
     def __call__(self, case: Any) -> torch.Tensor: ...
     def arguments(self, case: Any) -> tuple[dict[str, Any], dict[str, Any]]: ...
     def run(self, case: Any, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor: ...
     def parameters(self, case: Any) -> dict[str, torch.Tensor]: ...
     def budget(self, case: Any, g: torch.Tensor, *, grads: bool) -> Budget: ...
+
+
+@runtime_checkable
+class ModelCalls(Protocol):
+    """What a whole model's call (the ``model`` kind's :class:`~xattn_ref.kinds.ModelCall`)
+    offers the model properties beyond :class:`Call`: the padding sides it takes, its cached
+    decoding, and its attention implementations."""
+
+    sides: tuple[str, ...]
+
+    def decode(self, case: Any) -> torch.Tensor: ...
+    def implementations(self, case: Any) -> tuple[str, ...]: ...
+    def implementation(self, case: Any, name: str) -> AbstractContextManager[None]: ...
+
+
+def model_call(call: Call, prop: str) -> ModelCalls:
+    """``call`` as a model's call, for property ``prop``; a one-line error when it is another
+    kind's (the property is the model kind's)."""
+    if not isinstance(call, ModelCalls):
+        raise XattnArgumentError(f"{prop} checks a whole model (--kind model), got a {type(call).__name__}")
+    return call
 
 
 def index_str(name: str, index: tuple[int, ...]) -> str:

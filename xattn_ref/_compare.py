@@ -70,10 +70,10 @@ def judged_rows(call: Call, case: Any) -> torch.Tensor | None:
     are not judged (``case.judged()``); under the empty-row policy ``finite`` only the rows that
     allow some key are (bool ``(B, H, Lq)`` for a kernel, ``(B, Lq)`` for a layer): an empty
     row's value is the policy's business, checked for finiteness only."""
-    if hasattr(case, "judged"):
-        judged: torch.Tensor = case.judged()
+    judged: torch.Tensor | None = case.judged()
+    if judged is not None:
         return judged
-    if getattr(call, "empty_rows", "zero") != "finite":
+    if call.empty_rows != "finite":
         return None
     rows: torch.Tensor = ~case.empty_rows
     return rows

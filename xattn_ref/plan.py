@@ -138,15 +138,25 @@ def probe(target: Target, dtypes: Sequence[torch.dtype], devices: Sequence[str])
                         no_float64 = exc
                         continue
                     raise UsageError(
-                        f"unusable target {target.name} (probed on {dtype_name(dtype)}, {device}): {exc}"
+                        f"unusable target {target.name} (probed on {dtype_name(dtype)}, {device}): "
+                        + _one_line(str(exc))
                     ) from None
                 if no_float64 is not None:
                     why = str(no_float64).splitlines()[0].split(" (on ")[0]
                     target.unusable[dtype_name(torch.float64)] = f"the target does not run in float64: {why}"
                 return f"{dtype_name(dtype)}/{device}"
     if no_float64 is not None:
-        raise UsageError(f"unusable target {target.name} (probed on float64): {no_float64}")
+        raise UsageError(f"unusable target {target.name} (probed on float64): {_one_line(str(no_float64))}")
     return None
+
+
+def _one_line(message: str) -> str:
+    """A target's error in one line: its first line and, when it has more (a dispatcher's list
+    of backends), its last, which says on what it was called."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 2:
+        return " ".join(lines)
+    return f"{lines[0]} [... {len(lines) - 2} lines ...] {lines[-1]}"
 
 
 def notes(

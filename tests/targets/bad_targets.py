@@ -88,3 +88,9 @@ def zeros_for_one_key(q, k, v, mask):
     if k.shape[2] == 1:
         return torch.zeros(*q.shape[:3], v.shape[-1], dtype=q.dtype, device=q.device)
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def cuda_only(q, k, v, mask):
+    """Raises as a CUDA-only operator does on the CPU: a message of many lines."""
+    backends = "\n".join(f"{name}: registered at somewhere.cpp" for name in ("CPU", "CUDA", "Meta"))
+    raise NotImplementedError(f"Could not run 'aten::_flash_attention' from the 'CPU' backend.\n{backends}")

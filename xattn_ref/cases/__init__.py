@@ -21,7 +21,7 @@ Einstein notation: b batch, h heads, i query position, j key position, d head di
 
 from __future__ import annotations
 
-from xattn_ref.cases.kernel import AttentionCase, Case, CaseSpec
+from xattn_ref.cases.kernel import AttentionCase, CaseSpec
 from xattn_ref.cases.layer import EncoderCase, EncoderCaseSpec, LayerCase, LayerCaseSpec
 from xattn_ref.cases.masks import (
     ALL_MASK_LAYOUTS,
@@ -38,6 +38,7 @@ from xattn_ref.cases.masks import (
 )
 from xattn_ref.cases.memory import MEMORY_LAYOUTS
 from xattn_ref.cases.model import ModelCase, ModelCaseSpec, Stream
+from xattn_ref.cases.protocol import Case
 
 __all__ = [
     "ALL_MASK_LAYOUTS",

@@ -7,9 +7,7 @@ Einstein notation: b batch, h heads, i query position, j key position, d head di
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import torch
 
@@ -19,7 +17,6 @@ from xattn_ref.cases.memory import lay_out, lay_out_mask
 
 __all__ = [
     "AttentionCase",
-    "Case",
     "CaseSpec",
 ]
 
@@ -148,34 +145,6 @@ class CaseSpec:
             f"B={self.batch_size} H={self.num_heads}{extra} Lq={self.q_len} Lk={self.kv_len} "
             f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}{layout}"
         )
-
-
-class Case(Protocol):
-    """What every kind of case offers to the properties in :mod:`xattn_ref.checks`."""
-
-    output_name: str  # "out" for kernels, "y" for layers
-
-    @property
-    def dtype(self) -> torch.dtype: ...
-    @property
-    def device(self) -> torch.device: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    def arguments(self) -> Mapping[str, torch.Tensor | None]: ...
-    def inputs(self) -> dict[str, torch.Tensor]: ...
-    def replace(self, **tensors: torch.Tensor | None) -> Any: ...
-    def to(self, *, dtype: torch.dtype | None = None, device: str | None = None) -> Any: ...
-    def where(self, name: str, index: tuple[int, ...]) -> str: ...
-    def with_padding_replaced(self) -> tuple[Any, str] | None: ...
-    def with_padding_poisoned(self) -> tuple[Any, str] | None: ...
-    def compactable(self) -> bool: ...
-    def alone(self, b: int) -> tuple[Any, str] | None: ...
-    def redrawn(self, b: int) -> tuple[Any, str]: ...
-    def emptied(self, b: int) -> tuple[Any, str]: ...
-    def describe(self) -> str: ...
-    def snippet(self) -> str: ...
 
 
 def _signs(shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
@@ -412,6 +381,15 @@ class AttentionCase:
         """True when the mask is a key-padding mask (the same for every head and query) and there
         is no causal mask (removing keys would move its diagonal)."""
         return self._key_padding() is not None
+
+    def pick(self, b: int, out: torch.Tensor) -> torch.Tensor:
+        """The part of the full output that :meth:`alone` ``(b)`` computes: batch element b."""
+        return out[b : b + 1]
+
+    def judged(self) -> torch.Tensor | None:
+        """The output rows comparisons judge, when the case says (None: the call's empty-row
+        policy does, :func:`xattn_ref._compare.judged_rows`)."""
+        return None
 
     def alone(self, b: int) -> tuple[AttentionCase, str] | None:
         """Batch element ``b`` alone, its padding physically removed, ``mask=None``; None when its

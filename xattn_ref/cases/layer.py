@@ -214,6 +214,14 @@ class LayerCase(_Padded):
     def where(self, name: str, index: tuple[int, ...]) -> str:
         return self._context_words(index[0]) if index else ""
 
+    def pick(self, b: int, out: torch.Tensor) -> torch.Tensor:
+        """The part of the full output that :meth:`alone` ``(b)`` computes: batch element b."""
+        return out[b : b + 1]
+
+    def judged(self) -> torch.Tensor | None:
+        """None: every query is judged, as the call's empty-row policy says."""
+        return None
+
     def alone(self, b: int) -> tuple[LayerCase, str] | None:
         keep = self.context_mask[b].nonzero().squeeze(-1)
         if keep.numel() == 0:
