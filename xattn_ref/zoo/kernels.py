@@ -23,6 +23,7 @@ __all__ = [
     "online_softmax_kernel",
     "padded_causal_kernel",
     "padded_sequence_kernel",
+    "paged_attention",
     "paged_reference_kernel",
     "reference_kernel",
     "safe_sdpa_kernel",
@@ -110,8 +111,24 @@ def paged_reference_kernel(
     ``ref_paged_attn``): each sequence's keys gathered page by page through its block table up to
     ``seqlens_k``, its Lq queries causal at their end, the guarded reference on them. q and out
     ``(B, Lq, H, D)``. Run it with ``--kind paged``."""
-    from xattn_ref.cases import SlicePattern
+    return paged_attention(q, k_cache, v_cache, block_table, seqlens_k)
 
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+    *,
+    whole_pages: bool = False,
+    top_left: bool = False,
+    physical_order: bool = False,
+) -> torch.Tensor:
+    """:func:`paged_reference_kernel`, and the classic mistakes of paged kernels by keyword (the
+    known-bads of ``--kind paged``): every slot of a sequence's pages read (``whole_pages``), a
+    chunk's causal mask aligned top-left (``top_left``), pages read in memory order
+    (``physical_order``)."""
     b, lq, h = q.shape[0], q.shape[1], q.shape[2]
     size = k_cache.shape[1]
     outs = []
@@ -121,11 +138,14 @@ def paged_reference_kernel(
             outs.append(q.new_zeros(1, lq, h, v_cache.shape[-1]))
             continue
         pages = block_table[n, : -(-keys // size)].long()
-        k = k_cache[pages].flatten(0, 1)[:keys]  # (keys, H_kv, D)
-        v = v_cache[pages].flatten(0, 1)[:keys]
-        mask = SlicePattern("cached", keys).build(lq, keys).to(q.device)
-        k, v = (t.transpose(0, 1)[None] for t in (k, v))  # (1, H_kv, keys, D)
-        out = reference.attention(q[n : n + 1].transpose(1, 2), k, v, mask)
+        pages = pages.sort().values if physical_order else pages
+        read = pages.numel() * size if whole_pages else keys
+        k, v = (c[pages].flatten(0, 1)[:read] for c in (k_cache, v_cache))  # (read, H_kv, D)
+        j = torch.arange(read)
+        i = torch.arange(lq).unsqueeze(-1)
+        mask = j <= i if top_left else (j <= i + keys - lq) | (j >= keys)  # query i at keys - lq + i
+        k, v = (t.transpose(0, 1)[None] for t in (k, v))  # (1, H_kv, read, D)
+        out = reference.attention(q[n : n + 1].transpose(1, 2), k, v, mask.to(q.device))
         outs.append(out.transpose(1, 2))
     return torch.cat(outs) if outs else q.new_zeros(0, lq, h, v_cache.shape[-1])
 

@@ -253,45 +253,6 @@ def sink_as_a_key(
     return out + weight * first
 
 
-def _paged(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_table: torch.Tensor,
-    seqlens_k: torch.Tensor,
-    *,
-    whole_pages: bool = False,
-    top_left: bool = False,
-    physical_order: bool = False,
-    page_size: int | None = None,
-) -> torch.Tensor:
-    """``zoo.kernels.paged_reference_kernel`` with one defect switched on."""
-    from xattn_ref import reference
-    from xattn_ref.cases import SlicePattern
-
-    b, lq, h = q.shape[0], q.shape[1], q.shape[2]
-    size = page_size or k_cache.shape[1]
-    outs = []
-    for n in range(b):
-        keys = int(seqlens_k[n])
-        if keys == 0:
-            outs.append(q.new_zeros(1, lq, h, v_cache.shape[-1]))
-            continue
-        pages = block_table[n, : -(-keys // size)].long()
-        pages = pages.sort().values if physical_order else pages
-        k, v = (c[pages].flatten(0, 1)[: pages.numel() * size] for c in (k_cache, v_cache))
-        k, v = (k, v) if whole_pages else (k[:keys], v[:keys])
-        n_keys = k.shape[0]
-        mask = SlicePattern("cached", keys).build(lq, n_keys) | (torch.arange(n_keys) >= keys)
-        if top_left:  # query i sees keys up to i, as SDPA's is_causal aligns them
-            mask = torch.arange(n_keys) <= torch.arange(lq).unsqueeze(-1)
-        mask = mask if whole_pages else mask & (torch.arange(n_keys) < keys)
-        k, v = (t.transpose(0, 1)[None] for t in (k, v))
-        out = reference.attention(q[n : n + 1].transpose(1, 2), k, v, mask.to(q.device))
-        outs.append(out.transpose(1, 2))
-    return torch.cat(outs)
-
-
 @known_bad("finite_output", options={"kind": "paged"})
 def paged_reads_whole_pages(
     q: torch.Tensor,
@@ -303,7 +264,9 @@ def paged_reads_whole_pages(
     """Attends to every slot of a sequence's pages, its last page's unused slots included (a
     tile loaded whole and masked by page, not by length: sglang#32477's class): NaN from a
     reused cache's garbage; right when every sequence fills its last page."""
-    return _paged(q, k_cache, v_cache, block_table, seqlens_k, whole_pages=True)
+    from xattn_ref.zoo.kernels import paged_attention
+
+    return paged_attention(q, k_cache, v_cache, block_table, seqlens_k, whole_pages=True)
 
 
 @known_bad("reference_agreement", options={"kind": "paged"})
@@ -316,7 +279,9 @@ def paged_top_left(
 ) -> torch.Tensor:
     """Aligns a chunk's causal mask top-left (query i sees keys up to i: SDPA's ``is_causal``,
     pytorch#144858) instead of at the end of the cache: right for one query with one key."""
-    return _paged(q, k_cache, v_cache, block_table, seqlens_k, top_left=True)
+    from xattn_ref.zoo.kernels import paged_attention
+
+    return paged_attention(q, k_cache, v_cache, block_table, seqlens_k, top_left=True)
 
 
 @known_bad("reference_agreement", options={"kind": "paged"})
@@ -330,7 +295,9 @@ def paged_physical_order(
     """Reads a sequence's pages in the order they lie in memory, not the block table's (the
     output depends on where pages lie: pytorch#182593's class): right while pages are allocated
     in order, wrong for a chunk once they are not."""
-    return _paged(q, k_cache, v_cache, block_table, seqlens_k, physical_order=True)
+    from xattn_ref.zoo.kernels import paged_attention
+
+    return paged_attention(q, k_cache, v_cache, block_table, seqlens_k, physical_order=True)
 
 
 @known_bad("reference_agreement", options={"kind": "paged"})
@@ -343,8 +310,10 @@ def paged_assumes_16(
 ) -> torch.Tensor:
     """Takes every page to hold 16 keys (vLLM's default block size), whatever the cache's
     shape says: right for pages of 16 only (flashinfer#3716's class: block sizes off the edge)."""
+    from xattn_ref.zoo.kernels import paged_attention
+
     if k_cache.shape[1] == 16:
-        return _paged(q, k_cache, v_cache, block_table, seqlens_k)
+        return paged_attention(q, k_cache, v_cache, block_table, seqlens_k)
     # a page of size s read as 16: keys i * 16 + j taken from page i's row j, past its end into
     # the next physical page's
     flat_k, flat_v = k_cache.flatten(0, 1), v_cache.flatten(0, 1)
@@ -354,7 +323,7 @@ def paged_assumes_16(
     k16 = torch.cat([flat_k, flat_k.new_zeros(pad, *flat_k.shape[1:])]).reshape(-1, 16, *flat_k.shape[1:])
     v16 = torch.cat([flat_v, flat_v.new_zeros(pad, *flat_v.shape[1:])]).reshape(-1, 16, *flat_v.shape[1:])
     table = (block_table.long() * size // 16).clamp(max=k16.shape[0] - 1).to(block_table.dtype)
-    return _paged(q, k16, v16, table, seqlens_k)
+    return paged_attention(q, k16, v16, table, seqlens_k)
 
 
 @known_bad("finite_output", options={"kind": "varlen"})
