@@ -47,7 +47,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _all_options() -> list[tuple[Option, str]]:
     """Every option once, with the kinds it is for ("" for the run's own)."""
-
     table: dict[str, tuple[Option, list[str]]] = {o.name: (o, []) for o in RUN_OPTIONS if o.name != "target"}
     for kind in KINDS.values():
         for o in kind.options:
@@ -56,7 +55,6 @@ def _all_options() -> list[tuple[Option, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     p = _Parser(
         prog="xattn-check",
         description="Property-based checks of masked attention at the edges "

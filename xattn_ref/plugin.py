@@ -39,7 +39,6 @@ PREFIX = "--xattn-"
 def _options() -> dict[str, Option]:
     """The plugin's options: the run's (:data:`xattn_ref.options.RUN_OPTIONS`, but ``jobs``:
     pytest-xdist's ``-n`` parallelizes here) and every kind's, each declared once."""
-
     table = {o.name: o for o in RUN_OPTIONS if o.name != "jobs"}
     for kind in KINDS.values():
         for o in kind.options:
@@ -96,7 +95,6 @@ class XattnRun:
         """One case of this run's kind, drawn from ``data``, and ``prop`` (the property test's
         own) checked on it (what HypoFuzz drives); a case the target does not take is rejected."""
         from hypothesis import reject
-
 
         case = data.draw(self.target.kind.cases(self.target.options, self.dtype, self.device))
         try:

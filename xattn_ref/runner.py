@@ -258,7 +258,6 @@ def _database_key(check: Callable[..., Any]) -> bytes:
 def _inverted_mask_hint(target: Any, prop: Any, call: Any, case: Any) -> str | None:
     """A hint when the minimal case holds with every bool mask inverted (True = padding): the
     target may take the other convention, which ``--call`` declares."""
-
     roles = target.kind.roles
     if call.callmap is not None or case is None or not any("mask" in r for r in roles):
         return None

@@ -103,7 +103,6 @@ class Kind:
 
     def call_settings(self, options: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments of :class:`TargetCall` that ``options`` give."""
-
         text = options.get("call")
         return {
             "select": options.get("select"),
@@ -211,7 +210,6 @@ class TargetCall:
 def select_output(out: Any, select: str | None) -> Any:
     """``out`` itself, or a tuple's first element; with ``select``, that index or name of it
     (:class:`~xattn_ref.errors.TargetError` when it has none)."""
-
     if select is None:
         return out[0] if isinstance(out, tuple) and out else out
     try:

@@ -238,7 +238,6 @@ def _logits(out: Any, case: ModelCase, select: str | None, length: int | None = 
     tuple's first element); checked to be float ``(B, L, V)``."""
     import torch
 
-
     if select is None and getattr(out, "logits", None) is not None:
         y = out.logits
     elif select is None and hasattr(out, "to_tuple"):  # a Hugging Face output without logits

@@ -84,7 +84,6 @@ def packed_lengths(case: AttentionCase) -> tuple[torch.Tensor, torch.Tensor]:
     ``packed`` slice says its own), the spec's numbers are taken."""
     import torch
 
-
     b, h, lq, lk = case.q.shape[0], case.q.shape[1], case.q.shape[2], case.k.shape[2]
     if case.mask is None:
         return torch.full((b,), lq, dtype=torch.int64), torch.full((b,), lk, dtype=torch.int64)
