@@ -135,8 +135,8 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
     def spy(q, k, v, cu_q, cu_k, max_q, max_k):
         from xattn_ref.zoo.kernels import varlen_reference_kernel
 
-        seen.append((tuple(q.shape), cu_k.tolist(), max_k, cu_q.diff().tolist()))
-        assert q.shape[0] == int(cu_q[-1]) + 2 and bool(q[int(cu_q[-1]) :].isnan().all())  # the NaN tail
+        seen.append((q.shape[0] - int(cu_q[-1]), cu_k.tolist(), max_k, cu_q.diff().tolist()))
+        assert bool(q[int(cu_q[-1]) :].isnan().all())  # the NaN tail
         return varlen_reference_kernel(q, k, v, cu_q, cu_k, max_q, max_k)
 
     r = run("finite_output", spy, kind="varlen", max_examples=60)
@@ -149,6 +149,7 @@ def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():
     # packed as servers pack: a prefill next to a one-query decode step, and fewer queries than sequences
     assert any(1 in q_lens and max(q_lens) > 1 for *_, q_lens in seen)
     assert any(sum(q_lens) < len(q_lens) for *_, q_lens in seen)
+    assert {tail for tail, *_ in seen} == {0, 1, 2}  # no tail, or one or two rows of NaN
     # a kernel that reads the keys to the end of the buffer meets the tail; declared tail-free, it holds
     from xattn_ref.zoo.known_bad import varlen_reads_to_the_end
 
@@ -202,3 +203,18 @@ def test_an_sdpa_backend_leaves_out_the_cases_it_does_not_take_and_says_how_many
     assert r.status == "passed", r.message
     assert "the target did not take" in r.message and "SDPA's flash backend takes no such input" in r.message
     assert 0 < r.applied < r.examples
+
+
+@pytest.mark.sweep
+def test_a_flex_attention_sliding_window_holds_and_one_key_too_wide_is_caught():
+    """FlexAttention with a window written as its users write it (a mask_mod on the indices);
+    the same window one key wider on the left fails (slow on the CPU: eager, unfused)."""
+    from xattn_ref.zoo.adapters import flex_window_kernel
+
+    def too_wide(q, k, v, mask, window_size=(-1, -1)):
+        left, right = window_size
+        return flex_window_kernel(q, k, v, mask, (left + 1 if left >= 0 else left, right))
+
+    options = {"window": True, "forward_only": True, "max_examples": 15}
+    assert run("reference_agreement", flex_window_kernel, **options).status == "passed"
+    assert run("reference_agreement", too_wide, **options).status == "failed"

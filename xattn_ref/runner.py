@@ -282,7 +282,7 @@ def _inverted_mask_hint(target: Any, prop: Any, call: Any, case: Any) -> str | N
 
 def _record_case(result: Result, case: Any, call: Any) -> None:
     if case is not None:
-        result.case, result.snippet = case.describe(), case.snippet()
+        result.case, result.snippet = case.describe() + call.describe(case), case.snippet()
         plain = getattr(call, "callmap", None) is None and getattr(call, "select", None) is None
         how = call.snippet() if hasattr(call, "snippet") and plain else ""
         result.how = how or None

@@ -195,6 +195,11 @@ class TargetCall:
         self.backward = backward
         self.callmap = callmap
 
+    def describe(self, case: Any) -> str:
+        """What the call adds to the case it is given, in words, for a failure report (how a
+        packed or paged kind lays the case out); "" when nothing."""
+        return ""
+
     def produce(self, case: Any, args: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         """The target on these arguments (the kind's, mapped by ``--call``), its output selected
         (not yet checked)."""

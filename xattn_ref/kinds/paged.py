@@ -56,7 +56,7 @@ class PagedCall(KernelCall):
         b, hkv = case.k.shape[0], case.k.shape[1]
         seed = 0 if case.spec is None else case.spec.seed
         gen = torch.Generator().manual_seed(seed)
-        size = self.block_size or PAGE_SIZES[seed % len(PAGE_SIZES)]
+        size = self.page_size(case)
         blocks = [-(-int(n) // size) for n in lens]  # ceil
         spare = 2  # pages no sequence uses (their slots poisoned)
         total = sum(blocks) + spare
@@ -86,6 +86,15 @@ class PagedCall(KernelCall):
             "seqlens_k": lens.to(device=device, dtype=torch.int32),
         }
         return args, {}
+
+    def page_size(self, case: AttentionCase) -> int:
+        """The keys a page holds for ``case``: ``block_size``, or one of :data:`PAGE_SIZES` by its seed."""
+        seed = 0 if case.spec is None else case.spec.seed
+        return self.block_size or PAGE_SIZES[seed % len(PAGE_SIZES)]
+
+    def describe(self, case: AttentionCase) -> str:
+        poison = "NaN" if self.poison else "zeros"
+        return f"; in pages of {self.page_size(case)} placed at random, unused slots {poison}"
 
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         from xattn_ref._calls import check_output

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TAIL", "VarlenCall", "VarlenKind", "packed_lengths"]
 
-#: Rows of NaN past ``cu_seqlens[-1]`` in packed q, k, v (``--tail nan``, the default).
+#: The most rows of NaN past ``cu_seqlens[-1]`` in packed q, k, v (``--tail nan``, the default):
+#: a case has 0, 1 or 2 of them, by its seed (a failure shrinks toward the case of seed 0: none).
 TAIL = 2
 
 
@@ -30,8 +31,9 @@ class VarlenCall(KernelCall):
     its queries and its keys, each first in the case and padding after (:func:`packed_lengths`),
     so sequences have their own numbers of queries and keys, zero included; the output rows of a
     case past a sequence's queries are zeros. With ``tail`` (default :data:`TAIL`), q, k and v run
-    that many rows past ``cu_seqlens[-1]``, holding NaN, as CUDA-graph padding leaves packed
-    buffers: no output of a sequence may depend on them."""
+    up to that many rows past ``cu_seqlens[-1]`` (``spec.seed % (tail + 1)``: drawn with the case,
+    shrinking to none), holding NaN, as CUDA-graph padding leaves packed buffers: no output of a
+    sequence may depend on them."""
 
     def __init__(self, fn_for: FnFor, *, tail: int = 0, **settings: Any) -> None:
         super().__init__(fn_for, **settings)
@@ -46,10 +48,19 @@ class VarlenCall(KernelCall):
         q, cu_q, max_q = pack(case.q, q_lens)
         k, cu_k, max_k = pack(case.k, k_lens)
         v, _, _ = pack(case.v, k_lens)
-        if self.tail:  # rows past the last sequence, as a reused buffer holds them: NaN
-            q, k, v = (torch.cat([t, t.new_full((self.tail, *t.shape[1:]), torch.nan)]) for t in (q, k, v))
+        tail = self.tail_rows(case)
+        if tail:  # rows past the last sequence, as a reused buffer holds them: NaN
+            q, k, v = (torch.cat([t, t.new_full((tail, *t.shape[1:]), torch.nan)]) for t in (q, k, v))
         args = {"q": q, "k": k, "v": v, "cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k}
         return {**args, "max_seqlen_q": max_q, "max_seqlen_k": max_k}, {}
+
+    def tail_rows(self, case: AttentionCase) -> int:
+        """The rows of NaN past ``cu_seqlens[-1]`` for ``case`` (0 to ``tail``, by its seed)."""
+        return self.tail if case.spec is None else case.spec.seed % (self.tail + 1)
+
+    def describe(self, case: AttentionCase) -> str:
+        rows = self.tail_rows(case)
+        return f"; packed with {rows} row{'s' * (rows != 1)} of NaN past cu_seqlens[-1]"
 
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         from xattn_ref._calls import check_output
@@ -128,8 +139,8 @@ class VarlenKind(Kind):
     roles = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k")
 
     options = (
-        Option("tail", "nan: q, k and v run 2 rows past cu_seqlens[-1], holding NaN (CUDA-graph padding "
-               "of a reused buffer); none: the kernel's contract forbids a tail", type="choice",
+        Option("tail", "nan: q, k and v run up to 2 rows past cu_seqlens[-1], holding NaN (CUDA-graph "
+               "padding of a reused buffer); none: the kernel's contract forbids a tail", type="choice",
                choices=("nan", "none"), default="nan"),
         FORWARD_ONLY,
         *CALL_OPTIONS,
@@ -142,7 +153,8 @@ class VarlenKind(Kind):
         return VarlenCall(fn_for, dialect=dialect, differentiable=differentiable, tail=tail, **settings)
 
     def describe(self, options: dict[str, Any]) -> str:
-        tail = "; a 2-row NaN tail past cu_seqlens[-1]" if options.get("tail", "nan") == "nan" else ""
+        nan = options.get("tail", "nan") == "nan"
+        tail = "; a NaN tail of up to 2 rows past cu_seqlens[-1]" if nan else ""
         return self.signature + tail + ("; forward-only" if options.get("forward_only") else "")
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:

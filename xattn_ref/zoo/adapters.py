@@ -25,6 +25,7 @@ __all__ = [
     "cross_attention_layer",
     "decoder_layer",
     "flex_attention_kernel",
+    "flex_window_kernel",
     "hf_bert_layer",
     "multihead_attention_layer",
     "sdpa",
@@ -59,6 +60,40 @@ def flex_attention_kernel(
     with warnings.catch_warnings():  # eager FlexAttention warns that it is not compiled
         warnings.simplefilter("ignore", UserWarning)
         out = flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != h)
+    assert isinstance(out, torch.Tensor)
+    return out
+
+
+def flex_window_kernel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    window_size: tuple[int, int] = (-1, -1),
+) -> torch.Tensor:
+    """A sliding window in ``torch.nn.attention.flex_attention`` as its users write one: a
+    ``mask_mod`` on the indices (bottom-right aligned, flash-attention's ``window_size``, -1
+    unbounded) and-ed with the padding's. Run it with ``--window --forward-only`` on the CPU."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex_attention
+
+    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    left, right = window_size
+    offset = lk - lq
+
+    def window(bi: Any, hi: Any, qi: Any, ki: Any) -> Any:
+        near = ki <= qi + offset + right if right >= 0 else ki >= 0
+        return near & (ki >= qi + offset - left) if left >= 0 else near
+
+    mods = [window]
+    if mask is not None:
+        allowed = mask.expand(b, h, lq, lk)
+        mods.append(lambda bi, hi, qi, ki: allowed[bi, hi, qi, ki])
+    block_mask = create_block_mask(and_masks(*mods), b, h, lq, lk, device=str(q.device))
+    with warnings.catch_warnings():  # eager FlexAttention warns that it is not compiled
+        warnings.simplefilter("ignore", UserWarning)
+        out = flex_attention(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != h)
     assert isinstance(out, torch.Tensor)
     return out
 

@@ -126,6 +126,8 @@ def varlen_neg_inf(
 ) -> torch.Tensor:
     """A packed kernel as one block-diagonal ``-inf`` softmax over all sequences: a sequence with
     no key (zero length) has a row of ``-inf`` and gives NaN (flash-attention#1537's class)."""
+    # the sequences only (a tail past cu_seqlens[-1] is no sequence's): the output has cu_seqlens_q[-1] rows
+    q, k, v = q[: int(cu_seqlens_q[-1])], k[: int(cu_seqlens_k[-1])], v[: int(cu_seqlens_k[-1])]
     seq_q = torch.repeat_interleave(torch.arange(cu_seqlens_q.shape[0] - 1), torch.diff(cu_seqlens_q).long())
     seq_k = torch.repeat_interleave(torch.arange(cu_seqlens_k.shape[0] - 1), torch.diff(cu_seqlens_k).long())
     groups = q.shape[1] // k.shape[1]
