@@ -35,3 +35,4 @@ run 'x_transformers:Attention(dim=16, heads=2)' --kind encoder --dim 16 --call '
 run transformers.models.gemma2.modeling_gemma2:eager_attention_forward --kind hf --softcap --empty-rows finite
 run transformers.models.gpt_oss.modeling_gpt_oss:eager_attention_forward --kind hf --sinks --empty-rows finite
 run examples/real/gpt_oss_f32_shift.py:eager_f32_shift --kind hf --sinks --empty-rows finite
+run xattn_ref.zoo.adapters:flex_window_kernel --window --forward-only --dtype float32 --max-examples 10
