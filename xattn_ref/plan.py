@@ -1,9 +1,8 @@
 """What to run, resolved once for both front ends: :func:`build` turns the options (from the
 command line, pytest or the environment, checked by :func:`xattn_ref.request.request`) into a
-:class:`Plan`: the targets (given or built in)
-with their kinds, the properties that apply to each, the dtypes and devices, the settings and
-the xfail entries, checked once, each target probed once. ``xattn-check`` runs and reports it;
-the pytest plugin makes it into tests."""
+:class:`Plan`: the targets (given or built in) with their kinds, the properties that apply to
+each, the dtypes and devices, the settings and the xfail entries, checked once, each target
+probed once. ``xattn-check`` runs and reports it; the pytest plugin makes it into tests."""
 
 from __future__ import annotations
 
@@ -59,14 +58,11 @@ def load(spec: str, kind: str, given: dict[str, Any], *, flag_prefix: str = "--"
     """Load one target; :class:`UsageError` (one line) when it cannot be."""
     if kind not in KINDS:
         raise UsageError(f"{flag_prefix}kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    options = resolve_options(kind, given, flag_prefix)
-    try:
-        return load_target(spec, kind, options)
-    except TargetLoadError as exc:
-        raise UsageError(f"{source}{exc}") from None
+    return _load(spec, kind, resolve_options(kind, given, flag_prefix), source=source)
 
 
 def _load(spec: str, kind: str, options: dict[str, Any], *, source: str = "") -> Target:
+    """Load one target of resolved ``options``; :class:`UsageError` when it cannot be."""
     try:
         return load_target(spec, kind, options)
     except TargetLoadError as exc:
