@@ -212,10 +212,31 @@ def attention_cases(
         dtype=_dtype_strategy(dtype, dts),
     )
     return _attention_cases(
-        dts, devs, sizes, dims, layouts, patterns, allow_no_mask and allow_mask, allow_mask, l_stds,
-        v_stds, shifts, means, h_scales, gqa, bias, alignment, self_attention, short_queries, memories,
-        window=window, softcap=softcap, sinks=sinks,
-    )  # fmt: skip
+        _Choices(
+            dtypes=dts,
+            devices=devs,
+            sizes=sizes,
+            head_dims=dims,
+            mask_layouts=layouts,
+            mask_patterns=patterns,
+            allow_no_mask=allow_no_mask and allow_mask,
+            allow_mask=allow_mask,
+            logit_stds=l_stds,
+            value_stds=v_stds,
+            logit_shifts=shifts,
+            value_means=means,
+            head_scales=h_scales,
+            gqa=gqa,
+            bias=bias,
+            causal=alignment,
+            self_attention=self_attention,
+            short_queries=short_queries,
+            memory_layouts=memories,
+            window=window,
+            softcap=softcap,
+            sinks=sinks,
+        )
+    )
 
 
 Size = int | st.SearchStrategy[int] | None
@@ -281,33 +302,38 @@ def _divisors(n: int) -> tuple[int, ...]:
 _BIAS_SIZES = (1.0, 10.0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Choices:
+    """What :func:`attention_cases` draws from, checked: its arguments by their own names (the
+    sizes as strategies, :class:`_Sizes`)."""
+
+    dtypes: tuple[torch.dtype, ...]
+    devices: tuple[str, ...]
+    sizes: _Sizes
+    head_dims: tuple[int, ...]
+    mask_layouts: tuple[str, ...]
+    mask_patterns: tuple[str, ...]
+    allow_no_mask: bool
+    allow_mask: bool
+    logit_stds: tuple[float, ...]
+    value_stds: tuple[float, ...]
+    logit_shifts: tuple[float, ...]
+    value_means: tuple[float, ...]
+    head_scales: tuple[float, ...]
+    gqa: bool
+    bias: bool
+    causal: str | None
+    self_attention: bool
+    short_queries: bool
+    memory_layouts: tuple[str, ...]
+    window: bool
+    softcap: bool
+    sinks: bool
+
+
 @st.composite
-def _attention_cases(
-    draw: st.DrawFn,
-    dtypes: tuple[torch.dtype, ...],
-    devices: tuple[str, ...],
-    sizes: _Sizes,
-    dims: tuple[int, ...],
-    layouts: tuple[str, ...],
-    patterns: tuple[str, ...],
-    allow_no_mask: bool,
-    allow_mask: bool,
-    logit_stds: tuple[float, ...],
-    value_stds: tuple[float, ...],
-    logit_shifts: tuple[float, ...],
-    value_means: tuple[float, ...],
-    head_scales: tuple[float, ...],
-    gqa: bool,
-    bias: bool,
-    causal: str | None,
-    self_attention: bool,
-    short_queries: bool,
-    memories: tuple[str, ...],
-    *,
-    window: bool,
-    softcap: bool,
-    sinks: bool,
-) -> AttentionCase:
+def _attention_cases(draw: st.DrawFn, c: _Choices) -> AttentionCase:
+    sizes = c.sizes
     b = draw(sizes.batch)
     h = draw(sizes.heads)
     if sizes.kv_heads is not None:
@@ -315,21 +341,21 @@ def _attention_cases(
         if h % hkv:
             raise InvalidArgument(f"num_kv_heads drew {hkv}, which does not divide num_heads={h}")
     else:
-        hkv = draw(_choice(_divisors(h))) if gqa else h
+        hkv = draw(_choice(_divisors(h))) if c.gqa else h
     lq = draw(sizes.q_len)
-    lk = lq if self_attention else draw(sizes.kv_len)
-    lq = min(lq, lk) if short_queries else lq
+    lk = lq if c.self_attention else draw(sizes.kv_len)
+    lq = min(lq, lk) if c.short_queries else lq
     if sizes.head_dim is not None:
         d = dv = draw(sizes.head_dim)
     else:
-        d = draw(_choice(dims))
-        dv = draw(_choice(dims))
+        d = draw(_choice(c.head_dims))
+        dv = draw(_choice(c.head_dims))
     dtype = draw(sizes.dtype)
-    device = draw(_choice(devices))
-    no_mask = not allow_mask or (allow_no_mask and draw(_ints(0, 7)) == 7)
-    mask = None if no_mask else _draw_mask(draw, draw(_choice(layouts)), b, h, lq, lk, patterns)
+    device = draw(_choice(c.devices))
+    no_mask = not c.allow_mask or (c.allow_no_mask and draw(_ints(0, 7)) == 7)
+    mask = None if no_mask else _draw_mask(draw, draw(_choice(c.mask_layouts)), b, h, lq, lk, c.mask_patterns)
     bias_spec = None
-    if bias and draw(_ints(0, 3)):
+    if c.bias and draw(_ints(0, 3)):
         kind = draw(_choice(BIAS_KINDS))
         bias_spec = BiasSpec(
             kind, draw(_choice(_BIAS_SIZES)), draw(_ints(0, 2**16)) if kind == "random" else 0
@@ -344,20 +370,20 @@ def _attention_cases(
         dtype=dtype,
         device=device,
         seed=draw(_ints(0, 2**32 - 1)),
-        logit_std=tuple(draw(_choice(logit_stds)) for _ in range(b)),
-        value_std=tuple(draw(_choice(value_stds)) for _ in range(b)),
+        logit_std=tuple(draw(_choice(c.logit_stds)) for _ in range(b)),
+        value_std=tuple(draw(_choice(c.value_stds)) for _ in range(b)),
         mask=mask,
-        logit_shift=tuple(_in_range(draw(_choice(logit_shifts)), dtype) for _ in range(b)),
-        value_mean=tuple(draw(_choice(value_means)) for _ in range(b)),
-        head_scale=tuple(draw(_choice(head_scales)) for _ in range(h)),
+        logit_shift=tuple(_in_range(draw(_choice(c.logit_shifts)), dtype) for _ in range(b)),
+        value_mean=tuple(draw(_choice(c.value_means)) for _ in range(b)),
+        head_scale=tuple(draw(_choice(c.head_scales)) for _ in range(h)),
         num_kv_heads=0 if hkv == h else hkv,
         scale=None if sizes.scale is None else draw(sizes.scale),
         bias=bias_spec,
-        causal=causal,
-        memory=draw(_choice(memories)),
-        window=_draw_window(draw, lq, lk) if window else None,
-        softcap=draw(_choice(SOFTCAPS)) if softcap else None,
-        sinks=tuple(draw(_choice(SINK_LOGITS)) for _ in range(h)) if sinks else None,
+        causal=c.causal,
+        memory=draw(_choice(c.memory_layouts)),
+        window=_draw_window(draw, lq, lk) if c.window else None,
+        softcap=draw(_choice(SOFTCAPS)) if c.softcap else None,
+        sinks=tuple(draw(_choice(SINK_LOGITS)) for _ in range(h)) if c.sinks else None,
     )
     return spec.build()
 
