@@ -75,11 +75,6 @@ def _value(config: pytest.Config, name: str) -> tuple[Any, str]:
     return pick(OPTIONS[name], _given(config), PREFIX)
 
 
-def _parsed(config: pytest.Config, name: str) -> Any:
-    value, source = _value(config, name)
-    return None if value is None else OPTIONS[name].parse(value, source)
-
-
 @dataclass
 class XattnRun:
     """One property × dtype × device of one target: ``check()`` runs it and turns the result

@@ -44,24 +44,7 @@ def flex_attention_kernel(
     """``torch.nn.attention.flex_attention`` as a kernel: the bool mask (True = may attend) becomes
     a ``mask_mod`` and a ``BlockMask``. On the CPU FlexAttention has no backward: run it with
     ``--forward-only`` there. Rows with no allowed key give zeros (FlexAttention's policy)."""
-    import warnings
-
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    block_mask = None
-    if mask is not None:
-        allowed = mask.expand(b, h, lq, lk)
-
-        def mask_mod(bi: Any, hi: Any, qi: Any, ki: Any) -> Any:
-            return allowed[bi, hi, qi, ki]
-
-        block_mask = create_block_mask(mask_mod, b, h, lq, lk, device=str(q.device))
-    with warnings.catch_warnings():  # eager FlexAttention warns that it is not compiled
-        warnings.simplefilter("ignore", UserWarning)
-        out = flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != h)
-    assert isinstance(out, torch.Tensor)
-    return out
+    return _flex(q, k, v, [] if mask is None else [_mask_mod(q, k, mask)], scale)
 
 
 def flex_window_kernel(
@@ -74,26 +57,39 @@ def flex_window_kernel(
     """A sliding window in ``torch.nn.attention.flex_attention`` as its users write one: a
     ``mask_mod`` on the indices (bottom-right aligned, flash-attention's ``window_size``, -1
     unbounded) and-ed with the padding's. Run it with ``--window --forward-only`` on the CPU."""
-    import warnings
-
-    from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex_attention
-
-    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     left, right = window_size
-    offset = lk - lq
+    offset = k.shape[2] - q.shape[2]
 
     def window(bi: Any, hi: Any, qi: Any, ki: Any) -> Any:
         near = ki <= qi + offset + right if right >= 0 else ki >= 0
         return near & (ki >= qi + offset - left) if left >= 0 else near
 
-    mods = [window]
-    if mask is not None:
-        allowed = mask.expand(b, h, lq, lk)
-        mods.append(lambda bi, hi, qi, ki: allowed[bi, hi, qi, ki])
-    block_mask = create_block_mask(and_masks(*mods), b, h, lq, lk, device=str(q.device))
+    return _flex(q, k, v, [window] if mask is None else [window, _mask_mod(q, k, mask)])
+
+
+def _mask_mod(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> Any:
+    """The bool mask (True = may attend) as a FlexAttention ``mask_mod``."""
+    allowed = mask.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+
+    def mask_mod(bi: Any, hi: Any, qi: Any, ki: Any) -> Any:
+        return allowed[bi, hi, qi, ki]
+
+    return mask_mod
+
+
+def _flex(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mods: list[Any], scale: float | None = None
+) -> torch.Tensor:
+    """``flex_attention`` with the ``BlockMask`` of the and of ``mods`` (none: no mask)."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex_attention
+
+    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    block_mask = create_block_mask(and_masks(*mods), b, h, lq, lk, device=str(q.device)) if mods else None
     with warnings.catch_warnings():  # eager FlexAttention warns that it is not compiled
         warnings.simplefilter("ignore", UserWarning)
-        out = flex_attention(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != h)
+        out = flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != h)
     assert isinstance(out, torch.Tensor)
     return out
 
