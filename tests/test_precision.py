@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from tests._support import run
+from xattn_ref._perturbed import Perturbation
 from xattn_ref.precision import FLOAT32, LowerPrecision, summarize
 from xattn_ref.profiles import profile_settings
 
@@ -28,6 +29,12 @@ def _softmax_in(dtype: torch.dtype, off: float = 0.0):
 float32_softmax = _softmax_in(torch.float32)  # correct: as Hugging Face's eager attention
 bfloat16_softmax = _softmax_in(torch.bfloat16)  # known-bad: half precision in a float64 run
 float32_softmax_off = _softmax_in(torch.float32, 1e-5)  # known-bad: 80 float32 roundings off
+
+
+def test_the_observing_modes_are_not_wrapped_for_torch_compile():
+    # the wrapper imports torch._dynamo on a mode's first call: about 1.2 s in every process
+    for mode in (LowerPrecision, Perturbation):
+        assert not hasattr(mode.__dict__["__torch_dispatch__"], "__wrapped__"), mode
 
 
 def test_the_recorder_names_the_arithmetic_in_float32_and_nothing_in_plain_float64():

@@ -42,7 +42,15 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["KINKS", "KINK_MARGIN", "Perturbation", "near_kink", "perturbed", "reduction_length"]
+__all__ = [
+    "KINKS",
+    "KINK_MARGIN",
+    "ObservingMode",
+    "Perturbation",
+    "near_kink",
+    "perturbed",
+    "reduction_length",
+]
 
 #: Operations whose result, or whose derivative, jumps where an input crosses a point (a unit of a
 #: piecewise-linear activation switching on or off): a rounding there may change a gradient by a
@@ -174,7 +182,19 @@ def near_kink(exact: list[Decision], samples: list[list[Decision]], eps: float) 
     return False
 
 
-class Perturbation(TorchDispatchMode):  # type: ignore[no-untyped-call]
+class ObservingMode(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """A dispatch mode that watches a run and is never itself compiled.
+
+    torch wraps a mode's ``__torch_dispatch__`` so that ``torch.compile`` skips it, and the
+    wrapper imports ``torch._dynamo`` on its first call: about 1.2 s, once in every process that
+    judges a case. These modes opt out of the wrapping; nothing compiles them."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+
+class Perturbation(ObservingMode):
     """The mode :func:`perturbed` runs in; ``kinks``: the operations of :data:`KINKS` it saw,
     ``decisions``: what each of their calls decided on, in order (:func:`near_kink`)."""
 

@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from xattn_ref._perturbed import _leaves  # an aten operation's arguments, walked in order
+from xattn_ref._perturbed import ObservingMode, _leaves  # _leaves: an aten operation's arguments, in order
 
 __all__ = [
     "FLOAT32",
@@ -51,7 +50,7 @@ _MOVES = frozenset(
 )  # fmt: skip
 
 
-class LowerPrecision(TorchDispatchMode):  # type: ignore[no-untyped-call]
+class LowerPrecision(ObservingMode):
     """Records, by name, the arithmetic operations that run on float32 tensors (:attr:`ops`)."""
 
     def __init__(self) -> None:
