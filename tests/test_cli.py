@@ -374,7 +374,7 @@ def test_bad_targets_exit_2_with_a_one_line_reason(target, reason):
         (["--device", "tpu"], "--device: unknown device 'tpu'"),
         (["--property", "finiteness"], "--property: unknown property 'finiteness'"),
         (["--profile", "fast"], "--profile must be one of dev, ci, thorough, quick, got 'fast'"),
-        (["--kind", "layer"], "--dim is required for a layer target"),
+        (["--kind", "layer"], "--dim is required for the layer kind"),
         (["--seed", "x"], "--seed must be an integer, got 'x'"),
         (["--jobs", "0"], "--jobs must be at least 1, got 0"),
         (

@@ -64,7 +64,7 @@ def resolve_options(kind: str, given: dict[str, Any], prefix: str = "--") -> dic
             value = options[option.default_from]
         if value is None:
             if option.required:
-                raise UsageError(f"{flag} is required for a {kind} target ({option.help})")
+                raise UsageError(f"{flag} is required for the {kind} kind ({option.help})")
             if option.default is not None:
                 options[option.name] = option.default
             continue
