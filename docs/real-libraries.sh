@@ -33,6 +33,12 @@ run 'xattn_ref.zoo.hf_layers:hf_cross_attention("whisper")' --kind layer --dim 1
 run 'xattn_ref.zoo.hf_layers:hf_cross_attention("t5")' --kind layer --dim 16 --empty-rows finite
 run 'x_transformers:Attention(dim=16, heads=2)' --kind encoder --dim 16 --call 'x, mask=mask' --dtype float16
 run transformers.models.gemma2.modeling_gemma2:eager_attention_forward --kind hf --softcap --empty-rows finite
+run transformers.models.gemma2.modeling_gemma2:eager_attention_forward --kind hf --softcap --window --empty-rows finite
+run transformers.models.mistral.modeling_mistral:eager_attention_forward --kind hf --window --empty-rows finite
+run "$HF" --kind hf --mask bool --window
 run transformers.models.gpt_oss.modeling_gpt_oss:eager_attention_forward --kind hf --sinks --empty-rows finite
 run examples/real/gpt_oss_f32_shift.py:eager_f32_shift --kind hf --sinks --empty-rows finite
+run transformers.integrations.eager_paged:eager_paged_attention_forward --kind hf --empty-rows finite
+run transformers.integrations.eager_paged:eager_paged_attention_forward --kind hf --sinks --empty-rows finite
+run transformers.integrations.sdpa_paged:sdpa_attention_paged_forward --kind hf --mask bool
 run xattn_ref.zoo.adapters:flex_window_kernel --window --forward-only --dtype float32 --max-examples 10

@@ -475,6 +475,45 @@ def test_a_sliding_window_kernel_is_gated_with_one_option_and_its_edge_is_drawn_
     assert sum(w[0] in (0, 1) for w in drawn) >= 20, drawn  # the left edge next to the diagonal
 
 
+def _hf_rewindowed(short: int):
+    """A Hugging Face attention function that applies the window it is told (``sliding_window``:
+    keys ``i - sliding_window < j <= i``) on top of the mask, as flex and flash paths build it
+    from the kwarg; ``short`` keys short of it (transformers#39408's class)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def forward(module, query, key, value, attention_mask, sliding_window=None, **kwargs):
+        if sliding_window is not None:
+            lq, lk = query.shape[2], key.shape[2]
+            i = torch.arange(lq)[:, None] + lk - lq
+            j = torch.arange(lk)
+            inside = (j > i - sliding_window + short) & (j <= i)
+            fill = torch.finfo(query.dtype).min
+            attention_mask = torch.where(inside, attention_mask, torch.tensor(fill, dtype=query.dtype))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    return forward
+
+
+def test_a_hugging_face_attention_function_gets_the_window_in_its_mask_and_as_sliding_window():
+    """--kind hf --window: the window travels in the mask (Hugging Face's mask builders) and,
+    for a window (left, 0), as ``sliding_window=left + 1``; a function that re-applies that
+    window holds, one that applies it a key short is caught."""
+    from xattn_ref.kinds import HFCall
+
+    case = CaseSpec(
+        batch_size=1, num_heads=2, q_len=3, kv_len=5, head_dim=8, value_dim=8, dtype=torch.float32,
+        device="cpu", seed=0, logit_std=(1.0,), value_std=(1.0,), mask=None, window=(1, 0),
+    ).build()  # fmt: skip
+    dialect = KINDS["hf"].dialect({"window": True, "heads": "gqa", "mask": "sentinel"})
+    args, kwargs = HFCall(lambda *_: None, dialect=dialect).arguments(case)
+    assert kwargs["sliding_window"] == 2 and "window_size" not in kwargs
+    assert torch.equal(args["attention_mask"][0, 0] == 0, case.full_mask[0, 0])  # finfo.min outside
+    opts = {"kind": "hf", "window": True, "empty_rows": "finite", "max_examples": 40}
+    for fn, expected in ((_hf_rewindowed(0), "passed"), (_hf_rewindowed(1), "failed")):
+        verdicts = {run("reference_agreement", fn, d, **opts).status for d in (torch.float64, torch.float16)}
+        assert verdicts == {expected}, (fn, verdicts)
+
+
 def test_soft_capping_and_sinks_are_gated_with_one_option_each():
     """--softcap and --sinks: the reference caps the scaled logits before the mask (Gemma 2) and
     puts each head's sink in the softmax's denominator with no value (gpt-oss); a kernel written

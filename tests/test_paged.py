@@ -1,7 +1,8 @@
 """The paged kind: attention over a KV cache in pages (flash_attn_with_kvcache's and the serving
 engines' calling convention). Its known-bad kernels (whole pages read, a chunk causal from the
-top-left, pages read in memory order, pages taken to hold 16 keys) are caught in every dtype by
-tests/test_dialects.py, which runs every registered known-bad function."""
+top-left, pages read in memory order, pages taken to hold 16 keys, partial results kept by
+physical page) are caught in every dtype by tests/test_dialects.py, which runs every registered
+known-bad function."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ from _support import not_holding, run
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
 from xattn_ref.kinds import KINDS, PagedCall
 from xattn_ref.plan import select_properties
-from xattn_ref.zoo.kernels import paged_reference_kernel
-from xattn_ref.zoo.known_bad import paged_reads_whole_pages
+from xattn_ref.zoo.kernels import paged_reference_kernel, paged_split_kernel
+from xattn_ref.zoo.known_bad import paged_partials_by_page, paged_reads_whole_pages
 
 
-def _case(dtype=torch.float32, seed=0):
+def _case(dtype=torch.float32, seed=0, lens=(7, 1, 0), shared_prefix=0):
     # three sequences: a chunk of 2 at the end of 7 cached keys, 1 key (its first query before the
     # start: no key), none
-    mask = MaskSpec("query_key", tuple(SlicePattern("cached", n) for n in (7, 1, 0)))
+    mask = MaskSpec("query_key", tuple(SlicePattern("cached", n) for n in lens))
     return CaseSpec(
         batch_size=3, num_heads=4, num_kv_heads=2, q_len=2, kv_len=7, head_dim=8, value_dim=8, dtype=dtype,
         device="cpu", seed=seed, logit_std=(1.0,) * 3, value_std=(1.0,) * 3, mask=mask,
+        shared_prefix=shared_prefix,
     ).build()  # fmt: skip
 
 
@@ -59,3 +61,26 @@ def test_zeros_in_the_unused_slots_hide_the_nan_but_not_the_wrong_keys():
     """--poison none: a kernel that reads whole pages is finite then, and still wrong."""
     assert run("finite_output", paged_reads_whole_pages, kind="paged", poison="none").status == "passed"
     assert run("reference_agreement", paged_reads_whole_pages, kind="paged", poison="none").status == "failed"
+
+
+def test_sequences_that_share_a_prompt_share_its_pages_and_the_shorter_reads_the_longers():
+    case = _case(seed=2, lens=(7, 5, 7), shared_prefix=6)  # pages of 3; keys 0-5 the same
+    call = PagedCall(lambda *_: paged_reference_kernel)
+    args, _ = call.arguments(case)
+    table = args["block_table"]
+    assert table[0, :2].tolist() == table[1, :2].tolist() == table[2, :2].tolist()  # keys 0-5
+    assert table[0, 2] != table[2, 2]  # key 6 differs: a page each
+    assert int(table[1, 1]) == int(table[0, 1])  # sequence 1's 5th key shares a page holding 6
+    assert call.shared_pages(case) == 2 and "2 shared between sequences" in call.describe(case)
+    torch.testing.assert_close(paged_split_kernel(*args.values()), paged_reference_kernel(*args.values()))
+    assert call.shared_pages(_case(seed=2, lens=(7, 5, 7))) == 0  # no shared prompt, no shared page
+
+
+def test_a_kernel_that_keeps_partials_by_physical_page_is_right_until_pages_are_shared():
+    """The defect needs the dimension: without a shared prompt the known-bad holds."""
+    call = PagedCall(lambda *_: paged_partials_by_page)
+    for shared, right in ((0, True), (6, False)):
+        case = _case(seed=2, lens=(7, 5, 7), shared_prefix=shared)
+        args, _ = call.arguments(case)
+        got, want = paged_partials_by_page(*args.values()), paged_split_kernel(*args.values())
+        assert torch.allclose(got, want) is right, shared

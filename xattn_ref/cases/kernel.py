@@ -53,7 +53,10 @@ class CaseSpec:
     - ``softcap``: logit soft-capping, ``softcap * tanh(s / softcap)`` (Gemma 2);
     - ``sinks``: a sink logit per query head in every row's softmax denominator (gpt-oss);
     - ``memory``: how q, k, v and the mask lie in memory (:data:`~xattn_ref.cases.MEMORY_LAYOUTS`):
-      the same values, laid out as real callers pass them.
+      the same values, laid out as real callers pass them;
+    - ``shared_prefix``: the first this many keys and values of every batch element are batch
+      element 0's (a prompt the sequences share; a paged call stores its full pages once, as
+      prefix caching does).
     """
 
     batch_size: int
@@ -79,6 +82,7 @@ class CaseSpec:
     window: tuple[int, int] | None = None
     softcap: float | None = None
     sinks: tuple[float, ...] | None = None
+    shared_prefix: int = 0
 
     def build(self) -> AttentionCase:
         gen = torch.Generator().manual_seed(self.seed)
@@ -99,6 +103,9 @@ class CaseSpec:
         for n, factor in enumerate(self.head_scale):
             q[:, n] *= factor
         v = v * torch.tensor(self.value_std, dtype=f64).view(b, 1, 1, 1)
+        if self.shared_prefix:
+            shared = slice(0, self.shared_prefix)
+            k[1:, :, shared], v[1:, :, shared] = k[:1, :, shared], v[:1, :, shared]
         mask = None
         if self.mask is not None:
             mask = self.mask.build(b, h, self.q_len, self.kv_len).to(self.device)
@@ -141,6 +148,8 @@ class CaseSpec:
         layout = "" if self.memory == "contiguous" else f"; memory {self.memory}"
         layout += "" if self.softcap is None else f"; soft-cap {self.softcap:g}"
         layout += "" if self.sinks is None else f"; sinks {list(self.sinks)}"
+        if self.shared_prefix and self.batch_size > 1:
+            layout += f"; the first {self.shared_prefix} keys the same in every batch element"
         return (
             f"B={self.batch_size} H={self.num_heads}{extra} Lq={self.q_len} Lk={self.kv_len} "
             f"D={self.head_dim} Dv={self.value_dim} {dtype} {self.device}; {mask}{shifts}{layout}"

@@ -1,7 +1,12 @@
 """The ``hf`` kind: Hugging Face's attention interface, ``fn(module, query, key, value,
 attention_mask, scaling=s, dropout=0.0) -> (out, weights)`` with ``out`` ``(B, Lq, H, Dv)`` and
 ``module.num_key_value_groups = H // H_kv``. Its options are the kernel dialect's, with grouped kv
-heads and ``finfo.min`` masks by default and the scale always passed (as ``scaling``)."""
+heads and ``finfo.min`` masks by default and the scale always passed (as ``scaling``).
+
+With ``--window``, the window travels in the mask, as Hugging Face's mask builders put a sliding
+window there for its eager and sdpa paths, and a window ``(left, 0)`` is also passed as
+``sliding_window=left + 1`` (keys ``i - sliding_window < j <= i``), as Mistral and Gemma 2 pass
+it for the paths that take it (flash-attention's)."""
 
 from __future__ import annotations
 
@@ -32,12 +37,19 @@ class HFCall(KernelCall):
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
 
+        from xattn_ref.cases import window_mask
         from xattn_ref.conventions import hf_module
 
+        window = case.window
+        if window is not None:  # in the mask, as Hugging Face's mask builders put it
+            allowed = window_mask(window, case.q.shape[2], case.k.shape[2], case.q.device)
+            case = case.replace(mask=allowed if case.mask is None else case.mask & allowed, window=None)
         args, kwargs = self.dialect.arguments(case)
         causal = bool(kwargs.pop("is_causal", False))
         module = hf_module(case.groups, is_causal=causal)
         call_kwargs: dict[str, Any] = {"scaling": case.effective_scale, "dropout": 0.0}
+        if window is not None and window[0] >= 0 and window[1] == 0:
+            call_kwargs["sliding_window"] = window[0] + 1
         if "softcap" in kwargs:  # Gemma 2's eager_attention_forward(..., softcap=)
             call_kwargs["softcap"] = kwargs["softcap"]
         if self.dialect.sinks:  # gpt-oss's: a parameter of the module, (H,)
@@ -105,4 +117,10 @@ class HFKind(KernelKind):
         return attention_cases(dtypes=[dtype], devices=[device], **args)
 
     def describe(self, options: dict[str, Any]) -> str:
-        return self.signature + "; " + self.dialect(options).signature().split("; ", 1)[1]
+        dialect = self.dialect(options)
+        words = [dialect.signature().split("; ", 1)[1]]
+        words += ["softcap=c"] if dialect.softcap else []
+        words += ["module.sinks (H,)"] if dialect.sinks else []
+        if dialect.window:
+            words.append("a sliding window in the mask (sliding_window=left+1 for (left, 0))")
+        return "; ".join([self.signature, *words])

@@ -14,7 +14,10 @@ serving engines' decode and chunked-prefill kernels take it:
 Every slot that holds no key of a sequence (past ``seqlens_k`` in its last page, the pages no
 sequence uses, the block table's entries past a sequence's last block, which point at such a
 page) holds NaN (``--poison none``: zeros), as a reused cache holds garbage. Pages are placed at
-random (seeded by the case), so no result may depend on where a page lies.
+random (seeded by the case), so no result may depend on where a page lies. Sequences that share
+a prompt (most cases of two or more) share its pages, as prefix caching and forked sequences
+do: a shorter sequence's last page may then hold a longer one's keys past its own (not poison),
+and no sequence's result may depend on another reading the same page.
 """
 
 from __future__ import annotations
@@ -54,27 +57,15 @@ class PagedCall(KernelCall):
 
         lens = cached_lengths(case)
         b, hkv = case.k.shape[0], case.k.shape[1]
-        seed = 0 if case.spec is None else case.spec.seed
-        gen = torch.Generator().manual_seed(seed)
         size = self.page_size(case)
-        blocks = [-(-int(n) // size) for n in lens]  # ceil
-        spare = 2  # pages no sequence uses (their slots poisoned)
-        total = sum(blocks) + spare
-        pages = torch.randperm(total, generator=gen)  # physical page of each logical block, in order
+        table, total = self._pages(case, lens, size)
         fill = torch.nan if self.poison else 0.0
         k_cache = case.k.new_full((total, size, hkv, case.k.shape[-1]), fill)
         v_cache = case.v.new_full((total, size, hkv, case.v.shape[-1]), fill)
-        width = max(1, *blocks) if blocks else 1
-        unused = int(pages[-1])  # a page no sequence uses: the block table's padding points there
-        table = torch.full((b, width), unused, dtype=torch.int32)
-        used = 0
         for n in range(b):
-            for i in range(blocks[n]):
-                page = int(pages[used])
-                used += 1
-                table[n, i] = page
+            for i, page in enumerate(table[n, : -(-int(lens[n]) // size)].tolist()):
                 keys = slice(i * size, min((i + 1) * size, int(lens[n])))
-                count = keys.stop - keys.start
+                count = keys.stop - keys.start  # a page another sequence shares holds the same keys
                 k_cache[page, :count] = case.k[n, :, keys].transpose(0, 1)
                 v_cache[page, :count] = case.v[n, :, keys].transpose(0, 1)
         device = case.q.device
@@ -87,6 +78,57 @@ class PagedCall(KernelCall):
         }
         return args, {}
 
+    def _pages(self, case: AttentionCase, lens: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
+        """The block table ``(B, max_blocks)`` and the number of physical pages. A sequence's
+        block whose keys, and every key before them, are another sequence's (a shared prompt,
+        :attr:`~xattn_ref.cases.CaseSpec.shared_prefix`; longer sequences first) is read from
+        that sequence's page, as prefix caching and forked sequences share it; the others get
+        pages of their own. Pages are placed at random by the case's seed, with two spare pages
+        no sequence uses, where the table's padding points."""
+        import torch
+
+        b = case.k.shape[0]
+        blocks = [-(-int(n) // size) for n in lens]  # ceil
+        logical: dict[int, list[int]] = {}  # the pages of each sequence, numbered in order of first use
+        pages = 0
+        for n in sorted(range(b), key=lambda n: -int(lens[n])):
+            logical[n] = []
+            for i in range(blocks[n]):
+                end = min((i + 1) * size, int(lens[n]))  # n's keys up to the end of this block
+                owner = next((m for m in logical if m != n and self._same_keys(case, lens, m, n, end)), None)
+                if owner is None:
+                    logical[n].append(pages)
+                    pages += 1
+                else:
+                    logical[n].append(logical[owner][i])
+        spare = 2  # pages no sequence uses (their slots poisoned)
+        seed = 0 if case.spec is None else case.spec.seed
+        place = torch.randperm(pages + spare, generator=torch.Generator().manual_seed(seed))
+        table = torch.full((b, max(1, *blocks) if blocks else 1), int(place[-1]), dtype=torch.int32)
+        for n, row in logical.items():
+            if row:
+                table[n, : len(row)] = place[row]
+        return table, pages + spare
+
+    @staticmethod
+    def _same_keys(case: AttentionCase, lens: torch.Tensor, m: int, n: int, end: int) -> bool:
+        """Whether sequence m holds sequence n's first ``end`` keys and values."""
+        import torch
+
+        if int(lens[m]) < end:
+            return False
+        return all(torch.equal(t[m, :, :end], t[n, :, :end]) for t in (case.k, case.v))
+
+    def shared_pages(self, case: AttentionCase) -> int:
+        """How many pages of ``case``'s layout more than one sequence reads."""
+        import torch
+
+        lens = cached_lengths(case)
+        size = self.page_size(case)
+        table, _ = self._pages(case, lens, size)
+        used = torch.cat([table[n, : -(-int(lens[n]) // size)] for n in range(len(lens))])
+        return int((used.bincount() > 1).sum()) if used.numel() else 0
+
     def page_size(self, case: AttentionCase) -> int:
         """The keys a page holds for ``case``: ``block_size``, or one of :data:`PAGE_SIZES` by its seed."""
         seed = 0 if case.spec is None else case.spec.seed
@@ -94,7 +136,9 @@ class PagedCall(KernelCall):
 
     def describe(self, case: AttentionCase) -> str:
         poison = "NaN" if self.poison else "zeros"
-        return f"; in pages of {self.page_size(case)} placed at random, unused slots {poison}"
+        shared = self.shared_pages(case)
+        sharing = f", {shared} shared between sequences" if shared else ""
+        return f"; in pages of {self.page_size(case)} placed at random{sharing}, unused slots {poison}"
 
     def run(self, case: AttentionCase, args: dict[str, Any], kwargs: dict[str, Any]) -> torch.Tensor:
         from xattn_ref._calls import check_output
@@ -195,6 +239,7 @@ class PagedKind(Kind):
             gqa=True,
             q_len=1 if options.get("queries") == "decode" else st.integers(1, 4),
             memory_layouts=["contiguous"],  # the call lays the cache out itself
+            shared_prefix=True,
         )
 
     def probe(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> AttentionCase:

@@ -87,6 +87,7 @@ def attention_cases(
     window: bool = False,
     softcap: bool = False,
     sinks: bool = False,
+    shared_prefix: bool = False,
 ) -> st.SearchStrategy[AttentionCase]:
     """Inputs for ``attention(q, k, v, mask)`` in SDPA's layout, as :class:`AttentionCase`.
 
@@ -139,6 +140,9 @@ def attention_cases(
     - ``memory_layouts``: how q, k, v (and the mask, as the gate passes it) lie in memory, drawn
       from :data:`~xattn_ref.cases.MEMORY_LAYOUTS` (contiguous, transposed views, slices of a
       fused projection, a mask broadcast with stride 0); ``["contiguous"]`` for none.
+    - ``shared_prefix``: True draws, in three cases in four of two or more batch elements,
+      leading keys that every element shares with the first (the same k and v: a prompt several
+      sequences share, whose pages a paged cache stores once); all of Lk in three in four.
 
     Example::
 
@@ -172,7 +176,7 @@ def attention_cases(
     for name, flag in (
         ("allow_no_mask", allow_no_mask), ("gqa", gqa), ("bias", bias),
         ("self_attention", self_attention), ("short_queries", short_queries), ("allow_mask", allow_mask),
-        ("window", window), ("softcap", softcap), ("sinks", sinks),
+        ("window", window), ("softcap", softcap), ("sinks", sinks), ("shared_prefix", shared_prefix),
     ):  # fmt: skip
         if not isinstance(flag, bool):
             raise InvalidArgument(f"{name} must be a bool, but was {flag!r}")
@@ -235,6 +239,7 @@ def attention_cases(
             window=window,
             softcap=softcap,
             sinks=sinks,
+            shared_prefix=shared_prefix,
         )
     )
 
@@ -329,6 +334,7 @@ class _Choices:
     window: bool
     softcap: bool
     sinks: bool
+    shared_prefix: bool
 
 
 @st.composite
@@ -384,8 +390,18 @@ def _attention_cases(draw: st.DrawFn, c: _Choices) -> AttentionCase:
         window=_draw_window(draw, lq, lk) if c.window else None,
         softcap=draw(_choice(SOFTCAPS)) if c.softcap else None,
         sinks=tuple(draw(_choice(SINK_LOGITS)) for _ in range(h)) if c.sinks else None,
+        shared_prefix=_draw_prefix(draw, b, lk) if c.shared_prefix else 0,
     )
     return spec.build()
+
+
+def _draw_prefix(draw: st.DrawFn, batch_size: int, kv_len: int) -> int:
+    """Leading keys every batch element shares with the first: none first (shrinking goes
+    there), in three cases in four of two or more elements; all of them (three in four), or
+    anywhere."""
+    if batch_size < 2 or not draw(_ints(0, 3)):
+        return 0
+    return kv_len if draw(_ints(0, 3)) else draw(_ints(1, kv_len))
 
 
 def _draw_window(draw: st.DrawFn, q_len: int, kv_len: int) -> tuple[int, int]:

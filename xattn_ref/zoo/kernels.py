@@ -25,6 +25,8 @@ __all__ = [
     "padded_sequence_kernel",
     "paged_attention",
     "paged_reference_kernel",
+    "paged_split_attention",
+    "paged_split_kernel",
     "reference_kernel",
     "safe_sdpa_kernel",
     "sdpa_gqa_kernel",
@@ -147,6 +149,66 @@ def paged_attention(
         k, v = (t.transpose(0, 1)[None] for t in (k, v))  # (1, H_kv, read, D)
         out = reference.attention(q[n : n + 1].transpose(1, 2), k, v, mask.to(q.device))
         outs.append(out.transpose(1, 2))
+    return torch.cat(outs) if outs else q.new_zeros(0, lq, h, v_cache.shape[-1])
+
+
+def paged_split_kernel(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+) -> torch.Tensor:
+    """Split-KV paged attention, as flash-decoding kernels compute it: each page's partial
+    softmax (its maximum, sum and weighted values) on its own, in float32 for half-precision
+    inputs, the partials merged per sequence by log-sum-exp. Run it with ``--kind paged``."""
+    return paged_split_attention(q, k_cache, v_cache, block_table, seqlens_k)
+
+
+def paged_split_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+    *,
+    partials_by_page: bool = False,
+) -> torch.Tensor:
+    """:func:`paged_split_kernel`; ``partials_by_page`` keeps the partials in a workspace
+    indexed by physical page instead of by (sequence, block): right while no two sequences read
+    one page, wrong once prefix caching shares one (a known-bad of ``--kind paged``)."""
+    b, lq, h, d = q.shape
+    size, hkv = k_cache.shape[1], k_cache.shape[2]
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    blocks = [-(-int(n) // size) for n in seqlens_k]  # ceil
+    queries = torch.arange(lq, device=q.device)[:, None]
+    workspace: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    for n in range(b):
+        keys = int(seqlens_k[n])
+        qn = q[n].transpose(0, 1).to(acc) * d**-0.5  # (H, Lq, D)
+        for i in range(blocks[n]):
+            page = int(block_table[n, i])
+            at = i * size + torch.arange(size, device=q.device)  # the page's key positions
+            filled = at < keys
+            allowed = filled & (at <= queries + keys - lq)  # (Lq, size): causal at the end
+            k, v = (c[page].to(acc).masked_fill(~filled[:, None, None], 0) for c in (k_cache, v_cache))
+            k, v = (t.transpose(0, 1).repeat_interleave(h // hkv, dim=0) for t in (k, v))  # (H, size, *)
+            s = (qn @ k.transpose(-2, -1)).masked_fill(~allowed, float("-inf"))
+            m = s.amax(-1, keepdim=True)
+            p = torch.exp(s - torch.where(m.isfinite(), m, 0))
+            workspace[page if partials_by_page else (n, i)] = (m, p.sum(-1, keepdim=True), p @ v)
+    outs = []
+    for n in range(b):
+        parts = [workspace[int(block_table[n, i]) if partials_by_page else (n, i)] for i in range(blocks[n])]
+        if not parts:  # nothing cached: every query allows no key
+            outs.append(q.new_zeros(1, lq, h, v_cache.shape[-1]))
+            continue
+        ms, ls, os = (torch.stack(t) for t in zip(*parts))
+        top = ms.amax(0)
+        w = torch.exp(ms - torch.where(top.isfinite(), top, 0))  # 0 for a page with no allowed key
+        total, out = (w * ls).sum(0), (w * os).sum(0)
+        out = torch.where(total > 0, out / torch.where(total > 0, total, 1), 0)  # (H, Lq, Dv)
+        outs.append(out.transpose(0, 1)[None].to(q.dtype))
     return torch.cat(outs) if outs else q.new_zeros(0, lq, h, v_cache.shape[-1])
 
 

@@ -328,6 +328,22 @@ def paged_assumes_16(
     return paged_attention(q, k16, v16, table, seqlens_k)
 
 
+@known_bad("reference_agreement", options={"kind": "paged"})
+def paged_partials_by_page(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+) -> torch.Tensor:
+    """Split-KV decoding that keeps each page's partial result in a workspace indexed by
+    physical page: right while every page serves one sequence, wrong once prefix caching shares
+    a page, when one sequence merges the partial another computed with its own queries."""
+    from xattn_ref.zoo.kernels import paged_split_attention
+
+    return paged_split_attention(q, k_cache, v_cache, block_table, seqlens_k, partials_by_page=True)
+
+
 @known_bad("finite_output", options={"kind": "varlen"})
 def varlen_reads_to_the_end(
     q: torch.Tensor,
