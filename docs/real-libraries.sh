@@ -26,6 +26,8 @@ run "$MHA" --kind layer --dim 16 --call 'x, context, context, key_padding_mask=~
 run 'x_transformers.attend:Attend()' --call 'q, k, v, mask=four_d(mask)'
 run 'x_transformers.attend:Attend(flash=True)' --call 'q, k, v, mask=four_d(mask)'
 run xattn_ref.zoo.adapters:flex_attention_kernel --forward-only --dtype float32 --max-examples 10
+run xattn_ref.zoo.adapters:flex_paged_kernel --kind paged --max-examples 10
+run xattn_ref.zoo.adapters:flex_paged_kernel --kind paged --poison none --max-examples 10
 run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("roberta")' --kind encoder --dim 16
 run 'xattn_ref.zoo.hf_layers:hf_encoder_layer("electra", attn_implementation="eager")' --kind encoder --dim 16 --dtype float16
 run 'xattn_ref.zoo.hf_layers:hf_decoder_layer("qwen2", attn_implementation="eager")' --kind encoder --dim 16

@@ -138,6 +138,13 @@ RUNS = [
     Run("soft-cap and sinks reference kernel on CUDA", ["xattn_ref.zoo.kernels:softcap_sinks_kernel",
         "--softcap", "--sinks"]),
     Run("sliding window kernel on CUDA", ["xattn_ref.zoo.kernels:windowed_kernel", "--window"]),
+    Run("split-KV paged kernel, shared pages", ["xattn_ref.zoo.kernels:paged_split_kernel", "--kind",
+        "paged"]),
+    # compiled on CUDA: whether NaN in unused slots still reaches the output (finding 9, CPU eager)
+    Run("torch's paged FlexAttention, zeros in unused slots", [f"{A}:flex_paged_kernel", "--kind", "paged",
+        "--poison", "none", "--max-examples", "10"]),
+    Run("HF sdpa function with a sliding window in its mask", ["transformers.integrations.sdpa_attention:"
+        "sdpa_attention_forward", "--kind", "hf", "--mask", "bool", "--window", *HALF]),
     Run("a tiny HF Llama, the model kind", ['xattn_ref.zoo.hf_models:causal_lm("llama")', "--kind", "model"]),
     Run("nn.MultiheadAttention itself (--call), float32",
         ["torch.nn:MultiheadAttention(16, 2, batch_first=True)", *LAYER, "--call",

@@ -119,14 +119,29 @@ def test_hugging_faces_eager_attention_is_nan_in_float64_and_float16_and_float32
 
 def test_flex_attention_forward_passes_on_the_cpu():
     """FlexAttention (eager, unfused on the CPU: slow, so few examples) with the mask as a
-    ``mask_mod`` and a ``BlockMask``; forward-only, as FlexAttention has no CPU backward."""
+    ``mask_mod`` and a ``BlockMask``; forward-only, as FlexAttention has no CPU backward. Its
+    float64 run cannot be watched for float32 arithmetic (a higher-order operator, compiled):
+    it is judged at float64's unit, not failed as a target error."""
     props = ["empty_rows_zero", "reference_agreement"]
     spec = "xattn_ref.zoo.adapters:flex_attention_kernel"
-    r = verdicts(spec, "kernel", {"forward_only": True}, props, (torch.float32,),
+    r = verdicts(spec, "kernel", {"forward_only": True}, props, (torch.float64, torch.float32),
                  settings=profile_settings("ci", max_examples=6))  # fmt: skip
     for (prop, dtype), res in r.items():
         assert res.status == "passed", (prop, dtype, res.message)
     assert flex_attention_kernel.__name__ == "flex_attention_kernel"
+
+
+def test_torchs_paged_flex_attention_holds_on_a_finite_cache_and_nan_in_unused_slots_reaches_it():
+    """A real finding, verified by hand (docs/real-libraries.md, finding 9): torch's paged
+    FlexAttention, eager on the CPU, multiplies the masked slots' values by a weight of 0, so NaN
+    past a sequence's length in its last page reaches the output; with those slots zero it holds
+    (shuffled and shared pages, pages of 1, 3, 5 and 16)."""
+    from xattn_ref.zoo.adapters import flex_paged_kernel
+
+    clean = run("reference_agreement", flex_paged_kernel, kind="paged", poison="none", max_examples=8)
+    assert clean.status == "passed" and clean.applied, clean.message
+    poisoned = run("finite_output", flex_paged_kernel, kind="paged", max_examples=8)
+    assert poisoned.status == "failed" and "nan" in poisoned.message, poisoned.message
 
 
 def test_a_packed_kernel_is_called_with_cu_seqlens_and_zero_length_sequences():

@@ -20,6 +20,8 @@ import importlib.util
 import re
 import shlex
 import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -124,7 +126,9 @@ def test_every_python_block_runs(page, code, monkeypatch):
     if "transformers" in code and importlib.util.find_spec("transformers") is None:
         pytest.skip("transformers is not installed here")
     monkeypatch.chdir(ROOT)
-    namespace: dict[str, object] = {"__name__": "__docs__"}
+    module = types.ModuleType("__docs__")  # importable, as a script's __main__ is (torch.compile looks)
+    monkeypatch.setitem(sys.modules, "__docs__", module)
+    namespace = module.__dict__
     exec(compile(code, f"{page} (python block)", "exec"), namespace)
     for name, fn in list(namespace.items()):
         if name.startswith("test_") and callable(fn):

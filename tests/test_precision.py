@@ -5,6 +5,7 @@ by more than float32's own error is still caught in float64."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests._support import run
@@ -114,3 +115,29 @@ def test_a_model_with_no_float64_is_judged_on_its_float32_run_and_its_defects_st
     )
     bad = run("padding_invariance", NoFloat64(attends_to_padding()), torch.float32, kind="model", vocab=32)
     assert bad.status == "failed", bad.message
+
+
+def test_a_float64_run_that_cannot_be_watched_is_judged_unwatched_and_its_own_errors_still_raise():
+    """A dispatch mode some targets refuse (FlexAttention's compiled higher-order operator): the
+    run goes again unwatched, judged at float64's unit, with a notice; an error of the target's
+    own still raises."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    from xattn_ref.precision import UNWATCHED, collected, float64_precision
+
+    def refuses_modes():
+        if _get_current_dispatch_mode() is not None:
+            raise NotImplementedError("no rule registered for this mode")
+        return torch.ones(2, dtype=torch.float64)
+
+    with collected() as notes:
+        result, unit = float64_precision(refuses_modes)
+    assert torch.equal(result, torch.ones(2, dtype=torch.float64)) and unit == torch.finfo(torch.float64).eps
+    assert (UNWATCHED, "NotImplementedError: no rule registered for this mode") in notes
+    assert any("could not be watched" in line for line in summarize(notes))
+
+    def broken():
+        raise ValueError("its own")
+
+    with pytest.raises(ValueError, match="its own"):
+        float64_precision(broken)

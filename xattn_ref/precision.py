@@ -20,6 +20,7 @@ later model adds), gathered per run by :func:`collected` and shown once per targ
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from xattn_ref._perturbed import ObservingMode, _leaves  # _leaves: an aten oper
 __all__ = [
     "FLOAT32",
     "NO_FLOAT64",
+    "UNWATCHED",
     "LowerPrecision",
     "Notes",
     "collected",
@@ -79,19 +81,35 @@ def float64_precision(run: Callable[[], Any], dtype: torch.dtype = torch.float64
     """``run()``, the float64 computation of a case in ``dtype``, and the rounding unit a float64
     case is judged at: float64's, or float32's where some arithmetic ran on float32 tensors,
     which :func:`notice` reports. For a case in another dtype, ``run()`` and that dtype's unit
-    (its budget is its own dtype's)."""
+    (its budget is its own dtype's).
+
+    A run that cannot be watched (FlexAttention's higher-order operator, which torch compiles
+    even in eager mode, takes no dispatch mode of this kind) runs again unwatched and is judged
+    at float64's unit, with a notice (:data:`UNWATCHED`); an error it raises then is its own.
+    torch's compilation caches are reset first (``torch._dynamo.reset()``): a compilation that
+    failed under the mode would fail every later call."""
     if dtype != torch.float64:
         return run(), torch.finfo(dtype).eps
-    with LowerPrecision() as mode:
+    try:
+        with LowerPrecision() as mode:
+            result = run()
+    except Exception as exc:  # the watch failed: the target's own error, if any, raises below
+        if "torch._dynamo" in sys.modules:  # a compilation under the mode failed: compile afresh
+            torch._dynamo.reset()
         result = run()
+        why = str(exc).splitlines()[0].split(" and mode ")[0].split(" (on ")[0]  # no object reprs
+        raised = "the target raised "  # a TargetError's words for the target's own exception
+        why = why.removeprefix(raised) if why.startswith(raised) else f"{type(exc).__name__}: {why}"
+        notice(UNWATCHED, why)
+        return result, torch.finfo(torch.float64).eps
     for op in mode.ops:
         notice(FLOAT32, op)
     return result, torch.finfo(torch.float32 if mode.ops else torch.float64).eps
 
 
-#: the topics of notices: a float64 run that computes in float32 (items: the operations), and a
-#: target with no float64 run (item: why)
-FLOAT32, NO_FLOAT64 = "float32 in float64", "no float64"
+#: the topics of notices: a float64 run that computes in float32 (items: the operations), a
+#: target with no float64 run (item: why), a float64 run that could not be watched (item: why)
+FLOAT32, NO_FLOAT64, UNWATCHED = "float32 in float64", "no float64", "unwatched"
 
 Notes = tuple[tuple[str, str], ...]
 _NOTICES: list[dict[tuple[str, str], None]] = []
@@ -131,4 +149,10 @@ def summarize(notes: Iterable[tuple[str, str]]) -> list[str]:
     if NO_FLOAT64 in topics:
         why = next(iter(topics[NO_FLOAT64]))
         lines.append(f"it does not run in float64 ({why}): its float32 run is the base of its allowances")
+    if UNWATCHED in topics:
+        why = next(iter(topics[UNWATCHED]))
+        lines.append(
+            f"its float64 run could not be watched for float32 arithmetic ({why}): it is judged at "
+            "float64's rounding unit"
+        )
     return lines

@@ -25,6 +25,7 @@ __all__ = [
     "cross_attention_layer",
     "decoder_layer",
     "flex_attention_kernel",
+    "flex_paged_kernel",
     "flex_window_kernel",
     "hf_bert_layer",
     "multihead_attention_layer",
@@ -67,6 +68,43 @@ def flex_window_kernel(
     return _flex(q, k, v, [window] if mask is None else [window, _mask_mod(q, k, mask)])
 
 
+def flex_paged_kernel(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+) -> torch.Tensor:
+    """torch's paged FlexAttention (``torch.nn.attention.experimental._paged_attention``) in the
+    paged kind's convention: the gate's block table becomes its page table (and the inverse map
+    it keeps per sequence), the cache its physical ``(1, H_kv, pages * page_size, D)`` buffers,
+    and a ``BlockMask`` over each sequence's logical keys (causal at the end of its
+    ``seqlens_k``, blocks of one page) is converted to physical pages, as its users write it.
+    Run it with ``--kind paged``; on the CPU FlexAttention is eager and unfused (slow)."""
+    from torch.nn.attention.experimental._paged_attention import PagedAttention
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, lq = q.shape[0], q.shape[1]
+    pages, size, hkv = k_cache.shape[0], k_cache.shape[1], k_cache.shape[2]
+    lens = seqlens_k.long()
+    paged = PagedAttention(pages, size, b, device=str(q.device))
+    for n in range(b):
+        used = -(-int(lens[n]) // size)
+        table = block_table[n, :used].long()
+        paged.page_table[n, :used] = table
+        paged.physical_to_logical[n, table] = torch.arange(used, device=q.device)
+        paged.capacity[n] = used * size
+
+    def causal_at_the_end(bi: Any, hi: Any, qi: Any, ki: Any) -> Any:
+        return (ki <= qi + lens[bi] - lq) & (ki < lens[bi])
+
+    width, device = block_table.shape[1] * size, str(q.device)  # logical keys: the table's blocks
+    logical = create_block_mask(causal_at_the_end, b, None, lq, width, device=device, BLOCK_SIZE=(128, size))
+    physical = paged.convert_logical_block_mask(logical, kv_len=lens)
+    k, v = (c.permute(2, 0, 1, 3).reshape(1, hkv, pages * size, c.shape[-1]) for c in (k_cache, v_cache))
+    return _flex_call(q.transpose(1, 2), k, v, physical, None).transpose(1, 2)
+
+
 def _mask_mod(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> Any:
     """The bool mask (True = may attend) as a FlexAttention ``mask_mod``."""
     allowed = mask.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
@@ -81,15 +119,25 @@ def _flex(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mods: list[Any], scale: float | None = None
 ) -> torch.Tensor:
     """``flex_attention`` with the ``BlockMask`` of the and of ``mods`` (none: no mask)."""
-    import warnings
-
-    from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import and_masks, create_block_mask
 
     b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     block_mask = create_block_mask(and_masks(*mods), b, h, lq, lk, device=str(q.device)) if mods else None
-    with warnings.catch_warnings():  # eager FlexAttention warns that it is not compiled
+    return _flex_call(q, k, v, block_mask, scale)
+
+
+def _flex_call(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any, scale: float | None
+) -> torch.Tensor:
+    """``flex_attention`` (grouped kv heads where k has fewer), without the warning eager
+    FlexAttention gives that it is not compiled."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import flex_attention
+
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        out = flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != h)
+        out = flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
     assert isinstance(out, torch.Tensor)
     return out
 
