@@ -170,7 +170,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("skip", "skip these properties (comma list)", type="list", metavar="P,..."),
     Option("strict", "also run the opt-in properties (nan_padding_invariance)", type="switch", default=False),
     Option("profile", "Hypothesis profile: dev (default; quick for the built-ins), ci (seed 0, 30 "
-           "examples), thorough or quick (15 examples)", type="choice",
+           "examples), thorough or quick (10 examples)", type="choice",
            choices=("dev", "ci", "thorough", "quick"), default="dev"),
     Option("seed", "base seed (default random; 0 with the ci profile)", minimum=0),
     Option("max_examples", "examples per run (default: the profile's)"),

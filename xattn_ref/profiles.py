@@ -36,7 +36,7 @@ PROFILES: dict[str, tuple[settings, str]] = {
     ),
     "thorough": (settings(_COMMON, max_examples=500), "500 examples per run, a random seed"),
     # the main job's default: an overview of 17 targets, each run a short one
-    "quick": (settings(_COMMON, max_examples=15), "15 examples per run, a random seed"),
+    "quick": (settings(_COMMON, max_examples=10), "10 examples per run, a random seed"),
 }
 
 
