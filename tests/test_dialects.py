@@ -309,6 +309,7 @@ def test_grouped_heads_and_biases_are_drawn_often():
         ({"scale": float("inf")}, "scale must be a finite number"),
         ({"causal": "left"}, "causal must be False, True (top_left), 'top_left' or 'bottom_right'"),
         ({"gqa": 1}, "gqa must be a bool"),
+        ({"shared_prefix": "yes"}, "shared_prefix must be a bool"),
         ({"batch_size": 1.5}, "batch_size must be an int"),
         ({"dtype": torch.int32}, "dtype must be one of"),
     ],

@@ -5,6 +5,8 @@ by more than float32's own error is still caught in float64."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -32,10 +34,25 @@ bfloat16_softmax = _softmax_in(torch.bfloat16)  # known-bad: half precision in a
 float32_softmax_off = _softmax_in(torch.float32, 1e-5)  # known-bad: 80 float32 roundings off
 
 
-def test_the_observing_modes_are_not_wrapped_for_torch_compile():
-    # the wrapper imports torch._dynamo on a mode's first call: about 1.2 s in every process
+def test_an_observing_mode_imports_no_compiler_and_steps_aside_from_one_that_is_loaded():
+    """torch's wrapper for a mode imports torch._dynamo on its first call (about 1.2 s in every
+    worker); a watching mode skips the compiler itself once it is loaded, as a compiled region
+    needs it to be."""
+    import torch._dynamo
+
+    from xattn_ref._perturbed import ObservingMode
+
+    class Watching(ObservingMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    assert not hasattr(Watching.__dict__["__torch_dispatch__"], "__wrapped__")  # no wrapper made
     for mode in (LowerPrecision, Perturbation):
-        assert not hasattr(mode.__dict__["__torch_dispatch__"], "__wrapped__"), mode
+        assert mode._should_skip_dynamo() is False, mode
+    assert "torch._dynamo" in sys.modules  # loaded, as by a target that compiles
+    with Watching():
+        torch.ones(2) + 1
+    assert hasattr(Watching.__dict__["__torch_dispatch__"], "__wrapped__")  # torch._dynamo.disable's
 
 
 def test_the_recorder_names_the_arithmetic_in_float32_and_nothing_in_plain_float64():

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -187,11 +188,27 @@ class ObservingMode(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
     torch wraps a mode's ``__torch_dispatch__`` so that ``torch.compile`` skips it, and the
     wrapper imports ``torch._dynamo`` on its first call: about 1.2 s, once in every process that
-    judges a case. These modes opt out of the wrapping; nothing compiles them."""
+    judges a case. These modes opt out of that wrapper and skip the compiler themselves, only
+    where it is loaded (a compiled region needs it loaded): on entering a mode while
+    ``torch._dynamo`` is imported, its ``__torch_dispatch__`` is wrapped in
+    ``torch._dynamo.disable``, once."""
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
         return False
+
+    def __enter__(self) -> Self:
+        cls = type(self)
+        if "torch._dynamo" in sys.modules and not cls.__dict__.get("_skips_dynamo"):
+            import torch._dynamo
+
+            raw = cls.__dict__.get("__torch_dispatch__")
+            if raw is not None:
+                skipped = torch._dynamo.disable(raw, recursive=True)  # type: ignore[no-untyped-call]
+                cls.__torch_dispatch__ = skipped  # type: ignore[method-assign]
+            setattr(cls, "_skips_dynamo", True)  # noqa: B010 (a flag of this class alone, not inherited)
+        super().__enter__()  # type: ignore[no-untyped-call]
+        return self
 
 
 class Perturbation(ObservingMode):
