@@ -515,6 +515,28 @@ def test_a_hugging_face_attention_function_gets_the_window_in_its_mask_and_as_sl
         assert verdicts == {expected}, (fn, verdicts)
 
 
+def test_a_hugging_face_function_gets_the_causal_part_in_its_mask_and_a_top_left_one_is_caught():
+    """--kind hf --causal ALIGNMENT: the causal part travels in the mask (Hugging Face's
+    functions take is_causal only with no mask, so an is_causal beside a mask was dropped: a
+    correct function failed); a function that re-applies causality from the top-left because
+    module.is_causal says so is wrong for queries at the end of longer keys (pytorch#144858)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def top_left_again(module, query, key, value, attention_mask, **kwargs):
+        if module.is_causal:
+            tril = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool).tril()
+            attention_mask = attention_mask & tril
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    for alignment in ("top_left", "bottom_right"):
+        opts = {"kind": "hf", "mask": "bool", "causal": alignment, "max_examples": 40}
+        for d in (torch.float64, torch.float16):
+            assert run("reference_agreement", sdpa_attention_forward, d, **opts).status == "passed", alignment
+    bad = {"kind": "hf", "mask": "bool", "causal": "bottom_right", "max_examples": 40}
+    assert run("reference_agreement", top_left_again, **bad).status == "failed"
+    assert run("reference_agreement", top_left_again, **{**bad, "causal": "top_left"}).status == "passed"
+
+
 def test_soft_capping_and_sinks_are_gated_with_one_option_each():
     """--softcap and --sinks: the reference caps the scaled logits before the mask (Gemma 2) and
     puts each head's sink in the softmax's denominator with no value (gpt-oss); a kernel written

@@ -3,10 +3,12 @@ attention_mask, scaling=s, dropout=0.0) -> (out, weights)`` with ``out`` ``(B, L
 ``module.num_key_value_groups = H // H_kv``. Its options are the kernel dialect's, with grouped kv
 heads and ``finfo.min`` masks by default and the scale always passed (as ``scaling``).
 
-With ``--window``, the window travels in the mask, as Hugging Face's mask builders put a sliding
-window there for its eager and sdpa paths, and a window ``(left, 0)`` is also passed as
-``sliding_window=left + 1`` (keys ``i - sliding_window < j <= i``), as Mistral and Gemma 2 pass
-it for the paths that take it (flash-attention's)."""
+With ``--causal``, the causal part travels in the mask (``--causal-in-mask`` is implied), as
+Hugging Face's mask builders put it there and its functions take ``is_causal`` only where no
+mask is given; ``module.is_causal`` says it. With ``--window``, the window travels in the mask
+too, as the mask builders put a sliding window there for the eager and sdpa paths, and a window
+``(left, 0)`` is also passed as ``sliding_window=left + 1`` (keys ``i - sliding_window < j <=
+i``), as Mistral and Gemma 2 pass it for the paths that take it (flash-attention's)."""
 
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ class HFCall(KernelCall):
             allowed = window_mask(window, case.q.shape[2], case.k.shape[2], case.q.device)
             case = case.replace(mask=allowed if case.mask is None else case.mask & allowed, window=None)
         args, kwargs = self.dialect.arguments(case)
-        causal = bool(kwargs.pop("is_causal", False))
-        module = hf_module(case.groups, is_causal=causal)
+        causal = bool(kwargs.pop("is_causal", False)) or self.dialect.causal != "none"
+        module = hf_module(case.groups, is_causal=causal)  # as a decoder's attention is
         call_kwargs: dict[str, Any] = {"scaling": case.effective_scale, "dropout": 0.0}
         if window is not None and window[0] >= 0 and window[1] == 0:
             call_kwargs["sliding_window"] = window[0] + 1
@@ -99,7 +101,11 @@ class HFKind(KernelKind):
         return self.roles
 
     def dialect(self, options: dict[str, Any]) -> Dialect:
-        return Dialect.from_options({**options, "scale": True})
+        # Hugging Face's functions take is_causal only when no mask is given: with a mask, the
+        # causal part travels in it, as its mask builders put it
+        carried = options.get("causal", "none") != "none" and options.get("mask", "sentinel") != "none"
+        in_mask = carried or bool(options.get("causal_in_mask"))
+        return Dialect.from_options({**options, "scale": True, "causal_in_mask": in_mask})
 
     def make_call(self, fn_for: FnFor, options: dict[str, Any], differentiable: bool) -> HFCall:
         return HFCall(
