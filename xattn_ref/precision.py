@@ -86,15 +86,15 @@ def float64_precision(run: Callable[[], Any], dtype: torch.dtype = torch.float64
     A run that cannot be watched (FlexAttention's higher-order operator, which torch compiles
     even in eager mode, takes no dispatch mode of this kind) runs again unwatched and is judged
     at float64's unit, with a notice (:data:`UNWATCHED`); an error it raises then is its own.
-    torch's compilation caches are reset first (``torch._dynamo.reset()``): a compilation that
-    failed under the mode would fail every later call."""
+    Where the failure came from a compiled region, torch's compilation caches are reset first
+    (``torch._dynamo.reset()``): a compilation that failed under the mode fails every later call."""
     if dtype != torch.float64:
         return run(), torch.finfo(dtype).eps
     try:
         with LowerPrecision() as mode:
             result = run()
     except Exception as exc:  # the watch failed: the target's own error, if any, raises below
-        if "torch._dynamo" in sys.modules:  # a compilation under the mode failed: compile afresh
+        if "torch._dynamo" in sys.modules and _compiled(exc):  # compile afresh, without the mode
             torch._dynamo.reset()
         result = run()
         why = str(exc).splitlines()[0].split(" and mode ")[0].split(" (on ")[0]  # no object reprs
@@ -105,6 +105,15 @@ def float64_precision(run: Callable[[], Any], dtype: torch.dtype = torch.float64
     for op in mode.ops:
         notice(FLOAT32, op)
     return result, torch.finfo(torch.float32 if mode.ops else torch.float64).eps
+
+
+def _compiled(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a compiled region or a higher-order operator (whose failure
+    under the mode stays in torch's compilation caches), by its words: a target's error arrives
+    wrapped, its type in the message."""
+    words = str(exc)
+    from_dynamo = type(exc).__module__.startswith("torch._dynamo")
+    return from_dynamo or "HigherOrderOperator" in words or "Dynamo" in words
 
 
 #: the topics of notices: a float64 run that computes in float32 (items: the operations), a

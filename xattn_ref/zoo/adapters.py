@@ -8,6 +8,7 @@ x-transformers-style cross-attention layer around any kernel. Each is a target:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -131,8 +132,6 @@ def _flex_call(
 ) -> torch.Tensor:
     """``flex_attention`` (grouped kv heads where k has fewer), without the warning eager
     FlexAttention gives that it is not compiled."""
-    import warnings
-
     from torch.nn.attention.flex_attention import flex_attention
 
     with warnings.catch_warnings():
