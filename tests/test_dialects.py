@@ -535,6 +535,9 @@ def test_a_hugging_face_function_gets_the_causal_part_in_its_mask_and_a_top_left
     bad = {"kind": "hf", "mask": "bool", "causal": "bottom_right", "max_examples": 40}
     assert run("reference_agreement", top_left_again, **bad).status == "failed"
     assert run("reference_agreement", top_left_again, **{**bad, "causal": "top_left"}).status == "passed"
+    # a function causal by construction (--fixed-causal) keeps the padding alone in its mask
+    fixed = {"causal": "top_left", "fixed_causal": True, "mask": "bool"}
+    assert not KINDS["hf"].dialect(fixed).causal_in_mask
 
 
 def test_soft_capping_and_sinks_are_gated_with_one_option_each():

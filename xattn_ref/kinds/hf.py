@@ -102,8 +102,10 @@ class HFKind(KernelKind):
 
     def dialect(self, options: dict[str, Any]) -> Dialect:
         # Hugging Face's functions take is_causal only when no mask is given: with a mask, the
-        # causal part travels in it, as its mask builders put it
-        carried = options.get("causal", "none") != "none" and options.get("mask", "sentinel") != "none"
+        # causal part travels in it, as its mask builders put it (unless the function is causal
+        # by construction, --fixed-causal)
+        causal = options.get("causal", "none") != "none" and not options.get("fixed_causal")
+        carried = causal and options.get("mask", "sentinel") != "none"
         in_mask = carried or bool(options.get("causal_in_mask"))
         return Dialect.from_options({**options, "scale": True, "causal_in_mask": in_mask})
 
