@@ -12,8 +12,8 @@ from _support import not_holding, run
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
 from xattn_ref.kinds import KINDS, PagedCall
 from xattn_ref.plan import select_properties
-from xattn_ref.zoo.kernels import paged_reference_kernel, paged_split_kernel
-from xattn_ref.zoo.known_bad import paged_partials_by_page, paged_reads_whole_pages
+from xattn_ref.zoo.kernels import paged_hnd_kernel, paged_reference_kernel, paged_split_kernel
+from xattn_ref.zoo.known_bad import paged_hnd_reshaped, paged_partials_by_page, paged_reads_whole_pages
 
 
 def _case(dtype=torch.float32, seed=0, lens=(7, 1, 0), shared_prefix=0):
@@ -84,3 +84,18 @@ def test_a_kernel_that_keeps_partials_by_physical_page_is_right_until_pages_are_
         args, _ = call.arguments(case)
         got, want = paged_partials_by_page(*args.values()), paged_split_kernel(*args.values())
         assert torch.allclose(got, want) is right, shared
+
+
+def test_the_hnd_cache_layout_puts_each_pages_heads_before_its_slots():
+    """--cache-layout hnd (FlashInfer's): the same pages, (num_blocks, H_kv, block_size, D); a
+    kernel that reshapes it to NHD is right only with one kv head (or one key a page)."""
+    case = _case(seed=2)  # pages of 3, two kv heads
+    nhd, _ = PagedCall(lambda *_: paged_reference_kernel).arguments(case)
+    hnd, _ = PagedCall(lambda *_: paged_hnd_kernel, cache_layout="hnd").arguments(case)
+    assert hnd["k_cache"].is_contiguous() and hnd["k_cache"].shape[1:] == (2, 3, 8)
+    assert torch.equal(hnd["k_cache"].transpose(1, 2).nan_to_num(), nhd["k_cache"].nan_to_num())
+    assert torch.equal(paged_hnd_kernel(*hnd.values()), paged_reference_kernel(*nhd.values()))
+    assert not torch.equal(paged_hnd_reshaped(*hnd.values()).nan_to_num(), paged_hnd_kernel(*hnd.values()))
+    one_head = hnd["k_cache"][:, :1], hnd["v_cache"][:, :1]
+    args = (hnd["q"][:, :, :1], *one_head, hnd["block_table"], hnd["seqlens_k"])
+    assert torch.equal(paged_hnd_reshaped(*args), paged_hnd_kernel(*args))

@@ -4,7 +4,8 @@ serving engines' decode and chunked-prefill kernels take it:
 
 - q ``(B, Lq, H, D)``: each sequence's newest Lq tokens (a decode step, or a chunk at an offset);
 - k_cache ``(num_blocks, block_size, H_kv, D)``, v_cache ``(num_blocks, block_size, H_kv, Dv)``:
-  physical pages, in no particular order; query head h reads kv head ``h // (H / H_kv)``;
+  physical pages, in no particular order; query head h reads kv head ``h // (H / H_kv)``
+  (``--cache-layout hnd``: ``(num_blocks, H_kv, block_size, D)``, FlashInfer's HND layout);
 - block_table ``(B, max_blocks)`` int32: sequence b's logical block i lies in page
   ``block_table[b, i]``;
 - seqlens_k ``(B,)`` int32: sequence b's keys, the queries' own included; query i sits at
@@ -48,9 +49,17 @@ class PagedCall(KernelCall):
     element of a case is one sequence whose mask is a ``cached`` slice (its keys first, its
     queries the last of them); the call lays its keys and values out in pages."""
 
-    def __init__(self, fn_for: FnFor, *, block_size: int = 0, poison: bool = True, **settings: Any) -> None:
+    def __init__(
+        self,
+        fn_for: FnFor,
+        *,
+        block_size: int = 0,
+        poison: bool = True,
+        cache_layout: str = "nhd",
+        **settings: Any,
+    ) -> None:
         super().__init__(fn_for, **settings)
-        self.block_size, self.poison = block_size, poison
+        self.block_size, self.poison, self.cache_layout = block_size, poison, cache_layout
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
@@ -68,6 +77,8 @@ class PagedCall(KernelCall):
                 count = keys.stop - keys.start  # a page another sequence shares holds the same keys
                 k_cache[page, :count] = case.k[n, :, keys].transpose(0, 1)
                 v_cache[page, :count] = case.v[n, :, keys].transpose(0, 1)
+        if self.cache_layout == "hnd":  # heads before slots, each page's (H_kv, block_size, D) contiguous
+            k_cache, v_cache = (c.transpose(1, 2).contiguous() for c in (k_cache, v_cache))
         device = case.q.device
         args = {
             "q": case.q.transpose(1, 2),
@@ -152,7 +163,8 @@ class PagedCall(KernelCall):
     def snippet(self) -> str:
         return (
             "from xattn_ref.kinds import PagedCall\n"
-            f"args, _ = PagedCall(lambda *_: fn, block_size={self.block_size}, poison={self.poison})"
+            f"args, _ = PagedCall(lambda *_: fn, block_size={self.block_size}, poison={self.poison}, "
+            f"cache_layout={self.cache_layout!r})"
             ".arguments(case)  # q (B, Lq, H, D), the paged cache, block_table, seqlens_k\n"
             "out = fn(*args.values())  # (B, Lq, H, Dv)"
         )
@@ -203,6 +215,9 @@ class PagedKind(Kind):
                minimum=0),
         Option("poison", "nan: the cache's slots that hold no key are NaN (a reused cache's garbage); "
                "none: zeros", type="choice", choices=("nan", "none"), default="nan"),
+        Option("cache_layout", "nhd: caches (num_blocks, block_size, H_kv, D), flash-attention's and vLLM's; "
+               "hnd: (num_blocks, H_kv, block_size, D), FlashInfer's HND", type="choice",
+               choices=("nhd", "hnd"), default="nhd"),
         Option("queries", "chunk: 1 to 4 queries a sequence (decode and chunked prefill); decode: one",
                type="choice", choices=("chunk", "decode"), default="chunk"),
         *CALL_OPTIONS,
@@ -215,6 +230,7 @@ class PagedKind(Kind):
             differentiable=False,
             block_size=int(options.get("block_size") or 0),
             poison=options.get("poison", "nan") == "nan",
+            cache_layout=options.get("cache_layout", "nhd"),
             **self.call_settings(options),
         )
 
@@ -223,7 +239,8 @@ class PagedKind(Kind):
         pages = f"pages of {size}" if size else "pages of 16, 1, 3 or 5"
         poison = "NaN" if options.get("poison", "nan") == "nan" else "zeros"
         one = "; one query a sequence" if options.get("queries") == "decode" else ""
-        return f"{self.signature}; {pages}, unused slots {poison}{one}; forward-only"
+        hnd = "; caches (num_blocks, H_kv, block_size, D)" if options.get("cache_layout") == "hnd" else ""
+        return f"{self.signature}{hnd}; {pages}, unused slots {poison}{one}; forward-only"
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from hypothesis import strategies as st

@@ -24,6 +24,7 @@ __all__ = [
     "padded_causal_kernel",
     "padded_sequence_kernel",
     "paged_attention",
+    "paged_hnd_kernel",
     "paged_reference_kernel",
     "paged_split_attention",
     "paged_split_kernel",
@@ -114,6 +115,19 @@ def paged_reference_kernel(
     ``seqlens_k``, its Lq queries causal at their end, the guarded reference on them. q and out
     ``(B, Lq, H, D)``. Run it with ``--kind paged``."""
     return paged_attention(q, k_cache, v_cache, block_table, seqlens_k)
+
+
+def paged_hnd_kernel(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`paged_reference_kernel` over caches in FlashInfer's HND layout, ``(num_blocks,
+    H_kv, block_size, D)``: each page's heads before its slots. Run it with ``--kind paged
+    --cache-layout hnd``."""
+    return paged_attention(q, k_cache.transpose(1, 2), v_cache.transpose(1, 2), block_table, seqlens_k)
 
 
 def paged_attention(

@@ -344,6 +344,24 @@ def paged_partials_by_page(
     return paged_split_attention(q, k_cache, v_cache, block_table, seqlens_k, partials_by_page=True)
 
 
+@known_bad("reference_agreement", options={"kind": "paged", "cache_layout": "hnd"})
+def paged_hnd_reshaped(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+) -> torch.Tensor:
+    """Takes an HND cache ``(num_blocks, H_kv, block_size, D)`` to NHD with ``reshape`` where a
+    transpose was meant: right for one kv head or one key a page, a scramble of keys and heads
+    otherwise."""
+    from xattn_ref.zoo.kernels import paged_attention
+
+    n, hkv, size = k_cache.shape[0], k_cache.shape[1], k_cache.shape[2]
+    k, v = (c.reshape(n, size, hkv, c.shape[-1]) for c in (k_cache, v_cache))
+    return paged_attention(q, k, v, block_table, seqlens_k)
+
+
 @known_bad("finite_output", options={"kind": "varlen"})
 def varlen_reads_to_the_end(
     q: torch.Tensor,
