@@ -69,8 +69,8 @@ MODELS = (
 #: Correct kernels of the dialects that no built-in has, each with its options, for the default
 #: sweep and ``--dialects`` (alone): a sliding window, soft-capping and sinks (each, and both),
 #: the (B, L, H, D) layout, packed varlen sequences with a NaN tail, and a paged KV cache (chunks,
-#: and decode steps in pages of 16; gathered, split by page with a log-sum-exp merge, and in
-#: FlashInfer's HND layout), and
+#: and decode steps in pages of 16; gathered, split by page with a log-sum-exp merge, in
+#: FlashInfer's HND layout and through its CSR page table), and
 #: Hugging Face's sdpa function with a sliding window, or a causal part, in its mask.
 DIALECT_TWINS = (
     ("xattn_ref.zoo.kernels:windowed_kernel", "kernel", {"window": True}),
@@ -83,6 +83,7 @@ DIALECT_TWINS = (
     ("xattn_ref.zoo.kernels:paged_reference_kernel", "paged", {"queries": "decode", "block_size": 16}),
     ("xattn_ref.zoo.kernels:paged_split_kernel", "paged", {"queries": "chunk"}),
     ("xattn_ref.zoo.kernels:paged_hnd_kernel", "paged", {"cache_layout": "hnd"}),
+    ("xattn_ref.zoo.kernels:paged_csr_kernel", "paged", {"table": "csr"}),
     ("transformers.integrations.sdpa_attention:sdpa_attention_forward", "hf", {"window": True, "mask": "bool"}),  # noqa: E501
     ("transformers.integrations.sdpa_attention:sdpa_attention_forward", "hf", {"causal": "bottom_right", "mask": "bool"}),  # noqa: E501
 )

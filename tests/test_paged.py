@@ -12,7 +12,12 @@ from _support import not_holding, run
 from xattn_ref.cases import CaseSpec, MaskSpec, SlicePattern
 from xattn_ref.kinds import KINDS, PagedCall
 from xattn_ref.plan import select_properties
-from xattn_ref.zoo.kernels import paged_hnd_kernel, paged_reference_kernel, paged_split_kernel
+from xattn_ref.zoo.kernels import (
+    paged_csr_kernel,
+    paged_hnd_kernel,
+    paged_reference_kernel,
+    paged_split_kernel,
+)
 from xattn_ref.zoo.known_bad import paged_hnd_reshaped, paged_partials_by_page, paged_reads_whole_pages
 
 
@@ -99,3 +104,17 @@ def test_the_hnd_cache_layout_puts_each_pages_heads_before_its_slots():
     one_head = hnd["k_cache"][:, :1], hnd["v_cache"][:, :1]
     args = (hnd["q"][:, :, :1], *one_head, hnd["block_table"], hnd["seqlens_k"])
     assert torch.equal(paged_hnd_reshaped(*args), paged_hnd_kernel(*args))
+
+
+def test_the_csr_table_names_each_sequences_pages_in_a_row_and_its_last_pages_keys():
+    """--table csr (FlashInfer's): kv_indptr, kv_indices, kv_last_page_len for the same pages as
+    the block table; a sequence with no keys has no pages and a last page of 0 keys."""
+    case = _case(seed=2)  # pages of 3: sequences of 7, 1 and 0 keys
+    table, _ = PagedCall(lambda *_: paged_reference_kernel).arguments(case)
+    csr, _ = PagedCall(lambda *_: paged_csr_kernel, table="csr").arguments(case)
+    assert list(csr) == ["q", "k_cache", "v_cache", "kv_indptr", "kv_indices", "kv_last_page_len"]
+    assert csr["kv_indptr"].tolist() == [0, 3, 4, 4] and csr["kv_last_page_len"].tolist() == [1, 1, 0]
+    blocks = table["block_table"]
+    assert csr["kv_indices"].tolist() == [*blocks[0, :3].tolist(), int(blocks[1, 0])]
+    assert all(t.dtype == torch.int32 for name, t in csr.items() if name.startswith("kv_"))
+    assert torch.equal(paged_csr_kernel(*csr.values()), paged_reference_kernel(*table.values()))

@@ -10,7 +10,10 @@ serving engines' decode and chunked-prefill kernels take it:
   ``block_table[b, i]``;
 - seqlens_k ``(B,)`` int32: sequence b's keys, the queries' own included; query i sits at
   position ``seqlens_k[b] - Lq + i`` and attends to the keys up to it (causal, bottom-right);
-  a query before the sequence's start (``seqlens_k[b] < Lq``) attends to none and outputs zeros.
+  a query before the sequence's start (``seqlens_k[b] < Lq``) attends to none and outputs zeros;
+- ``--table csr`` (FlashInfer's) passes ``kv_indptr`` ``(B + 1,)``, ``kv_indices`` (every
+  sequence's pages in a row) and ``kv_last_page_len`` ``(B,)`` (its last page's keys, 1 to
+  block_size; 0 for a sequence with none), all int32, instead of block_table and seqlens_k.
 
 Every slot that holds no key of a sequence (past ``seqlens_k`` in its last page, the pages no
 sequence uses, the block table's entries past a sequence's last block, which point at such a
@@ -56,10 +59,11 @@ class PagedCall(KernelCall):
         block_size: int = 0,
         poison: bool = True,
         cache_layout: str = "nhd",
+        table: str = "block_table",
         **settings: Any,
     ) -> None:
         super().__init__(fn_for, **settings)
-        self.block_size, self.poison, self.cache_layout = block_size, poison, cache_layout
+        self.block_size, self.poison, self.cache_layout, self.table = block_size, poison, cache_layout, table
 
     def arguments(self, case: AttentionCase) -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
@@ -80,13 +84,16 @@ class PagedCall(KernelCall):
         if self.cache_layout == "hnd":  # heads before slots, each page's (H_kv, block_size, D) contiguous
             k_cache, v_cache = (c.transpose(1, 2).contiguous() for c in (k_cache, v_cache))
         device = case.q.device
-        args = {
-            "q": case.q.transpose(1, 2),
-            "k_cache": k_cache,
-            "v_cache": v_cache,
-            "block_table": table.to(device),
-            "seqlens_k": lens.to(device=device, dtype=torch.int32),
-        }
+        args = {"q": case.q.transpose(1, 2), "k_cache": k_cache, "v_cache": v_cache}
+        if self.table == "csr":  # FlashInfer's: each sequence's pages in a row, and its last page's keys
+            blocks = torch.tensor([-(-int(n) // size) for n in lens], dtype=torch.int64)
+            indptr = torch.cat([blocks.new_zeros(1), blocks.cumsum(0)])
+            indices = torch.cat([table[n, : int(blocks[n])] for n in range(b)]) if b else table[:0, 0]
+            last = torch.where(blocks > 0, lens - (blocks - 1) * size, 0)
+            for name, t in (("kv_indptr", indptr), ("kv_indices", indices), ("kv_last_page_len", last)):
+                args[name] = t.to(device=device, dtype=torch.int32)
+        else:
+            args |= {"block_table": table.to(device), "seqlens_k": lens.to(device=device, dtype=torch.int32)}
         return args, {}
 
     def _pages(self, case: AttentionCase, lens: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
@@ -164,8 +171,8 @@ class PagedCall(KernelCall):
         return (
             "from xattn_ref.kinds import PagedCall\n"
             f"args, _ = PagedCall(lambda *_: fn, block_size={self.block_size}, poison={self.poison}, "
-            f"cache_layout={self.cache_layout!r})"
-            ".arguments(case)  # q (B, Lq, H, D), the paged cache, block_table, seqlens_k\n"
+            f"cache_layout={self.cache_layout!r}, table={self.table!r})"
+            ".arguments(case)  # q (B, Lq, H, D), the paged cache and its table\n"
             "out = fn(*args.values())  # (B, Lq, H, Dv)"
         )
 
@@ -209,6 +216,10 @@ class PagedKind(Kind):
         "device_consistency",
     )  # inference kernels: no gradients; the padding is the cache's unused slots, poisoned in every case
     roles = ("q", "k_cache", "v_cache", "block_table", "seqlens_k")
+    csr_roles = ("q", "k_cache", "v_cache", "kv_indptr", "kv_indices", "kv_last_page_len")
+
+    def required_roles(self, options: dict[str, Any]) -> tuple[str, ...]:
+        return self.csr_roles if options.get("table") == "csr" else self.roles
 
     options = (
         Option("block_size", "keys a page holds; 0 (default): each case in pages of 16, 1, 3 or 5",
@@ -218,6 +229,10 @@ class PagedKind(Kind):
         Option("cache_layout", "nhd: caches (num_blocks, block_size, H_kv, D), flash-attention's and vLLM's; "
                "hnd: (num_blocks, H_kv, block_size, D), FlashInfer's HND", type="choice",
                choices=("nhd", "hnd"), default="nhd"),
+        Option("table", "block_table: block_table (B, max_blocks) and seqlens_k (B,), flash-attention's "
+               "and vLLM's; csr: kv_indptr (B + 1,), kv_indices (the pages in order), kv_last_page_len "
+               "(B,) (1 to block_size keys; 0 for a sequence with none), FlashInfer's", type="choice",
+               choices=("block_table", "csr"), default="block_table"),
         Option("queries", "chunk: 1 to 4 queries a sequence (decode and chunked prefill); decode: one",
                type="choice", choices=("chunk", "decode"), default="chunk"),
         *CALL_OPTIONS,
@@ -231,6 +246,7 @@ class PagedKind(Kind):
             block_size=int(options.get("block_size") or 0),
             poison=options.get("poison", "nan") == "nan",
             cache_layout=options.get("cache_layout", "nhd"),
+            table=options.get("table", "block_table"),
             **self.call_settings(options),
         )
 
@@ -240,7 +256,10 @@ class PagedKind(Kind):
         poison = "NaN" if options.get("poison", "nan") == "nan" else "zeros"
         one = "; one query a sequence" if options.get("queries") == "decode" else ""
         hnd = "; caches (num_blocks, H_kv, block_size, D)" if options.get("cache_layout") == "hnd" else ""
-        return f"{self.signature}{hnd}; {pages}, unused slots {poison}{one}; forward-only"
+        signature = self.signature
+        if options.get("table") == "csr":
+            signature = signature.replace("block_table, seqlens_k", "kv_indptr, kv_indices, kv_last_page_len")
+        return f"{signature}{hnd}; {pages}, unused slots {poison}{one}; forward-only"
 
     def cases(self, options: dict[str, Any], dtype: torch.dtype, device: str) -> st.SearchStrategy[Any]:
         from hypothesis import strategies as st

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from xattn_ref import reference
 
 __all__ = [
+    "csr_to_block_table",
     "eager_kernel",
     "flash_layout_kernel",
     "windowed_kernel",
@@ -24,6 +25,7 @@ __all__ = [
     "padded_causal_kernel",
     "padded_sequence_kernel",
     "paged_attention",
+    "paged_csr_kernel",
     "paged_hnd_kernel",
     "paged_reference_kernel",
     "paged_split_attention",
@@ -115,6 +117,35 @@ def paged_reference_kernel(
     ``seqlens_k``, its Lq queries causal at their end, the guarded reference on them. q and out
     ``(B, Lq, H, D)``. Run it with ``--kind paged``."""
     return paged_attention(q, k_cache, v_cache, block_table, seqlens_k)
+
+
+def paged_csr_kernel(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_last_page_len: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`paged_reference_kernel` in FlashInfer's convention: sequence b's pages are
+    ``kv_indices[kv_indptr[b]:kv_indptr[b + 1]]`` and its last page holds ``kv_last_page_len[b]``
+    keys. Run it with ``--kind paged --table csr``."""
+    table, lens = csr_to_block_table(k_cache.shape[1], kv_indptr, kv_indices, kv_last_page_len)
+    return paged_attention(q, k_cache, v_cache, table, lens)
+
+
+def csr_to_block_table(
+    page_size: int, kv_indptr: torch.Tensor, kv_indices: torch.Tensor, kv_last_page_len: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlashInfer's ``(kv_indptr, kv_indices, kv_last_page_len)`` as a block table ``(B,
+    max_blocks)`` (padded with page 0, never read) and each sequence's number of keys."""
+    pages = (kv_indptr[1:] - kv_indptr[:-1]).long()
+    width = max(1, int(pages.max())) if pages.numel() else 1
+    table = torch.zeros(pages.numel(), width, dtype=torch.int32, device=kv_indices.device)
+    for n in range(pages.numel()):
+        table[n, : int(pages[n])] = kv_indices[int(kv_indptr[n]) : int(kv_indptr[n + 1])]
+    lens = torch.where(pages > 0, (pages - 1) * page_size + kv_last_page_len.long(), 0)
+    return table, lens
 
 
 def paged_hnd_kernel(

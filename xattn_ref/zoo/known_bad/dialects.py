@@ -362,6 +362,25 @@ def paged_hnd_reshaped(
     return paged_attention(q, k, v, block_table, seqlens_k)
 
 
+@known_bad("finite_output", options={"kind": "paged", "table": "csr"})
+def paged_csr_full_last_page(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_last_page_len: torch.Tensor,
+) -> torch.Tensor:
+    """Forgets ``kv_last_page_len``: every page of a sequence taken as full, so its last page's
+    unused slots are read (NaN from a reused cache); right when every sequence fills its last
+    page."""
+    from xattn_ref.zoo.kernels import csr_to_block_table, paged_attention
+
+    size = k_cache.shape[1]
+    table, lens = csr_to_block_table(size, kv_indptr, kv_indices, torch.full_like(kv_last_page_len, size))
+    return paged_attention(q, k_cache, v_cache, table, lens)
+
+
 @known_bad("finite_output", options={"kind": "varlen"})
 def varlen_reads_to_the_end(
     q: torch.Tensor,
