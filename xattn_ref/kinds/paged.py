@@ -71,12 +71,12 @@ class PagedCall(KernelCall):
         lens = cached_lengths(case)
         b, hkv = case.k.shape[0], case.k.shape[1]
         size = self.page_size(case)
-        table, total = self._pages(case, lens, size)
+        table, total, blocks = self._pages(case, lens, size)
         fill = torch.nan if self.poison else 0.0
         k_cache = case.k.new_full((total, size, hkv, case.k.shape[-1]), fill)
         v_cache = case.v.new_full((total, size, hkv, case.v.shape[-1]), fill)
         for n in range(b):
-            for i, page in enumerate(table[n, : -(-int(lens[n]) // size)].tolist()):
+            for i, page in enumerate(table[n, : blocks[n]].tolist()):
                 keys = slice(i * size, min((i + 1) * size, int(lens[n])))
                 count = keys.stop - keys.start  # a page another sequence shares holds the same keys
                 k_cache[page, :count] = case.k[n, :, keys].transpose(0, 1)
@@ -86,23 +86,26 @@ class PagedCall(KernelCall):
         device = case.q.device
         args = {"q": case.q.transpose(1, 2), "k_cache": k_cache, "v_cache": v_cache}
         if self.table == "csr":  # FlashInfer's: each sequence's pages in a row, and its last page's keys
-            blocks = torch.tensor([-(-int(n) // size) for n in lens], dtype=torch.int64)
-            indptr = torch.cat([blocks.new_zeros(1), blocks.cumsum(0)])
-            indices = torch.cat([table[n, : int(blocks[n])] for n in range(b)]) if b else table[:0, 0]
-            last = torch.where(blocks > 0, lens - (blocks - 1) * size, 0)
+            pages = torch.tensor(blocks, dtype=torch.int64)
+            indptr = torch.cat([pages.new_zeros(1), pages.cumsum(0)])
+            indices = torch.cat([table[n, : blocks[n]] for n in range(b)]) if b else table[:0, 0]
+            last = torch.where(pages > 0, lens - (pages - 1) * size, 0)
             for name, t in (("kv_indptr", indptr), ("kv_indices", indices), ("kv_last_page_len", last)):
                 args[name] = t.to(device=device, dtype=torch.int32)
         else:
             args |= {"block_table": table.to(device), "seqlens_k": lens.to(device=device, dtype=torch.int32)}
         return args, {}
 
-    def _pages(self, case: AttentionCase, lens: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
-        """The block table ``(B, max_blocks)`` and the number of physical pages. A sequence's
-        block whose keys, and every key before them, are another sequence's (a shared prompt,
-        :attr:`~xattn_ref.cases.CaseSpec.shared_prefix`; longer sequences first) is read from
-        that sequence's page, as prefix caching and forked sequences share it; the others get
-        pages of their own. Pages are placed at random by the case's seed, with two spare pages
-        no sequence uses, where the table's padding points."""
+    def _pages(
+        self, case: AttentionCase, lens: torch.Tensor, size: int
+    ) -> tuple[torch.Tensor, int, list[int]]:
+        """The block table ``(B, max_blocks)``, the number of physical pages, and each
+        sequence's number of blocks. A sequence's block whose keys, and every key before them,
+        are another sequence's (a shared prompt, :attr:`~xattn_ref.cases.CaseSpec.shared_prefix`;
+        longer sequences first) is read from that sequence's page, as prefix caching and forked
+        sequences share it; the others get pages of their own. Pages are placed at random by
+        the case's seed, with two spare pages no sequence uses, where the table's padding
+        points."""
         import torch
 
         b = case.k.shape[0]
@@ -126,7 +129,7 @@ class PagedCall(KernelCall):
         for n, row in logical.items():
             if row:
                 table[n, : len(row)] = place[row]
-        return table, pages + spare
+        return table, pages + spare, blocks
 
     @staticmethod
     def _same_keys(case: AttentionCase, lens: torch.Tensor, m: int, n: int, end: int) -> bool:
@@ -143,8 +146,8 @@ class PagedCall(KernelCall):
 
         lens = cached_lengths(case)
         size = self.page_size(case)
-        table, _ = self._pages(case, lens, size)
-        used = torch.cat([table[n, : -(-int(lens[n]) // size)] for n in range(len(lens))])
+        table, _, blocks = self._pages(case, lens, size)
+        used = torch.cat([table[n, : blocks[n]] for n in range(len(lens))])
         return int((used.bincount() > 1).sum()) if used.numel() else 0
 
     def page_size(self, case: AttentionCase) -> int:
