@@ -310,6 +310,29 @@ def test_a_module_target_is_looked_up_from_the_current_folder(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+ZOO_FREE_RUN = """
+import sys
+from xattn_ref.cli import main
+status = main([sys.argv[1], "--dtype", "float32", "--property", "finite_output", "--quiet", "--jobs", "1"])
+print(status, sorted(m for m in sys.modules if m.startswith("xattn_ref.zoo")))
+"""
+
+
+def test_a_run_of_your_target_imports_none_of_the_zoo(tmp_path):
+    """The zoo (correct kernels, known-bads, adapters, built-ins) is loaded for the main job
+    alone (``plan.builtin_targets``), never for a target of your own."""
+    (tmp_path / "mine.py").write_text(
+        "import torch\n\n"
+        "def attend(q, k, v, mask):\n"
+        "    s = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5\n"
+        "    s = s if mask is None else s.masked_fill(~mask, float('-inf'))\n"
+        "    return torch.softmax(s, -1).nan_to_num(0.0) @ v\n"
+    )
+    command = [sys.executable, "-c", ZOO_FREE_RUN, f"{tmp_path / 'mine.py'}:attend"]
+    r = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert r.stdout.splitlines()[-1] == "0 []", r.stdout + r.stderr
+
+
 def test_a_layer_factory_that_takes_dtype_and_device_works_in_every_dtype():
     r = cli(
         f"{TARGETS}:layer_in_every_dtype()",

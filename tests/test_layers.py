@@ -74,7 +74,7 @@ def test_a_layer_gradient_that_cancels_to_zero_is_judged_by_the_roundings_of_its
     import contextlib
     import types
 
-    import xattn_ref._perturbed
+    import xattn_ref.tolerance.layer
     from xattn_ref._calls import cotangent, forward_backward
     from xattn_ref.targets import as_target
 
@@ -87,7 +87,7 @@ def test_a_layer_gradient_that_cancels_to_zero_is_judged_by_the_roundings_of_its
     assert float(budget.truth["dx"].abs().max()) < 1e-15 < float(error)
     assert budget.compare("dx", grads["dx"]).ok
     no_perturbation = contextlib.nullcontext(types.SimpleNamespace(kinks=set()))
-    monkeypatch.setattr(xattn_ref._perturbed, "perturbed", lambda *a, **k: no_perturbation)
+    monkeypatch.setattr(xattn_ref.tolerance.layer, "perturbed", lambda *a, **k: no_perturbation)
     assert not call.budget(case, g, grads=True).compare("dx", grads["dx"]).ok
 
 
@@ -190,13 +190,13 @@ def test_a_relu_layer_far_from_its_kinks_has_its_gradients_judged_in_full(monkey
     # so its gradients are judged by the Monte Carlo term, not waved through with their own size:
     # a backward 1% off for the units that are off is caught. Counted as near a kink (the
     # allowance every ReLU layer had before), it passes.
-    import xattn_ref._perturbed
+    import xattn_ref.tolerance.layer
 
     layer = decoder_layer(16, 2)
     layer.layer.activation = _ReLUWithLeakyBackward.apply
     failed = run("dtype_consistency", layer, torch.float32, kind="layer", dim=16, max_examples=10)
     assert failed.status == "failed" and failed.message.startswith(("dx[", "dcontext[", "d(")), failed.message
-    monkeypatch.setattr(xattn_ref._perturbed, "near_kink", lambda *a: True)
+    monkeypatch.setattr(xattn_ref.tolerance.layer, "near_kink", lambda *a: True)
     waved = run("dtype_consistency", layer, torch.float32, kind="layer", dim=16, max_examples=10)
     assert waved.status == "passed", waved.message
 

@@ -4,6 +4,7 @@ zoo (correct kernels, known-bad implementations, adapters, built-ins)."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "xattn_ref"
@@ -93,12 +94,11 @@ def test_every_kind_declares_its_properties_and_none_inherits_them_from_the_base
 HEAVY = ("torch", "hypothesis", "numpy", "transformers", "x_transformers", "peft", "einops", "pytest")
 
 
-def _heavy_modules() -> set[str]:
-    """The package's modules whose import (at module level, transitively) loads torch,
-    Hypothesis or an optional dependency."""
-    heavy: set[str] = set()
+def _loads() -> dict[str, set[str]]:
+    """module -> the heavy packages (:data:`HEAVY`) its import loads, at module level and
+    transitively."""
     graph = module_imports()
-    direct: dict[str, bool] = {}
+    loads: dict[str, set[str]] = {}
     for name in graph:
         path = ROOT.joinpath(*name.split(".")[1:]).with_suffix(".py")
         if not path.exists():
@@ -106,15 +106,40 @@ def _heavy_modules() -> set[str]:
         body = ast.parse(path.read_text(encoding="utf-8")).body
         found = [n.module for n in body if isinstance(n, ast.ImportFrom) and n.module]
         found += [a.name for n in body if isinstance(n, ast.Import) for a in n.names]
-        direct[name] = any(m.split(".")[0] in HEAVY for m in found)
+        loads[name] = {m.split(".")[0] for m in found} & set(HEAVY)
     changed = True
     while changed:
         changed = False
         for name, deps in graph.items():
-            if name not in heavy and (direct[name] or deps & heavy):
-                heavy.add(name)
+            more = set().union(*(loads[d] for d in deps)) - loads[name]
+            if more:
+                loads[name] |= more
                 changed = True
-    return heavy
+    return loads
+
+
+def _heavy_modules() -> set[str]:
+    """The package's modules whose import (at module level, transitively) loads torch,
+    Hypothesis or an optional dependency."""
+    return {name for name, packages in _loads().items() if packages}
+
+
+def _inner_imports() -> Iterator[tuple[str, str, int, set[str]]]:
+    """(module, its path, line, the package's modules named) of each ``from xattn_ref... import``
+    inside a function."""
+    graph = module_imports()
+    for path in ROOT.rglob("*.py"):
+        if "suite" in path.parts:
+            continue
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(("xattn_ref", *parts)).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith("xattn_ref"):
+                    named = {sub.module, *(f"{sub.module}.{a.name}" for a in sub.names)}
+                    yield module, str(path.relative_to(ROOT)), sub.lineno, named & set(graph)
 
 
 def test_an_import_inside_a_function_is_of_something_heavy():
@@ -123,16 +148,37 @@ def test_an_import_inside_a_function_is_of_something_heavy():
     loads them), so that the pytest plugin stays inert in projects that do not use it and the
     CLI answers a usage error before torch loads."""
     heavy = _heavy_modules()
-    light_inside: list[str] = []
-    for path in ROOT.rglob("*.py"):
-        if "suite" in path.parts:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith("xattn_ref"):
-                    named = {f"{sub.module}.{a.name}" for a in sub.names}  # from xattn_ref import plan
-                    if sub.module not in heavy and not named & heavy and "suite" not in sub.module:
-                        light_inside.append(f"{path.relative_to(ROOT)}:{sub.lineno} {sub.module}")
+    light_inside = [
+        f"{path}:{line} {sorted(named)}"
+        for _, path, line, named in _inner_imports()
+        if named and not named & heavy and not any(".suite" in n for n in named)
+    ]
     assert light_inside == []
+
+
+def test_an_import_inside_a_function_defers_what_its_module_does_not_load_already():
+    """An import of one of our modules inside a function that loads nothing its own module does
+    not load already defers nothing: it goes at the top, unless there it would close an import
+    cycle, or it is the machinery's one door to the zoo (``plan.builtin_targets``)."""
+    graph, loads = module_imports(), _loads()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            if node == goal:
+                return True
+            if node not in seen:
+                seen.add(node)
+                todo.extend(graph[node])
+        return False
+
+    pointless = [
+        f"{path}:{line} {sorted(named)}"
+        for module, path, line, named in _inner_imports()
+        if named
+        and set().union(*(loads[n] for n in named)) <= loads[module]
+        and not any(reaches(n, module) for n in named)
+        and not (any(n.startswith("xattn_ref.zoo") for n in named) and not module.startswith("xattn_ref.zoo"))
+    ]
+    assert pointless == []

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from xattn_ref.errors import XattnArgumentError
+from xattn_ref.guard import MASKED_AT
 
 __all__ = [
     "additive_from_allowed",
@@ -65,8 +66,6 @@ def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
     """Additive float mask -> True = may attend: every entry above
     :data:`xattn_ref.guard.MASKED_AT` (``-1e4``); ``-inf`` and sentinels such as
     ``finfo(dtype).min``, ``-1e4`` and ``-1e9`` are masked keys."""
-    from xattn_ref.guard import MASKED_AT
-
     if not isinstance(mask, torch.Tensor) or not mask.is_floating_point():
         raise XattnArgumentError(
             f"mask must be a floating-point additive mask, got {getattr(mask, 'dtype', mask)}"

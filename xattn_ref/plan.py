@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from xattn_ref._devices import ALL_DEVICES, ALL_DTYPES, dtype_name, parse_dtype, unavailable_reason
+from xattn_ref.checks import PROPERTIES
 from xattn_ref.config import RunConfig, resolve_config
 from xattn_ref.errors import Inexpressible, NotTaken, TargetError, TargetLoadError, UsageError
 from xattn_ref.kinds import KINDS, Kind, check_property_names, resolve_options
@@ -21,6 +22,7 @@ from xattn_ref.report import read_xfail
 from xattn_ref.request import Request
 from xattn_ref.runner import Task
 from xattn_ref.targets import Target, load_target
+from xattn_ref.tolerance import matmul_eps
 
 __all__ = [
     "Plan",
@@ -69,13 +71,15 @@ def _load(spec: str, kind: str, options: dict[str, Any], *, source: str = "") ->
         raise UsageError(f"{source}{exc}") from None
 
 
-def builtin_targets() -> tuple[list[Target], dict[str, bool]]:
-    """The built-in targets and whether each should pass."""
+def builtin_targets() -> tuple[list[Target], dict[str, bool], tuple[str, ...]]:
+    """The built-in targets, whether each should pass, and why each other one is skipped (a
+    missing optional dependency). The machinery's one door to the zoo."""
     from xattn_ref.zoo.builtins import BUILTINS
 
     present = [b for b in BUILTINS if b.missing() is None]
     targets = [b.load() for b in present]
-    return targets, {t.name: b.should_pass for t, b in zip(targets, present)}
+    skipped = tuple(m for m in (b.missing() for b in BUILTINS) if m)
+    return targets, {t.name: b.should_pass for t, b in zip(targets, present)}, skipped
 
 
 def select_properties(
@@ -88,8 +92,6 @@ def select_properties(
 ) -> list[str]:
     """The kind's properties, restricted to ``only`` and without ``skip`` (names checked);
     opt-in properties only with ``strict`` or when named in ``only``."""
-    from xattn_ref.checks import PROPERTIES
-
     check_property_names(only, skip, prefix)
     names = [p for p in kind.properties if (p in only if only else strict or not PROPERTIES[p].opt_in)]
     return [p for p in names if p not in (skip or [])]
@@ -156,14 +158,10 @@ def _one_line(message: str) -> str:
 
 
 def notes(
-    dtypes: Sequence[torch.dtype], devices: Sequence[str], *, builtins: bool = False
+    dtypes: Sequence[torch.dtype], devices: Sequence[str], skipped: Sequence[str] = ()
 ) -> tuple[str, ...]:
-    """What the report header should say: TF32 float32 matmuls on CUDA (the budgets), and with
-    ``builtins``, the built-in targets skipped for a missing optional dependency."""
-    from xattn_ref.tolerance import matmul_eps
-    from xattn_ref.zoo.builtins import BUILTINS
-
-    skipped = [m for m in (b.missing() for b in BUILTINS) if m] if builtins else []
+    """What the report header should say: TF32 float32 matmuls on CUDA (the budgets), then
+    ``skipped``: the built-in targets skipped for a missing optional dependency."""
     if torch.float32 not in dtypes:
         return tuple(skipped)
     found = (matmul_eps(torch.float32, d)[1] for d in devices if unavailable_reason(d) is None)
@@ -180,7 +178,8 @@ class Plan:
     - ``properties``: target name -> the properties to run on it;
     - ``dtypes``, ``devices`` (requested), ``present`` (those available here) and ``absent``
       (why each other one is not);
-    - ``xfail``: the xfail entries (id -> reason); ``spec``: the targets, in words.
+    - ``xfail``: the xfail entries (id -> reason); ``spec``: the targets, in words;
+    - ``skipped``: why each built-in that does not run here is skipped.
     """
 
     config: RunConfig
@@ -193,13 +192,14 @@ class Plan:
     absent: tuple[str, ...]
     xfail: dict[str, str]
     spec: str
+    skipped: tuple[str, ...] = ()
 
     def tasks(self) -> list[Task]:
         """Every target × property × device × dtype that can run here, in report order."""
         return tasks(self.targets, self.properties, self.dtypes, self.present)
 
     def notes(self) -> tuple[str, ...]:
-        return notes(self.dtypes, self.present, builtins=self.expected is not None)
+        return notes(self.dtypes, self.present, self.skipped)
 
 
 def build(request: Request, *, default_profile: str | None = None) -> Plan:
@@ -217,8 +217,9 @@ def build(request: Request, *, default_profile: str | None = None) -> Plan:
     absent = tuple(r for r in (unavailable_reason(d) for d in devices) if r is not None)
     xfail = read_xfail(values["xfail"], sources["xfail"]) if values["xfail"] else {}
     expected: dict[str, bool] | None = None
+    skipped: tuple[str, ...] = ()
     if spec is None:
-        targets, expected = builtin_targets()
+        targets, expected, skipped = builtin_targets()
         described = "the built-in targets"
     else:
         targets = [_load(spec, kind, request.options or {}, source=f"{sources['target']}: ")]
@@ -227,4 +228,7 @@ def build(request: Request, *, default_profile: str | None = None) -> Plan:
     properties = {t.name: select_properties(t.kind, only, skip, prefix, strict=strict) for t in targets}
     for target in targets:
         probe(target, dtypes, present)
-    return Plan(config, targets, expected, properties, dtypes, devices, present, absent, xfail, described)
+    return Plan(
+        config=config, targets=targets, expected=expected, properties=properties, dtypes=dtypes,
+        devices=devices, present=present, absent=absent, xfail=xfail, spec=described, skipped=skipped,
+    )  # fmt: skip

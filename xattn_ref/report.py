@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from xattn_ref.checks import PROPERTIES
 from xattn_ref.config import RunConfig
 from xattn_ref.errors import UsageError
 from xattn_ref.options import did_you_mean
@@ -47,8 +48,6 @@ def read_xfail(path: str, source: str = "--xfail") -> dict[str, str]:
             lines = file.read().splitlines()
     except OSError as exc:
         raise UsageError(f"{source}: cannot read {path!r}: {exc.strerror}") from None
-    from xattn_ref.checks import PROPERTIES
-
     entries: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         entry, _, comment = line.partition("#")

@@ -44,6 +44,7 @@ from xattn_ref.checks import PROPERTIES
 from xattn_ref.errors import NotTaken, PropertyFailure, TargetError
 from xattn_ref.kinds.callmap import CallMap
 from xattn_ref.precision import Notes, collected
+from xattn_ref.targets import load_target
 
 __all__ = ["KeyedDatabase", "Result", "Status", "Task", "run_property", "run_seed", "run_tasks"]
 
@@ -331,8 +332,6 @@ def _reloadable(target: Any) -> tuple[str, str, str | None, dict[str, Any]] | No
 def _init_spawned(
     threads: int, entries: list[tuple[str, str, str | None, dict[str, Any]]], tasks: list[Task], options: Any
 ) -> None:
-    from xattn_ref.targets import load_target
-
     _init_worker(threads)
     targets = [
         dataclasses.replace(load_target(spec or name, kind, opts), name=name, spec=spec)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from xattn_ref._calls import vjp
+from xattn_ref._kernel import expand_kv, plain_attention
 from xattn_ref.errors import NotTaken
 from xattn_ref.tolerance.budget import (
     SMALLEST_TILE,
@@ -100,8 +101,6 @@ def kernel_budget(
     zero (:func:`underflow_unit`; default: on CUDA). ``unit``: the rounding unit a float64 case
     is judged at where the kernel's float64 run is float32-accurate
     (:func:`xattn_ref.precision.float64_precision`): float32's, for every stage."""
-    from xattn_ref._kernel import expand_kv, plain_attention
-
     f64, cpu = torch.float64, "cpu"
     scale = case.effective_scale
     heads, groups = case.q.shape[1], case.groups

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from xattn_ref._calls import forward_backward
+from xattn_ref._perturbed import near_kink, perturbed
 from xattn_ref.precision import float64_precision
 from xattn_ref.tolerance.budget import Budget, _error, _finite_or_zero, _rounding_unit, _row_max
 
@@ -157,8 +158,6 @@ def sampled_errors(
     where the true dS does (one allowed key). CUDA's float64 attention is the math path, whose
     softmax backward takes both from one dP and cancels it: samples there fell short of float32
     results on an H200."""
-    from xattn_ref._perturbed import near_kink, perturbed
-
     eps_acc = torch.finfo(torch.float32).eps if case.dtype != torch.float64 else eps
     samples, modes = [], []
     limit, r = torch.finfo(case.dtype).max, LAYER_ROUNDINGS

@@ -19,6 +19,7 @@ from torch import nn
 
 from xattn_ref.conventions import padding_from_allowed
 from xattn_ref.errors import NotTaken, XattnArgumentError
+from xattn_ref.guard import safe_sdpa
 
 __all__ = [
     "SDPA_BACKENDS",
@@ -367,8 +368,6 @@ def cross_attention_layer(
 ) -> nn.Module:
     """A seeded :class:`CrossAttention` (default kernel: :func:`xattn_ref.guard.safe_sdpa`)."""
     if kernel is None:
-        from xattn_ref.guard import safe_sdpa
-
         def kernel(
             q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
         ) -> torch.Tensor:

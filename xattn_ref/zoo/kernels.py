@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from xattn_ref import reference
+from xattn_ref.cases import window_mask
+from xattn_ref.guard import safe_sdpa
+from xattn_ref.zoo.adapters import multihead_attention_layer
 
 __all__ = [
     "csr_to_block_table",
@@ -71,9 +74,6 @@ def windowed_kernel(
     """A sliding-window kernel with flash-attention's ``window_size=(left, right)`` (bottom-right
     aligned, -1 unbounded), on top of the bool mask; the guard writes zeros for rows the two leave
     empty. Run it with ``--window``."""
-    from xattn_ref.cases import window_mask
-    from xattn_ref.guard import safe_sdpa
-
     allowed = window_mask(window_size, q.shape[2], k.shape[2], q.device)
     return safe_sdpa(q, k, v, attn_mask=allowed if mask is None else mask & allowed)
 
@@ -271,8 +271,6 @@ def padded_causal_kernel(
     """Self-attention as batched generation calls it: a ``(B, L)`` padding mask (True = a real
     token; left or right padding) and ``is_causal=True`` (top-left), combined into one bool mask
     for :func:`xattn_ref.guard.safe_sdpa`. Padded query rows allow no key and give zeros."""
-    from xattn_ref.guard import safe_sdpa
-
     allowed = None if mask is None else mask[:, None, None, :]
     if is_causal:
         lq, lk = q.shape[2], k.shape[2]
@@ -312,8 +310,6 @@ def padded_sequence_kernel(
     pads queries and keys alike, so a padded query allows no key and gives zeros
     (:func:`xattn_ref.guard.safe_sdpa`). Run it with ``--key-padding --self-attention
     --query-padding``."""
-    from xattn_ref.guard import safe_sdpa
-
     allowed = None if mask is None else mask[:, None, :, None] & mask[:, None, None, :]
     return safe_sdpa(q, k, v, attn_mask=allowed)
 
@@ -331,8 +327,6 @@ def safe_sdpa_kernel(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """:func:`xattn_ref.guard.safe_sdpa` with the bool mask as ``attn_mask``."""
-    from xattn_ref.guard import safe_sdpa
-
     return safe_sdpa(q, k, v, attn_mask=mask)
 
 
@@ -431,6 +425,4 @@ def online_softmax_kernel(
 
 def mha_layer_need_weights_false() -> torch.nn.Module:
     """``nn.MultiheadAttention(16, 2)`` called with ``need_weights=False`` (SDPA's guarded path)."""
-    from xattn_ref.zoo.adapters import multihead_attention_layer
-
     return multihead_attention_layer(16, 2, need_weights=False)

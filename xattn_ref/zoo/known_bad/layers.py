@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from xattn_ref.zoo.adapters import cross_attention_layer
 from xattn_ref.zoo.known_bad._registry import known_bad
 from xattn_ref.zoo.known_bad.kernels import (
     _guarded,
@@ -19,8 +20,6 @@ from xattn_ref.zoo.known_bad.kernels import (
 
 
 def _layer(kernel: Any) -> torch.nn.Module:
-    from xattn_ref.zoo.adapters import cross_attention_layer
-
     return cross_attention_layer(kernel, dim=16)
 
 
@@ -29,8 +28,6 @@ class _ZeroesPaddingInPlace(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from xattn_ref.zoo.adapters import cross_attention_layer
-
         self.inner = cross_attention_layer(dim=16)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
@@ -44,8 +41,6 @@ class _MeanPooledContext(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from xattn_ref.zoo.adapters import cross_attention_layer
-
         self.inner = cross_attention_layer(dim=16)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
